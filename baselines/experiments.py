@@ -1,0 +1,26 @@
+"""The LL4AL protocol (Yoo & Kweon 2019, REFERENCES 1.5) that TA-VAAL and LADA compare against."""
+from core.config import DataConfig, ExperimentConfig, ModelConfig, ProtocolConfig, TrainConfig
+from core.experiments import Experiment, mini_profile, register, smoke_profile
+
+
+def ll4al(dataset: str, step: int) -> ExperimentConfig:
+    """1k + 1k to 10k on CIFAR-10 (2k + 2k to 20k on CIFAR-100), a random subset of 10,000 scored per cycle,
+    ResNet-18, SGD 0.1 / 0.9 / 5e-4, 200 epochs with the decay at 160, batch 128, flip + crop(32, 4)."""
+    return ExperimentConfig(
+        title=f"LL4AL protocol: {dataset.upper()}", source="LL4AL (Yoo & Kweon 2019) Sec. 4.1; REFERENCES 1.5, B1-B3",
+        methods=["random", "entropy", "coreset", "learning_loss"], seeds=5,
+        data=DataConfig(dataset=dataset, crop_padding=4, hflip=True),
+        protocol=ProtocolConfig(initial=step, budget=step, cycles=10, subset=10000),
+        model=ModelConfig(arch="resnet18_cifar"),
+        train=TrainConfig(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, batch_size=128, epochs=200,
+                          schedule="multistep", milestones=[160]))
+
+
+PROFILES = {
+    "smoke": smoke_profile(**{"protocol.initial": 40, "protocol.budget": 40, "protocol.subset": 200,
+                              "train.epochs": 2, "train.milestones": [1]}),
+    "mini": mini_profile(**{"protocol.initial": 1000, "protocol.budget": 500, "protocol.cycles": 5,
+                            "protocol.subset": 3000, "train.epochs": 15, "train.milestones": [12]}),
+}
+register(Experiment("baselines", "ll4al_cifar10", lambda: ll4al("cifar10", 1000), PROFILES))
+register(Experiment("baselines", "ll4al_cifar100", lambda: ll4al("cifar100", 2000), PROFILES))

@@ -1,0 +1,1 @@
+"""Shared machinery for the active-learning reproductions: data, pools, training, the AL loop, results."""

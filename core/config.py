@@ -1,0 +1,205 @@
+"""Experiment configs as typed dataclasses. Profiles and `--set` apply dotted overrides, checked for type."""
+import dataclasses
+import hashlib
+import json
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.errors import UserError
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "cifar10"
+    labels: str = "fine"                 # cifar100: fine or coarse labels
+    imbalance: float = 0.0               # >1: odd classes keep 1/imbalance of their images (TA-VAAL supp. Fig. 6)
+    validation_size: int = 0             # held out of the pool for checkpoint selection (VAAL: 5,000)
+    test_size: int = 0                   # datasets without an official split get a per-seed test set this big
+    train_subset: int = 0                # profiles only: a fixed subset of the training images (0: all)
+    test_subset: int = 0                 # profiles only: a fixed subset of the test images (0: all)
+    normalization: str = "dataset"       # dataset mean/std, or "half" for Normalize(0.5, 0.5) as the VAAL code
+    hflip: bool = True
+    crop_padding: int = 0                # RandomCrop(size, padding) when > 0
+    image_size: int = 224                # large-image datasets: crop size
+    resize: int = 256                    # large-image datasets: shorter side before cropping
+    workers: int = 2                     # DataLoader workers for large-image datasets
+
+
+@dataclass
+class ProtocolConfig:
+    initial: float = 0.1                 # < 1: fraction of the training images; >= 1: a count
+    budget: float = 0.05                 # same convention
+    cycles: int = 7                      # trained models; a selection follows every one but the last
+    subset: int = 0                      # M random unlabeled points scored per cycle (0: the whole pool)
+    initial_kind: str = "random"         # random, balanced (LADA) or biased (VAAL Fig. 5)
+    missing_classes: int = 0             # biased initial set: classes left out
+    oracle_noise: float = 0.0            # fraction of labels flipped within the superclass (VAAL Sec. 5.2)
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "vgg16_bn"
+    width: float = 1.0
+    init: str = "default"                # xavier, torchvision or default (PyTorch's)
+
+
+@dataclass
+class TrainConfig:
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 128
+    epochs: int = 0                      # epoch-based schedule over the labeled set
+    iterations: int = 0                  # iteration-based schedule (VAAL); takes precedence when > 0
+    drop_last: bool = False
+    schedule: str = "constant"           # constant, multistep, step or quarter (divide at T/4, T/2, 3T/4)
+    milestones: list = field(default_factory=list)
+    step_size: int = 0
+    gamma: float = 0.1
+    reinit: bool = True                  # new model every cycle; False warm-starts from the last cycle's model
+    select_on_validation: bool = False   # test the checkpoint that is best on the validation set
+    validate_every: int = 0              # in epochs or iterations; 0 validates only at the end
+    amp: bool = False                    # bfloat16 autocast on CUDA
+    deterministic: bool = True
+    eval_batch_size: int = 500
+
+
+@dataclass
+class ExperimentConfig:
+    paper: str = ""
+    experiment: str = ""
+    title: str = ""
+    source: str = ""                     # where the protocol comes from, e.g. "VAAL Fig. 2, Tables 2-3"
+    metric: str = "accuracy"
+    methods: list = field(default_factory=list)
+    seeds: int = 5
+    data: DataConfig = field(default_factory=DataConfig)
+    protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    method_options: dict = field(default_factory=dict)   # {method: {option: value}}
+
+
+CHOICES = {
+    "data.labels": ("fine", "coarse"),
+    "data.normalization": ("dataset", "half"),
+    "protocol.initial_kind": ("random", "balanced", "biased"),
+    "model.init": ("default", "xavier", "torchvision"),
+    "train.optimizer": ("sgd", "adam"),
+    "train.schedule": ("constant", "multistep", "step", "quarter"),
+}
+
+
+def _scalar(text: str):
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _coerce(key: str, kind, value):
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+    elif kind in (int, float):
+        if isinstance(value, bool):
+            pass
+        elif isinstance(value, (int, float)) and (kind is float or float(value).is_integer()):
+            return kind(value)
+        elif isinstance(value, str):
+            try:
+                return kind(value)
+            except ValueError:
+                pass
+    elif kind is str and isinstance(value, str):
+        return value
+    elif kind is list:
+        if isinstance(value, (list, tuple)):
+            return list(value)
+        if isinstance(value, str):
+            return [_scalar(v.strip()) for v in value.split(",") if v.strip()]
+    elif kind is dict and isinstance(value, dict):
+        return value
+    raise UserError(f"config value {key} must be {kind.__name__}, got {value!r}; fix it in --set {key}=...")
+
+
+def set_value(config, key: str, value) -> None:
+    """Set a dotted key (`train.lr`, or `method_options.mc_dropout.passes`) with type checking."""
+    parts = key.split(".")
+    target = config
+    for index, part in enumerate(parts[:-1]):
+        if isinstance(target, dict):
+            target = target.setdefault(part, {})
+        elif dataclasses.is_dataclass(target) and part in {f.name for f in dataclasses.fields(target)}:
+            target = getattr(target, part)
+        else:
+            raise UserError(f"unknown config key '{key}' ('{'.'.join(parts[:index + 1])}' does not exist); "
+                            "see ./reproduce.sh describe <paper> <experiment> for the keys")
+    name = parts[-1]
+    if isinstance(target, dict):
+        target[name] = value
+        return
+    hints = typing.get_type_hints(type(target))
+    if name not in hints or dataclasses.is_dataclass(getattr(target, name)):
+        raise UserError(f"unknown config key '{key}'; see ./reproduce.sh describe <paper> <experiment> for the keys")
+    setattr(target, name, _coerce(key, typing.get_origin(hints[name]) or hints[name], value))
+
+
+def apply_overrides(config, overrides: dict[str, Any]):
+    for key, value in overrides.items():
+        set_value(config, key, value)
+    validate(config)
+    return config
+
+
+def parse_assignments(assignments: list[str]) -> dict[str, str]:
+    parsed = {}
+    for item in assignments:
+        if "=" not in item:
+            raise UserError(f"--set expects KEY=VALUE (e.g. train.lr=0.01), got '{item}'")
+        key, value = item.split("=", 1)
+        parsed[key.strip()] = value.strip()
+    return parsed
+
+
+def validate(config: ExperimentConfig) -> None:
+    for key, allowed in CHOICES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(config, section), name)
+        if value not in allowed:
+            raise UserError(f"config value {key}='{value}' is not one of {', '.join(allowed)}")
+    train, protocol = config.train, config.protocol
+    if train.epochs <= 0 and train.iterations <= 0:
+        raise UserError("train.epochs or train.iterations must be positive")
+    positive = {"train.lr": train.lr, "train.batch_size": train.batch_size, "protocol.cycles": protocol.cycles,
+                "protocol.budget": protocol.budget, "protocol.initial": protocol.initial, "seeds": config.seeds,
+                "model.width": config.model.width}
+    for key, value in positive.items():
+        if value <= 0:
+            raise UserError(f"config value {key}={value} must be positive")
+    if train.select_on_validation and config.data.validation_size <= 0:
+        raise UserError("train.select_on_validation needs data.validation_size > 0")
+
+
+def to_dict(config) -> dict:
+    return dataclasses.asdict(config)
+
+
+def from_dict(data: dict) -> ExperimentConfig:
+    sections = {"data": DataConfig, "protocol": ProtocolConfig, "model": ModelConfig, "train": TrainConfig}
+    values = {k: v for k, v in data.items() if k not in sections}
+    return ExperimentConfig(**values, **{name: cls(**data[name]) for name, cls in sections.items()})
+
+
+def run_hash(config: ExperimentConfig, method: str) -> str:
+    """Identifies everything that determines one method's results; the method and seed lists do not."""
+    content = to_dict(config)
+    content.pop("methods")
+    content.pop("seeds")
+    content["method_options"] = content["method_options"].get(method, {})
+    content["method"] = method
+    return hashlib.sha1(json.dumps(content, sort_keys=True).encode()).hexdigest()[:12]

@@ -1,0 +1,329 @@
+"""Classification datasets from a data root, in torchvision's native formats or as ImageFolder trees.
+
+Small-image datasets (CIFAR, SVHN, Fashion-MNIST) become uint8 arrays (N, H, W, C) that the training code keeps
+on the device; ImageFolder trees of small images are decoded once and cached. Large-image datasets (Caltech,
+ImageNet) stay lists of files, read by DataLoader workers.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from core.errors import UserError
+from core.seeding import numpy_rng
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp")
+DATA_ROOT_ENV = "AL_DATA_ROOT"
+CACHE_DIR_ENV = "AL_CACHE_DIR"
+
+CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+CIFAR100_STATS = ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
+IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+@dataclass
+class Split:
+    """One split: targets plus either decoded uint8 images (N, H, W, C) or image file paths."""
+
+    targets: np.ndarray
+    images: np.ndarray | None = None
+    files: list[str] | None = None
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def take(self, indices: np.ndarray) -> "Split":
+        indices = np.asarray(indices)
+        return Split(
+            targets=self.targets[indices],
+            images=None if self.images is None else self.images[indices],
+            files=None if self.files is None else [self.files[i] for i in indices],
+        )
+
+
+@dataclass
+class ImageDataset:
+    name: str
+    classes: list[str]
+    train: Split
+    test: Split | None
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    superclass_of_class: np.ndarray | None = None
+    superclasses: list[str] = field(default_factory=list)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def in_memory(self) -> bool:
+        return self.train.images is not None
+
+
+def resolve_data_root(cli_value: str | None) -> Path:
+    value = cli_value or os.environ.get(DATA_ROOT_ENV)
+    if not value:
+        raise UserError(f"no data root given: pass --data-root DIR or set {DATA_ROOT_ENV}=DIR "
+                        "(a folder with cifar10/, cifar100/, ... subfolders)")
+    root = Path(value).expanduser()
+    if not root.is_dir():
+        raise UserError(f"data root {root} is not a folder: pass --data-root DIR or set {DATA_ROOT_ENV} "
+                        "to an existing folder")
+    return root
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_DIR_ENV, Path(__file__).resolve().parent.parent / ".cache"))
+
+
+# ---------------------------------------------------------------- ImageFolder trees
+
+def list_image_folder(folder: Path) -> tuple[list[str], list[str], np.ndarray]:
+    """Class names (sorted, as torchvision's ImageFolder), file paths and targets of one tree."""
+    classes = sorted(entry.name for entry in os.scandir(folder) if entry.is_dir())
+    if not classes:
+        raise UserError(f"{folder} has no class folders: expected {folder}/<class>/<image> (ImageFolder layout)")
+    files, targets = [], []
+    for label, name in enumerate(classes):
+        names = sorted(n for n in os.listdir(folder / name) if n.lower().endswith(IMAGE_SUFFIXES))
+        files += [str(folder / name / n) for n in names]
+        targets += [label] * len(names)
+    return classes, files, np.asarray(targets, dtype=np.int64)
+
+
+def _decode_rgb(path: str, channels: int) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        array = np.asarray(image.convert("RGB" if channels == 3 else "L"))
+    return array if channels == 3 else array[..., None]
+
+
+def _decode_chunk(paths: list[str], channels: int) -> np.ndarray:
+    return np.stack([_decode_rgb(p, channels) for p in paths])
+
+
+def decode_cached(files: list[str], channels: int, cache_dir: Path, workers: int = 2) -> np.ndarray:
+    """Decode a list of equally sized images once; later calls read the cache keyed by file names and sizes."""
+    listing = "\n".join(f"{f}:{os.path.getsize(f)}" for f in files)
+    key = hashlib.sha1(f"{channels}\n{listing}".encode()).hexdigest()[:16]
+    cache_file = cache_dir / f"decoded-{key}.npy"
+    if cache_file.exists():
+        return np.load(cache_file)
+    chunks = [files[i:i + 2000] for i in range(0, len(files), 2000)]
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        images = np.concatenate(list(pool.map(_decode_chunk, chunks, [channels] * len(chunks))))
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    partial = cache_file.with_suffix(".partial.npy")
+    np.save(partial, images)
+    os.replace(partial, cache_file)
+    return images
+
+
+def image_folder_split(folder: Path, classes: list[str], decode: bool, channels: int, cache_dir: Path) -> Split:
+    found, files, targets = list_image_folder(folder)
+    if found != classes:
+        raise UserError(f"{folder} has class folders {found[:3]}... but expected the {len(classes)} classes of "
+                        f"{folder.parent}/train; make train/ and test/ hold the same class folders")
+    if decode:
+        return Split(targets=targets, images=decode_cached(files, channels, cache_dir))
+    return Split(targets=targets, files=files)
+
+
+def image_folder_dataset(name: str, folder: Path, decode: bool, channels: int, cache_dir: Path,
+                         stats) -> ImageDataset:
+    classes, _, _ = list_image_folder(folder / "train")
+    train = image_folder_split(folder / "train", classes, decode, channels, cache_dir)
+    test = image_folder_split(folder / "test", classes, decode, channels, cache_dir)
+    return ImageDataset(name=name, classes=classes, train=train, test=test, mean=stats[0], std=stats[1])
+
+
+# ---------------------------------------------------------------- native formats through torchvision
+
+def _torchvision_arrays(dataset_cls, root: Path, download: bool, **kwargs) -> dict:
+    """{"train": Split, "test": Split, "classes": [...]} from a torchvision dataset class."""
+    splits = {}
+    for split_name, split_kwargs in (("train", kwargs["train"]), ("test", kwargs["test"])):
+        try:
+            ds = dataset_cls(str(root), download=download, **split_kwargs)
+        except RuntimeError as err:
+            raise UserError(f"cannot read {dataset_cls.__name__} under {root}: {err}; "
+                            "pass --download on a machine with internet, or fix the folder") from None
+        images = np.asarray(ds.data)
+        if images.ndim == 4 and images.shape[1] in (1, 3):
+            images = images.transpose(0, 2, 3, 1)
+        if images.ndim == 3:
+            images = images[..., None]
+        targets = np.asarray(ds.targets if hasattr(ds, "targets") else ds.labels, dtype=np.int64)
+        splits[split_name] = Split(targets=targets, images=np.ascontiguousarray(images))
+        splits["classes"] = list(getattr(ds, "classes", [str(i) for i in range(int(targets.max()) + 1)]))
+    return splits
+
+
+def _require(folder: Path, dataset: str, layouts: str) -> None:
+    if not folder.is_dir():
+        raise UserError(f"dataset {dataset} not found: expected {folder} holding {layouts}; "
+                        "fix --data-root, or pass --download to fetch the native format through torchvision")
+
+
+def load_cifar10(root: Path, cache_dir: Path, download: bool) -> ImageDataset:
+    import torchvision
+
+    folder = root / "cifar10"
+    if (folder / "cifar-10-batches-py").is_dir() or download:
+        s = _torchvision_arrays(torchvision.datasets.CIFAR10, folder, download, train={"train": True},
+                                test={"train": False})
+        return ImageDataset("cifar10", s["classes"], s["train"], s["test"], *CIFAR10_STATS)
+    _require(folder / "train", "cifar10", "cifar-10-batches-py/ or train/ and test/ ImageFolder trees")
+    return image_folder_dataset("cifar10", folder, True, 3, cache_dir, CIFAR10_STATS)
+
+
+def _cifar100_superclasses_native(folder: Path, fine_targets: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    base = folder / "cifar-100-python"
+    with open(base / "train", "rb") as f:
+        coarse = np.asarray(pickle.load(f, encoding="latin1")["coarse_labels"], dtype=np.int64)
+    with open(base / "meta", "rb") as f:
+        names = pickle.load(f, encoding="latin1")["coarse_label_names"]
+    superclass_of_class = np.zeros(100, dtype=np.int64)
+    superclass_of_class[fine_targets] = coarse
+    return superclass_of_class, list(names)
+
+
+def _cifar100_superclasses_json(folder: Path, classes: list[str]) -> tuple[np.ndarray, list[str]]:
+    mapping_file = folder / "coarse_labels.json"
+    if not mapping_file.exists():
+        raise UserError(f"{mapping_file} is missing: CIFAR-100 superclasses need it next to train/ and test/")
+    mapping = json.loads(mapping_file.read_text())
+    names = sorted(set(mapping.values()))
+    return np.asarray([names.index(mapping[c]) for c in classes], dtype=np.int64), names
+
+
+def load_cifar100(root: Path, cache_dir: Path, download: bool, labels: str = "fine") -> ImageDataset:
+    import torchvision
+
+    folder = root / "cifar100"
+    if (folder / "cifar-100-python").is_dir() or download:
+        s = _torchvision_arrays(torchvision.datasets.CIFAR100, folder, download, train={"train": True},
+                                test={"train": False})
+        dataset = ImageDataset("cifar100", s["classes"], s["train"], s["test"], *CIFAR100_STATS)
+        superclass_of_class, names = _cifar100_superclasses_native(folder, dataset.train.targets)
+    else:
+        _require(folder / "train", "cifar100", "cifar-100-python/ or train/ and test/ ImageFolder trees")
+        dataset = image_folder_dataset("cifar100", folder, True, 3, cache_dir, CIFAR100_STATS)
+        superclass_of_class, names = _cifar100_superclasses_json(folder, dataset.classes)
+    dataset.superclass_of_class, dataset.superclasses = superclass_of_class, names
+    if labels == "coarse":
+        for split in (dataset.train, dataset.test):
+            split.targets = superclass_of_class[split.targets]
+        dataset.classes, dataset.superclass_of_class = names, None
+    return dataset
+
+
+def load_svhn(root: Path, cache_dir: Path, download: bool) -> ImageDataset:
+    import torchvision
+
+    folder = root / "svhn"
+    stats = ((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970))
+    if (folder / "train_32x32.mat").exists() or download:
+        s = _torchvision_arrays(torchvision.datasets.SVHN, folder, download, train={"split": "train"},
+                                test={"split": "test"})
+        return ImageDataset("svhn", [str(i) for i in range(10)], s["train"], s["test"], *stats)
+    _require(folder / "train", "svhn", "train_32x32.mat and test_32x32.mat, or train/ and test/ trees")
+    return image_folder_dataset("svhn", folder, True, 3, cache_dir, stats)
+
+
+def load_fashion_mnist(root: Path, cache_dir: Path, download: bool) -> ImageDataset:
+    import torchvision
+
+    folder = root / "fashion_mnist"
+    stats = ((0.2860,), (0.3530,))
+    if (folder / "FashionMNIST" / "raw").is_dir() or download:
+        s = _torchvision_arrays(torchvision.datasets.FashionMNIST, folder, download, train={"train": True},
+                                test={"train": False})
+        return ImageDataset("fashion_mnist", s["classes"], s["train"], s["test"], *stats)
+    _require(folder / "train", "fashion_mnist", "FashionMNIST/raw/ (idx files) or train/ and test/ trees")
+    return image_folder_dataset("fashion_mnist", folder, True, 1, cache_dir, stats)
+
+
+def _caltech(name: str, folder: Path, category_dir: str, excluded: set[str]) -> ImageDataset:
+    if (folder / "train").is_dir():
+        return image_folder_dataset(name, folder, False, 3, Path("."), IMAGENET_STATS)
+    _require(folder / category_dir, name, f"{category_dir}/<class>/*.jpg (torchvision layout) or train/ and test/")
+    classes, files, targets = list_image_folder(folder / category_dir)
+    keep_classes = [c for c in classes if c not in excluded]
+    relabel = np.asarray([keep_classes.index(c) if c in keep_classes else -1 for c in classes])
+    keep = relabel[targets] >= 0
+    split = Split(targets=relabel[targets][keep], files=[f for f, k in zip(files, keep) if k])
+    return ImageDataset(name, keep_classes, split, None, *IMAGENET_STATS)
+
+
+def load_caltech101(root: Path, cache_dir: Path, download: bool) -> ImageDataset:
+    return _caltech("caltech101", root / "caltech101", "101_ObjectCategories", {"BACKGROUND_Google"})
+
+
+def load_caltech256(root: Path, cache_dir: Path, download: bool) -> ImageDataset:
+    return _caltech("caltech256", root / "caltech256", "256_ObjectCategories", {"257.clutter"})
+
+
+def load_imagenet(root: Path, cache_dir: Path, download: bool) -> ImageDataset:
+    folder = root / "imagenet"
+    _require(folder / "train", "imagenet", "train/<wnid>/*.JPEG and val/<wnid>/*.JPEG (ImageFolder)")
+    classes, files, targets = list_image_folder(folder / "train")
+    test = image_folder_split(folder / "val", classes, False, 3, cache_dir)
+    return ImageDataset("imagenet", classes, Split(targets=targets, files=files), test, *IMAGENET_STATS)
+
+
+LOADERS: dict[str, Callable[..., ImageDataset]] = {
+    "cifar10": load_cifar10,
+    "cifar100": load_cifar100,
+    "svhn": load_svhn,
+    "fashion_mnist": load_fashion_mnist,
+    "caltech101": load_caltech101,
+    "caltech256": load_caltech256,
+    "imagenet": load_imagenet,
+}
+
+
+# ---------------------------------------------------------------- options applied after loading
+
+def seeded_test_split(dataset: ImageDataset, seed: int, test_size: int) -> ImageDataset:
+    """Datasets without an official split (Caltech) get a fixed random test set per seed."""
+    if test_size <= 0 or test_size >= len(dataset.train):
+        raise UserError(f"data.test_size={test_size} must be between 1 and {len(dataset.train) - 1} for "
+                        f"{dataset.name}; set it with --set data.test_size=N")
+    order = numpy_rng("test-split", dataset.name, seed).permutation(len(dataset.train))
+    return replace(dataset, train=dataset.train.take(np.sort(order[test_size:])),
+                   test=dataset.train.take(np.sort(order[:test_size])))
+
+
+def imbalanced(dataset: ImageDataset, ratio: float) -> ImageDataset:
+    """Every odd class keeps 1/ratio of its training images (TA-VAAL supplement Fig. 6: x10 and x100)."""
+    targets = dataset.train.targets
+    keep = np.ones(len(targets), dtype=bool)
+    for label in range(1, dataset.num_classes, 2):
+        members = np.flatnonzero(targets == label)
+        keep[members[int(round(len(members) / ratio)):]] = False
+    return replace(dataset, name=f"{dataset.name}_imb{ratio:g}", train=dataset.train.take(np.flatnonzero(keep)))
+
+
+def subsample(split: Split, size: int, tag: str) -> Split:
+    """A fixed random subset shared by every seed and method (profiles with fewer images)."""
+    if size <= 0 or size >= len(split):
+        return split
+    return split.take(np.sort(numpy_rng("subsample", tag).permutation(len(split))[:size]))
+
+
+def load_dataset(name: str, root: Path, cache_dir: Path | None = None, download: bool = False,
+                 **options) -> ImageDataset:
+    if name not in LOADERS:
+        raise UserError(f"unknown dataset '{name}'; known: {', '.join(sorted(LOADERS))}")
+    return LOADERS[name](root, cache_dir or default_cache_dir(), download, **options)

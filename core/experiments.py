@@ -1,0 +1,69 @@
+"""The registry of experiments: each paper package registers one entry per reported figure or table."""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Callable
+
+from core.config import ExperimentConfig, apply_overrides
+from core.errors import UserError
+from core.strategy import STRATEGIES, load_plugins
+
+PROFILES = ("smoke", "mini", "paper")
+
+
+@dataclass
+class Experiment:
+    paper: str
+    name: str
+    build: Callable[[], ExperimentConfig]
+    profiles: dict[str, dict] = field(default_factory=dict)   # smoke/mini: dotted overrides of sizes only
+
+    def config(self, profile: str = "paper", overrides: dict | None = None) -> ExperimentConfig:
+        if profile not in PROFILES:
+            raise UserError(f"unknown profile '{profile}'; choose one of {', '.join(PROFILES)}")
+        config = self.build()
+        config.paper, config.experiment = self.paper, self.name
+        apply_overrides(config, copy.deepcopy(self.profiles.get(profile, {})))
+        return apply_overrides(config, overrides or {})
+
+
+EXPERIMENTS: dict[tuple[str, str], Experiment] = {}
+
+
+def register(experiment: Experiment) -> Experiment:
+    EXPERIMENTS[(experiment.paper, experiment.name)] = experiment
+    return experiment
+
+
+def papers() -> list[str]:
+    load_plugins()
+    return sorted({paper for paper, _ in EXPERIMENTS})
+
+
+def get(paper: str, name: str) -> Experiment:
+    load_plugins()
+    if paper not in papers():
+        raise UserError(f"unknown paper '{paper}'; known: {', '.join(papers())} (see ./reproduce.sh list)")
+    if (paper, name) not in EXPERIMENTS:
+        names = sorted(n for p, n in EXPERIMENTS if p == paper)
+        raise UserError(f"unknown experiment '{name}' for {paper}; known: {', '.join(names)}")
+    return EXPERIMENTS[(paper, name)]
+
+
+def method_status(config: ExperimentConfig) -> tuple[list[str], list[str]]:
+    """(implemented, pending) methods of an experiment."""
+    load_plugins()
+    return ([m for m in config.methods if m in STRATEGIES], [m for m in config.methods if m not in STRATEGIES])
+
+
+def smoke_profile(**overrides) -> dict:
+    """Seconds-long runs for tests: a few hundred images, a 1/16-width network, three cycles, two seeds."""
+    return {"data.train_subset": 600, "data.test_subset": 200, "model.width": 0.0625, "protocol.cycles": 3,
+            "train.eval_batch_size": 200, "seeds": 2, **overrides}
+
+
+def mini_profile(**overrides) -> dict:
+    """Minutes-long runs that show real learning on the shared CIFAR-10: 10,000 training images, 2,000 test
+    images and a 1/8-width network."""
+    return {"data.train_subset": 10000, "data.test_subset": 2000, "model.width": 0.125, "seeds": 2, **overrides}

@@ -1,0 +1,191 @@
+"""Task networks shared by the papers. Each returns logits from `forward` and, from `forward_features`,
+(logits, penultimate features, per-block feature maps) for the strategies that need them.
+
+`width` scales every channel count (and VGG's 4096-wide head) for the smoke/mini profiles; width 1 is the
+paper's network.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from core.errors import UserError
+
+VGG16_LAYOUT = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
+
+
+def scaled(channels: int, width: float) -> int:
+    return max(1, int(round(channels * width)))
+
+
+class VGG16BN(nn.Module):
+    """torchvision's vgg16_bn (config D with BatchNorm): AdaptiveAvgPool(7, 7) and the 4096-wide head are kept
+    on 32x32 inputs as in the VAAL code (REFERENCES 1.1), so the 1x1 map is replicated to 7x7."""
+
+    def __init__(self, num_classes: int, in_channels: int = 3, width: float = 1.0, init: str = "xavier",
+                 dropout: float = 0.5):
+        super().__init__()
+        layers, channels = [], in_channels
+        for item in VGG16_LAYOUT:
+            if item == "M":
+                layers.append(nn.MaxPool2d(2, 2))
+                continue
+            out = scaled(item, width)
+            layers += [nn.Conv2d(channels, out, 3, padding=1), nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
+            channels = out
+        hidden = scaled(4096, width)
+        self.features = nn.Sequential(*layers)
+        self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
+        self.head = nn.Sequential(
+            nn.Linear(channels * 49, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Linear(hidden, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout))
+        self.classifier = nn.Linear(hidden, num_classes)
+        self.feature_dim = hidden
+        initialise(self, init)
+
+    def forward_features(self, x):
+        blocks = [self.features(x)]
+        features = self.head(torch.flatten(self.avgpool(blocks[0]), 1))
+        return self.classifier(features), features, blocks
+
+    def forward(self, x):
+        return self.forward_features(x)[0]
+
+
+def initialise(model: nn.Module, scheme: str) -> None:
+    """'xavier': the VAAL paper (Sec. 4.1); 'torchvision': the official VAAL code's vgg16_bn init."""
+    if scheme not in ("xavier", "torchvision", "default"):
+        raise UserError(f"model.init='{scheme}' is not one of xavier, torchvision, default")
+    if scheme == "default":
+        return
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            if scheme == "xavier":
+                nn.init.xavier_uniform_(module.weight)
+            elif isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            else:
+                nn.init.normal_(module.weight, 0, 0.01)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, in_planes: int, planes: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or in_planes != planes:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_planes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes))
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class CifarResNet18(nn.Module):
+    """The kuangliu CIFAR ResNet-18 used by LL4AL, TA-VAAL and LADA (REFERENCES 1.2): 3x3 stem, no max-pool,
+    blocks [2, 2, 2, 2], global average pool, one linear layer. PyTorch's default init, as in those codes."""
+
+    def __init__(self, num_classes: int, in_channels: int = 3, width: float = 1.0, init: str = "default"):
+        super().__init__()
+        planes = [scaled(c, width) for c in (64, 128, 256, 512)]
+        self.conv1 = nn.Conv2d(in_channels, planes[0], 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes[0])
+        stages, in_planes = [], planes[0]
+        for index, (out, stride) in enumerate(zip(planes, (1, 2, 2, 2))):
+            stages.append(nn.Sequential(BasicBlock(in_planes, out, stride), BasicBlock(out, out, 1)))
+            in_planes = out
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.classifier = nn.Linear(planes[3], num_classes)
+        self.feature_dim = planes[3]
+        initialise(self, init)
+
+    def stem(self, x):
+        return F.relu(self.bn1(self.conv1(x)))
+
+    def forward_features(self, x):
+        out, blocks = self.stem(x), []
+        for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
+            out = stage(out)
+            blocks.append(out)
+        features = torch.flatten(F.adaptive_avg_pool2d(out, 1), 1)
+        return self.classifier(features), features, blocks
+
+    def forward(self, x):
+        return self.forward_features(x)[0]
+
+
+class WideBlock(nn.Module):
+    """Pre-activation wide-ResNet block (Zagoruyko & Komodakis 2016)."""
+
+    def __init__(self, in_planes: int, planes: int, stride: int):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(in_planes)
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.shortcut = None
+        if stride != 1 or in_planes != planes:
+            self.shortcut = nn.Conv2d(in_planes, planes, 1, stride, bias=False)
+
+    def forward(self, x):
+        out = F.relu(self.bn1(x))
+        skip = x if self.shortcut is None else self.shortcut(out)
+        out = self.conv2(F.relu(self.bn2(self.conv1(out))))
+        return out + skip
+
+
+class WideResNet(nn.Module):
+    """WRN-depth-k; DAAL uses WRN-28-2 (DAAL Sec. 4.1), whose 128-d pooled feature feeds its adversaries."""
+
+    def __init__(self, num_classes: int, in_channels: int = 3, width: float = 1.0, depth: int = 28, k: int = 2,
+                 init: str = "default"):
+        super().__init__()
+        if (depth - 4) % 6:
+            raise UserError(f"model.depth={depth} is not 6n+4, as wide ResNets need")
+        per_stage = (depth - 4) // 6
+        planes = [scaled(c, width) for c in (16, 16 * k, 32 * k, 64 * k)]
+        self.conv1 = nn.Conv2d(in_channels, planes[0], 3, 1, 1, bias=False)
+        stages, in_planes = [], planes[0]
+        for out, stride in zip(planes[1:], (1, 2, 2)):
+            blocks = [WideBlock(in_planes if i == 0 else out, out, stride if i == 0 else 1) for i in range(per_stage)]
+            stages.append(nn.Sequential(*blocks))
+            in_planes = out
+        self.stages = nn.ModuleList(stages)
+        self.bn = nn.BatchNorm2d(in_planes)
+        self.classifier = nn.Linear(in_planes, num_classes)
+        self.feature_dim = in_planes
+        initialise(self, init)
+
+    def forward_features(self, x):
+        out, blocks = self.conv1(x), []
+        for stage in self.stages:
+            out = stage(out)
+            blocks.append(out)
+        features = torch.flatten(F.adaptive_avg_pool2d(F.relu(self.bn(out)), 1), 1)
+        return self.classifier(features), features, blocks
+
+    def forward(self, x):
+        return self.forward_features(x)[0]
+
+
+ARCHITECTURES = {"vgg16_bn": VGG16BN, "resnet18_cifar": CifarResNet18, "wrn28_2": WideResNet}
+
+
+def build_network(arch: str, num_classes: int, in_channels: int = 3, width: float = 1.0,
+                  init: str = "default") -> nn.Module:
+    if arch not in ARCHITECTURES:
+        raise UserError(f"unknown model.arch '{arch}'; known: {', '.join(ARCHITECTURES)}")
+    return ARCHITECTURES[arch](num_classes, in_channels=in_channels, width=width, init=init)
+
+
+def parameter_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

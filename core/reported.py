@@ -1,0 +1,155 @@
+"""The numbers the papers (and their official code or known reproductions) report, from REFERENCES.md
+section 3, and the comparison of reproduced results against them.
+
+`fraction` is the labeled fraction of the training set the number belongs to (1.0 with method `full_data`:
+the whole training set); `tolerance` is the allowed |reproduced - reported| in points, None where the number
+is informative only (read off a plot at unknown resolution, hardware-dependent, or the setting is ambiguous).
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+
+TOLERANCE = 2.0          # points: about two seed standard deviations of the CIFAR curves the papers show
+
+
+@dataclass(frozen=True)
+class Reported:
+    paper: str
+    experiment: str
+    method: str
+    value: float
+    source: str
+    protocol: str
+    fraction: float | None = None
+    metric: str = "accuracy"
+    std: float | None = None
+    tolerance: float | None = TOLERANCE
+
+
+VAAL_FIG2 = "10% initial, +5% per cycle, VGG16-BN, 5 runs"
+IMAGENET = "ImageNet 10% initial, +5% per cycle to 30%, 2 runs; official plots/imagenet_results/*.npy (92fb6f7)"
+LL4AL = "CIFAR-10 1k + 1k to 10k, ResNet-18, subset 10k"
+LADA_T5 = "CIFAR-10 1k+1k to 10k / CIFAR-100 5k+2.5k to 20k, best over iterations, Adam 1e-3, 50 epochs"
+
+REPORTED: list[Reported] = [
+    Reported("vaal", "fig2_cifar10", "vaal", 80.9, "VAAL Sec. 4.1 text", VAAL_FIG2, 0.40),
+    Reported("vaal", "fig2_cifar10", "full_data", 90.16, "VAAL Sec. 4.1 text (Fig. 2 top-1 line)", "all 50k", 1.0),
+    Reported("vaal", "fig2_cifar100", "vaal", 47.95, "VAAL Sec. 4.1 text", VAAL_FIG2, 0.40),
+    Reported("vaal", "fig2_cifar100", "full_data", 63.14, "VAAL Sec. 4.1 text (Fig. 2 top-1 line)", "all 50k", 1.0),
+    Reported("vaal", "fig2_caltech256", "vaal", 83.6, "VAAL Sec. 4.1 text; unverified (vaal#8, REFERENCES V16)",
+             VAAL_FIG2, 0.25, tolerance=None),
+    *[Reported("vaal", "fig2_imagenet", method, 39.62, "official init_imagenet.npy (mean of 3 runs)", IMAGENET, 0.10)
+      for method in ("vaal", "coreset", "ensemble_varratio", "random", "entropy", "mc_dropout")],
+    *[Reported("vaal", "fig2_imagenet", method, value, f"official {name}.npy, run mean", IMAGENET, fraction)
+      for method, name, values in (
+          ("vaal", "our", (45.44, 48.61, 51.61, 53.31)),
+          ("coreset", "coreset", (44.83, 47.62, 50.41, 52.47)),
+          ("ensemble_varratio", "ens", (44.53, 47.22, 50.21, 52.10)),
+          ("random", "rand", (43.27, 46.25, 49.36, 50.90)),
+          ("entropy", "emp (probably DBAL)", (43.01, 45.49, 48.60, 50.20)),
+          ("mc_dropout", "dropout", (42.32, 45.81, 47.37, 49.63)))
+      for fraction, value in zip((0.15, 0.20, 0.25, 0.30), values)],
+    Reported("vaal", "fig3_cityscapes", "vaal", 57.2, "VAAL Sec. 4.2 text", "300 + 150 to 40%, DRN", 0.40, "miou"),
+    Reported("vaal", "fig3_cityscapes", "full_data", 62.95, "VAAL Sec. 4.2 text", "all of train", 1.0, "miou"),
+    Reported("vaal", "fig3_bdd100k", "vaal", 42.3, "VAAL Sec. 4.2 text", "800 + 400 to 40%, DRN", 0.40, "miou"),
+    Reported("vaal", "fig3_bdd100k", "full_data", 44.95, "VAAL Sec. 4.2 text", "all of train", 1.0, "miou"),
+    *[Reported("vaal", "table1_sampling_time", method, value, "VAAL Table 1 (TITAN Xp)", "CIFAR-10 one selection",
+               metric="sampling_seconds", tolerance=None)
+      for method, value in (("mc_dropout", 81.05), ("coreset", 75.33), ("ensemble_varratio", 20.48),
+                            ("entropy", 10.95), ("vaal", 10.59))],
+    Reported("ta_vaal", "supp_independent_learner_cifar100", "ta_vaal", 68.83,
+             "TA-VAAL supplement Sec. 2 (stage unclear: 10k vs 20k)", "CIFAR-100 2k+2k, learner without LPM",
+             tolerance=None),
+    *[Reported("lada", f"main_{dataset}", "lada", value, "LADA README.md (best accuracy)",
+               "balanced initial, 100 acquisitions, subset 2,000", metric="best_accuracy")
+      for dataset, value in (("fashion_mnist", 83.68), ("svhn", 75.72), ("cifar10", 53.45), ("cifar100", 46.92))],
+    *[Reported("lada", f"table5_{dataset}", method, value, "LADA supplement Table 5", LADA_T5,
+               metric="best_accuracy", std=std)
+      for method, c10, c10s, c100, c100s in (
+          ("vaal", 82.90, 0.52, 53.85, 1.40), ("lada_fixed_vaalmix", 83.29, 0.36, 54.39, 1.36),
+          ("lada_vaalmix", 83.32, 0.31, 54.64, 0.73), ("learning_loss", 83.58, 0.36, 54.60, 1.24),
+          ("lada_fixed_ll4almix", 83.94, 0.88, 55.06, 0.13), ("lada_ll4almix", 84.52, 0.87, 56.17, 0.78))
+      for dataset, value, std in (("cifar10", c10, c10s), ("cifar100", c100, c100s))],
+    Reported("daal", "main_cifar10", "daal", 84.17, "DAAL Sec. 4.2 text", "10% + 5% to 40%, WRN-28-2, 3 runs",
+             0.40, std=0.24),
+    Reported("daal", "main_cifar10", "full_data", 88.34, "DAAL Sec. 4.2 text", "all of train", 1.0, std=0.43),
+    Reported("daal", "main_cifar100", "daal", 41.92, "DAAL Sec. 4.2 text", "10% + 5% to 40%, WRN-28-2, 3 runs",
+             0.40, std=0.31),
+    Reported("daal", "main_cifar100", "learning_loss", 39.15, "DAAL Sec. 4.2 text", "10% + 5% to 40%", 0.40,
+             std=0.41),
+    Reported("daal", "main_cityscapes", "daal", 53.8, "DAAL Sec. 4.3 text", "10% + 5% to 40%, DRN", 0.40, "miou",
+             std=0.24),
+    Reported("daal", "main_cityscapes", "full_data", 59.42, "DAAL Sec. 4.3 text", "all of train", 1.0, "miou",
+             std=0.29),
+    *[Reported("baselines", "ll4al_cifar10", "learning_loss", 100 * value,
+               "Mephisto405 results.PNG, read off the plot", LL4AL, labels / 50000, tolerance=3.0)
+      for labels, value in zip(range(1000, 11000, 1000),
+                               (.51, .65, .75, .815, .835, .865, .88, .89, .90, .905))],
+    Reported("baselines", "ll4al_cifar10", "learning_loss", 91.0, "LL4AL paper Fig. 4 (left), read off the plot",
+             LL4AL, 0.20, tolerance=3.0),
+    Reported("baselines", "ll4al_cifar10", "random", 87.6, "LL4AL paper Fig. 4 (left), read off the plot",
+             LL4AL, 0.20, tolerance=3.0),
+    Reported("vaal", "fig2_cifar10", "random", 68.58, "TorchAL figure1_cifar10.png (initial model, 25 runs)",
+             "VGG16 on 10% of CIFAR-10 (TorchAL's training recipe)", 0.10, tolerance=None),
+    Reported("vaal", "fig2_cifar100", "random", 33.48, "TorchAL figure1_cifar100.png (initial model, 25 runs)",
+             "VGG16 on 10% of CIFAR-100 (TorchAL's training recipe)", 0.10, tolerance=None),
+]
+
+
+def full_data_reference(paper: str, experiment: str) -> dict[str, float]:
+    return {f"reported full data: {r.value:.2f}": r.value for r in REPORTED
+            if r.paper == paper and r.experiment == experiment and r.method == "full_data"}
+
+
+@dataclass
+class Comparison:
+    reported: Reported
+    mean: float
+    std: float
+    seeds: int
+
+    @property
+    def difference(self) -> float:
+        return self.mean - self.reported.value
+
+    @property
+    def within(self) -> bool | None:
+        if self.reported.tolerance is None:
+            return None
+        return abs(self.difference) <= self.reported.tolerance
+
+
+def compare(rows: list[dict]) -> tuple[list[Comparison], int]:
+    """Reported vs reproduced for every reported point that paper-profile results cover; also the number of
+    paper-profile rows that no reported number covers."""
+    values = defaultdict(list)
+    for row in rows:
+        if row.get("profile", "paper") == "paper":
+            key = (row["paper"], row["experiment"], row["method"], row["metric"], round(row["fraction_labeled"], 2))
+            values[key].append(row["value"])
+    comparisons, used = [], set()
+    for reported in REPORTED:
+        if reported.fraction is None:
+            continue
+        key = (reported.paper, reported.experiment, reported.method, reported.metric, round(reported.fraction, 2))
+        if key in values:
+            used.add(key)
+            found = np.asarray(values[key])
+            comparisons.append(Comparison(reported, float(found.mean()), float(found.std()), len(found)))
+    return comparisons, sum(len(v) for k, v in values.items() if k not in used)
+
+
+def comparison_table(comparisons: list[Comparison]) -> str:
+    lines = ["| paper | experiment | method | labeled | reported | reproduced | difference | tolerance | within | source |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for c in comparisons:
+        r = c.reported
+        within = {None: "info", True: "yes", False: "NO"}[c.within]
+        tolerance = "-" if r.tolerance is None else f"±{r.tolerance:g}"
+        lines.append(f"| {r.paper} | {r.experiment} | {r.method} | {100 * r.fraction:.0f}% | {r.value:.2f} | "
+                     f"{c.mean:.2f} ± {c.std:.2f} (n={c.seeds}) | {c.difference:+.2f} | {tolerance} | {within} | "
+                     f"{r.source} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,135 @@
+"""Batches of images on the training device.
+
+`TensorSource` keeps a small-image dataset on the device as one uint8 tensor and augments whole batches there,
+so the training loop does no per-sample Python work and no host copies. `FileSource` reads large images with
+DataLoader workers and pinned memory. Both yield (images, dataset indices) with the indices on the device.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from core.datasets import Split
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    hflip: bool = True
+    crop_padding: int = 0
+    image_size: int = 224
+    resize: int = 256
+
+
+def _batch_order(count: int, shuffle: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    if shuffle is None:
+        return torch.arange(count, device=device)
+    return torch.randperm(count, generator=shuffle, device=shuffle.device).to(device)
+
+
+def _batch_slices(count: int, batch_size: int, drop_last: bool) -> range:
+    """drop_last never drops a labeled set smaller than one batch: it is then the only batch."""
+    stop = count - count % batch_size if drop_last and count >= batch_size else count
+    return range(0, stop, batch_size)
+
+
+def random_crop_flip(images: torch.Tensor, padding: int, hflip: bool, generator: torch.Generator) -> torch.Tensor:
+    """torchvision's RandomCrop(size, padding, fill=0) + RandomHorizontalFlip, for a whole (B, C, H, W) batch."""
+    batch, channels, height, width = images.shape
+    device = images.device
+    if padding:
+        padded = F.pad(images, (padding,) * 4)
+        offsets = torch.randint(0, 2 * padding + 1, (2, batch), device=generator.device, generator=generator)
+        offsets = offsets.to(device)
+        rows = (offsets[0, :, None] + torch.arange(height, device=device))[:, None, :, None]
+        cols = (offsets[1, :, None] + torch.arange(width, device=device))[:, None, None, :]
+        images = padded[torch.arange(batch, device=device)[:, None, None, None],
+                        torch.arange(channels, device=device)[None, :, None, None], rows, cols]
+    if hflip:
+        flip = (torch.rand(batch, device=generator.device, generator=generator) < 0.5).to(device)
+        images = torch.where(flip[:, None, None, None], images.flip(3), images)
+    return images
+
+
+class TensorSource:
+    """A uint8 (N, C, H, W) tensor on the device, normalised and augmented batch-wise on the device."""
+
+    def __init__(self, split: Split, mean, std, augmentation: Augmentation, device: torch.device):
+        self.device = torch.device(device)
+        self.images = torch.from_numpy(split.images).permute(0, 3, 1, 2).contiguous().to(self.device)
+        self.mean = torch.tensor(mean, device=self.device).view(1, -1, 1, 1) * 255
+        self.std = torch.tensor(std, device=self.device).view(1, -1, 1, 1) * 255
+        self.augmentation = augmentation
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def load(self, indices: torch.Tensor, augment: bool, generator: torch.Generator | None) -> torch.Tensor:
+        images = self.images[indices]
+        if augment:
+            images = random_crop_flip(images, self.augmentation.crop_padding, self.augmentation.hflip, generator)
+        return (images.float() - self.mean) / self.std
+
+    def batches(self, indices: np.ndarray, batch_size: int, augment: bool = False,
+                shuffle: torch.Generator | None = None, drop_last: bool = False
+                ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        indices = torch.as_tensor(np.asarray(indices), dtype=torch.long, device=self.device)
+        order = indices[_batch_order(len(indices), shuffle, self.device)]
+        for start in _batch_slices(len(order), batch_size, drop_last):
+            chosen = order[start:start + batch_size]
+            yield self.load(chosen, augment, shuffle), chosen
+
+
+class _FileDataset(torch.utils.data.Dataset):
+    def __init__(self, files: list[str], transform):
+        self.files, self.transform = files, transform
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int):
+        from PIL import Image
+
+        with Image.open(self.files[index]) as image:
+            return self.transform(image.convert("RGB")), index
+
+
+class FileSource:
+    """Image files read by DataLoader workers (resize, crop, flip as torchvision's ImageNet recipe)."""
+
+    def __init__(self, split: Split, mean, std, augmentation: Augmentation, device: torch.device,
+                 workers: int = 2):
+        from torchvision import transforms as T
+
+        self.device = torch.device(device)
+        self.workers = workers
+        size, resize = augmentation.image_size, augmentation.resize
+        normalize = [T.ToTensor(), T.Normalize(mean, std)]
+        train = [T.Resize(resize), T.RandomCrop(size)] + ([T.RandomHorizontalFlip()] if augmentation.hflip else [])
+        self.train_set = _FileDataset(split.files, T.Compose(train + normalize))
+        self.test_set = _FileDataset(split.files, T.Compose([T.Resize(resize), T.CenterCrop(size)] + normalize))
+
+    def __len__(self) -> int:
+        return len(self.train_set)
+
+    def batches(self, indices: np.ndarray, batch_size: int, augment: bool = False,
+                shuffle: torch.Generator | None = None, drop_last: bool = False
+                ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        indices = torch.as_tensor(np.asarray(indices), dtype=torch.long)
+        order = indices[_batch_order(len(indices), shuffle, torch.device("cpu"))].tolist()
+        loader = torch.utils.data.DataLoader(
+            self.train_set if augment else self.test_set, batch_size=batch_size, sampler=order,
+            num_workers=self.workers, pin_memory=self.device.type == "cuda",
+            drop_last=drop_last and len(order) >= batch_size,
+            persistent_workers=False)
+        for images, chosen in loader:
+            yield (images.to(self.device, non_blocking=True), chosen.to(self.device, non_blocking=True))
+
+
+def make_source(split: Split, mean, std, augmentation: Augmentation, device, workers: int = 2):
+    if split.images is not None:
+        return TensorSource(split, mean, std, augmentation, device)
+    return FileSource(split, mean, std, augmentation, device, workers)

@@ -1,0 +1,134 @@
+"""The one classification trainer: epoch- or iteration-based, SGD or Adam, step/multistep/quarter decay,
+best-on-validation checkpoint selection, bfloat16 autocast on CUDA, and hooks that add loss terms."""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from core.config import TrainConfig
+from core.evaluate import accuracy, autocast
+
+
+class TrainHook:
+    """Adds a loss term computed from the task model's outputs (e.g. LL4AL's loss-prediction module)."""
+
+    modules: list[nn.Module] = []
+
+    def loss(self, logits, features, blocks, per_sample_loss, epoch: int, total_epochs: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def wants_features(self) -> bool:
+        return True
+
+
+@dataclass
+class TrainReport:
+    steps: int
+    seconds: float
+    final_loss: float
+    best_validation: float | None = None
+    validation_curve: list = field(default_factory=list)
+
+
+def make_optimizer(parameters, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(parameters, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(parameters, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def lr_factor(cfg: TrainConfig, unit: int, total_units: int) -> float:
+    """Multiplier of the base learning rate during `unit` (an epoch, or an iteration when iteration-based).
+
+    Decays take effect after the milestone unit has ended, as MultiStepLR stepped once per epoch after it."""
+    if cfg.schedule == "multistep":
+        return cfg.gamma ** sum(unit >= m for m in cfg.milestones)
+    if cfg.schedule == "step":
+        return cfg.gamma ** (unit // cfg.step_size) if cfg.step_size else 1.0
+    if cfg.schedule == "quarter":
+        return cfg.gamma ** sum(unit >= q * total_units // 4 for q in (1, 2, 3))
+    return 1.0
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, device: torch.device, num_classes: int, progress: bool = True):
+        self.cfg, self.device, self.num_classes, self.progress = cfg, torch.device(device), num_classes, progress
+
+    def steps_per_epoch(self, labeled_count: int) -> int:
+        if self.cfg.drop_last:
+            return max(1, labeled_count // self.cfg.batch_size)
+        return -(-labeled_count // self.cfg.batch_size)
+
+    def fit(self, model: nn.Module, source, labeled: np.ndarray, labels: np.ndarray,
+            validation: np.ndarray | None = None, validation_labels: np.ndarray | None = None,
+            hooks: list[TrainHook] = (), generator: torch.Generator | None = None, desc: str = "train"
+            ) -> TrainReport:
+        """Train `model` on `labeled` (indices into `source`) whose answers are `labels[labeled]`."""
+        cfg = self.cfg
+        started = time.perf_counter()
+        per_epoch = self.steps_per_epoch(len(labeled))
+        iteration_based = cfg.iterations > 0
+        total_steps = cfg.iterations if iteration_based else cfg.epochs * per_epoch
+        total_units = total_steps if iteration_based else cfg.epochs
+        parameters = list(model.parameters()) + [p for hook in hooks for m in hook.modules for p in m.parameters()]
+        optimizer = make_optimizer(parameters, cfg)
+        targets = torch.as_tensor(labels, dtype=torch.long, device=self.device)
+        want_features = any(hook.wants_features() for hook in hooks)
+        generator = generator or torch.Generator(device=self.device)
+        validate = validation is not None and len(validation) > 0 and cfg.select_on_validation
+        best_score, best_state, curve = None, None, []
+        running = torch.zeros((), device=self.device)
+        step = 0
+        bar = tqdm(total=total_steps, desc=desc, leave=False, disable=not self.progress)
+        while step < total_steps:
+            epoch = step // per_epoch
+            for images, chosen in source.batches(labeled, cfg.batch_size, augment=True, shuffle=generator,
+                                                 drop_last=cfg.drop_last):
+                unit = step if iteration_based else epoch
+                for group in optimizer.param_groups:
+                    group["lr"] = cfg.lr * lr_factor(cfg, unit, total_units)
+                model.train()
+                for hook in hooks:
+                    for module in hook.modules:
+                        module.train()
+                with autocast(self.device, cfg.amp):
+                    if want_features:
+                        logits, features, blocks = model.forward_features(images)
+                    else:
+                        logits, features, blocks = model(images), None, None
+                    per_sample = F.cross_entropy(logits.float(), targets[chosen], reduction="none")
+                    loss = per_sample.mean()
+                    for hook in hooks:
+                        loss = loss + hook.loss(logits, features, blocks, per_sample, epoch, cfg.epochs)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                running = 0.98 * running + 0.02 * loss.detach() if step else loss.detach()
+                step += 1
+                bar.update()
+                end_of_unit = iteration_based or step % per_epoch == 0
+                if validate and end_of_unit and self._due(unit, total_units):
+                    score = accuracy(model, source, validation, validation_labels[validation], self.num_classes,
+                                     cfg.eval_batch_size, cfg.amp)["accuracy"]
+                    curve.append((step, score))
+                    bar.set_postfix(loss=f"{running.item():.3f}", val=f"{score:.1f}")
+                    if best_score is None or score > best_score:
+                        best_score, best_state = score, copy.deepcopy(model.state_dict())
+                if step >= total_steps:
+                    break
+        bar.close()
+        if best_state is not None:
+            model.load_state_dict(best_state)
+        return TrainReport(steps=step, seconds=time.perf_counter() - started, final_loss=float(running),
+                           best_validation=best_score, validation_curve=curve)
+
+    def _due(self, unit: int, total_units: int) -> bool:
+        every = self.cfg.validate_every
+        last = unit == total_units - 1
+        return last or (every > 0 and (unit + 1) % every == 0)

@@ -1,0 +1,56 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "core", *args], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, **(env or {})})
+
+
+@pytest.mark.parametrize("args,message", [
+    (("run", "nope", "x"), "unknown paper 'nope'"),
+    (("run", "vaal", "nope"), "unknown experiment 'nope'"),
+    (("run", "vaal", "fig2_cifar10", "--methods", "magic"), "unknown or unimplemented method(s) magic"),
+    (("run", "vaal", "fig2_cifar10", "--set", "train.lr=fast"), "train.lr must be float"),
+    (("run", "vaal", "fig2_cifar10", "--data-root", "/no/such/folder"), "is not a folder"),
+    (("report", "/no/such/results"), "does not exist"),
+])
+def test_user_errors_are_one_line_exit_2_no_traceback(args, message):
+    result = cli(*args)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("error:") and message in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_missing_dataset_under_a_valid_root(tmp_path):
+    result = cli("run", "vaal", "fig2_cifar10", "--profile", "smoke", "--data-root", str(tmp_path), "--quiet",
+                 "--out", str(tmp_path / "out"))
+    assert result.returncode == 2 and "dataset cifar10 not found" in result.stderr
+
+
+def test_list_shows_papers_experiments_and_status():
+    result = cli("list")
+    assert result.returncode == 0
+    assert "fig2_cifar10" in result.stdout and "ll4al_cifar10" in result.stdout and "pending" in result.stdout
+
+
+def test_describe_prints_the_resolved_config_and_parameter_counts():
+    result = cli("describe", "vaal", "fig2_cifar10")
+    assert result.returncode == 0 and '"iterations": 78125' in result.stdout
+    assert "134,309,962 parameters" in result.stdout
+
+
+def test_run_writes_results_figure_and_table(data_root, tmp_path):
+    result = cli("run", "baselines", "ll4al_cifar10", "--profile", "smoke", "--seeds", "1", "--quiet",
+                 "--device", "cpu", "--out", str(tmp_path), env={"AL_DATA_ROOT": str(data_root)})
+    assert result.returncode == 0, result.stderr
+    folder = tmp_path / "baselines" / "ll4al_cifar10"
+    assert (folder / "baselines_ll4al_cifar10_smoke.png").exists()
+    assert "| entropy |" in (folder / "baselines_ll4al_cifar10_smoke.md").read_text()
+    assert cli("compare", str(tmp_path)).returncode == 0

@@ -1,0 +1,62 @@
+import pytest
+
+from core.config import ExperimentConfig, apply_overrides, parse_assignments, run_hash, set_value
+from core.errors import UserError
+from core.experiments import EXPERIMENTS, get, papers
+
+SIZE_KEYS = {"data.train_subset", "data.test_subset", "data.validation_size", "data.test_size", "data.image_size",
+             "data.resize", "data.workers", "model.width", "protocol.cycles", "protocol.initial", "protocol.budget",
+             "protocol.subset", "train.iterations", "train.epochs", "train.milestones", "train.validate_every",
+             "train.eval_batch_size", "train.batch_size", "seeds"}
+
+
+def test_profiles_change_only_sizes():
+    papers()
+    for experiment in EXPERIMENTS.values():
+        for profile, overrides in experiment.profiles.items():
+            assert set(overrides) <= SIZE_KEYS, (experiment.name, profile, set(overrides) - SIZE_KEYS)
+
+
+def test_overrides_are_coerced_from_strings():
+    config = ExperimentConfig(train=ExperimentConfig().train)
+    set_value(config, "train.lr", "0.01")
+    set_value(config, "train.milestones", "80,120")
+    set_value(config, "train.reinit", "false")
+    set_value(config, "method_options.mc_dropout.passes", 20)
+    assert config.train.lr == 0.01 and config.train.milestones == [80, 120] and config.train.reinit is False
+    assert config.method_options == {"mc_dropout": {"passes": 20}}
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("train.lr", "abc", "must be float"),
+    ("train.epochs", "2.5", "must be int"),
+    ("train.nope", "1", "unknown config key"),
+    ("nope.lr", "1", "unknown config key"),
+    ("train.optimizer", "rmsprop", "is not one of"),
+])
+def test_bad_values_are_one_line_user_errors(key, value, message):
+    config = get("vaal", "fig2_cifar10").config("smoke")
+    with pytest.raises(UserError, match=message) as err:
+        apply_overrides(config, {key: value})
+    assert "\n" not in str(err.value)
+
+
+def test_parse_assignments_rejects_missing_equals():
+    with pytest.raises(UserError, match="KEY=VALUE"):
+        parse_assignments(["train.lr"])
+
+
+def test_run_hash_ignores_other_methods_and_seed_count():
+    a = get("vaal", "fig2_cifar10").config("smoke")
+    b = get("vaal", "fig2_cifar10").config("smoke", {"seeds": 4, "methods": "random"})
+    assert run_hash(a, "random") == run_hash(b, "random")
+    c = get("vaal", "fig2_cifar10").config("smoke", {"train.lr": 0.1})
+    assert run_hash(a, "random") != run_hash(c, "random")
+
+
+def test_vaal_paper_config_matches_tables_2_and_3():
+    config = get("vaal", "fig2_cifar10").config("paper")
+    assert (config.train.optimizer, config.train.lr, config.train.batch_size) == ("adam", 5e-4, 64)
+    assert config.train.iterations == 78125 and config.data.validation_size == 5000
+    assert (config.protocol.initial, config.protocol.budget, config.protocol.cycles) == (0.1, 0.05, 7)
+    assert config.model.init == "xavier" and config.seeds == 5

@@ -1,0 +1,114 @@
+import pickle
+
+import numpy as np
+import pytest
+import torchvision
+
+from core.datasets import imbalanced, load_dataset, resolve_data_root, seeded_test_split
+from core.errors import UserError
+from tests.conftest import write_png_tree
+
+
+def test_cifar10_image_folder_from_the_shared_copy(data_root, tmp_path):
+    dataset = load_dataset("cifar10", data_root, cache_dir=tmp_path)
+    assert dataset.train.images.shape == (50000, 32, 32, 3) and dataset.train.images.dtype == np.uint8
+    assert dataset.test.images.shape == (10000, 32, 32, 3)
+    assert dataset.classes[:3] == ["airplane", "automobile", "bird"]
+    assert np.bincount(dataset.train.targets).tolist() == [5000] * 10
+    assert len(list(tmp_path.glob("decoded-*.npy"))) == 2
+
+
+def test_cifar100_fine_and_coarse_labels(data_root):
+    fine = load_dataset("cifar100", data_root)
+    coarse = load_dataset("cifar100", data_root, labels="coarse")
+    assert fine.num_classes == 100 and coarse.num_classes == 20
+    assert np.array_equal(coarse.train.targets, fine.superclass_of_class[fine.train.targets])
+
+
+def test_fashion_mnist_native_idx_format(data_root):
+    dataset = load_dataset("fashion_mnist", data_root)
+    assert dataset.train.images.shape[1:] == (28, 28, 1) and len(dataset.train) == 8226
+    assert len(dataset.test) == 4443 and dataset.num_classes == 10
+
+
+def test_caltech101_is_rgb_files_without_background_and_split_per_seed(data_root):
+    dataset = load_dataset("caltech101", data_root)
+    assert dataset.num_classes == 101 and "BACKGROUND_Google" not in dataset.classes
+    assert dataset.test is None and dataset.train.files and len(dataset.train) == 8677
+    first, again, other = (seeded_test_split(dataset, s, 1000) for s in (0, 0, 1))
+    assert len(first.test) == 1000 and len(first.train) == 7677
+    assert first.test.files == again.test.files and first.test.files != other.test.files
+    assert not set(first.test.files) & set(first.train.files)
+
+
+def test_caltech256_fixture_in_torchvision_layout_drops_clutter(tmp_path):
+    write_png_tree(tmp_path / "caltech256" / "256_ObjectCategories", ["001.ak47", "002.bat", "257.clutter"], 3)
+    dataset = load_dataset("caltech256", tmp_path)
+    assert dataset.classes == ["001.ak47", "002.bat"] and len(dataset.train) == 6
+
+
+def test_imagenet_fixture_train_and_val_trees(tmp_path):
+    for split in ("train", "val"):
+        write_png_tree(tmp_path / "imagenet" / split, ["n01", "n02"], 2)
+    dataset = load_dataset("imagenet", tmp_path)
+    assert len(dataset.train) == 4 and len(dataset.test) == 4 and dataset.train.images is None
+
+
+def _write_cifar10_batches(folder, rng):
+    folder.mkdir(parents=True)
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    for name in names:
+        batch = {"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8), "labels": list(range(4))}
+        with open(folder / name, "wb") as handle:
+            pickle.dump(batch, handle)
+    with open(folder / "batches.meta", "wb") as handle:
+        pickle.dump({"label_names": [f"class{i}" for i in range(10)]}, handle)
+
+
+def test_cifar10_native_pickles_are_preferred(tmp_path, monkeypatch):
+    monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda *args: True)   # fixture md5s
+    _write_cifar10_batches(tmp_path / "cifar10" / "cifar-10-batches-py", np.random.default_rng(0))
+    dataset = load_dataset("cifar10", tmp_path)
+    assert dataset.train.images.shape == (20, 32, 32, 3) and len(dataset.test) == 4
+    assert dataset.classes[0] == "class0"
+
+
+def test_svhn_native_mat_files(tmp_path, monkeypatch):
+    import scipy.io
+
+    monkeypatch.setattr(torchvision.datasets.SVHN, "_check_integrity", lambda self: True)   # fixture md5s
+    folder = tmp_path / "svhn"
+    folder.mkdir()
+    for split, count in (("train", 6), ("test", 3)):
+        images = np.random.default_rng(0).integers(0, 256, (32, 32, 3, count), dtype=np.uint8)
+        labels = np.array([[10], [1], [2], [3], [4], [5]][:count], dtype=np.uint8)
+        scipy.io.savemat(folder / f"{split}_32x32.mat", {"X": images, "y": labels})
+    dataset = load_dataset("svhn", tmp_path)
+    assert dataset.train.images.shape == (6, 32, 32, 3) and dataset.train.targets[0] == 0
+
+
+def test_image_folder_class_mismatch_is_a_user_error(tmp_path):
+    write_png_tree(tmp_path / "cifar10" / "train", ["a", "b"], 1, size=(32, 32))
+    write_png_tree(tmp_path / "cifar10" / "test", ["a", "c"], 1, size=(32, 32))
+    with pytest.raises(UserError, match="class folders"):
+        load_dataset("cifar10", tmp_path, cache_dir=tmp_path / "cache")
+
+
+def test_imbalanced_keeps_one_in_ratio_of_every_odd_class(data_root):
+    dataset = imbalanced(load_dataset("cifar10", data_root), 100)
+    assert np.bincount(dataset.train.targets).tolist() == [5000, 50] * 5
+
+
+@pytest.mark.parametrize("name", ["cifar10", "svhn", "caltech256", "imagenet"])
+def test_missing_dataset_is_a_one_line_error(tmp_path, name):
+    with pytest.raises(UserError, match="not found") as err:
+        load_dataset(name, tmp_path)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_data_root(monkeypatch, tmp_path):
+    monkeypatch.delenv("AL_DATA_ROOT", raising=False)
+    with pytest.raises(UserError, match="--data-root"):
+        resolve_data_root(None)
+    with pytest.raises(UserError, match="not a folder"):
+        resolve_data_root(str(tmp_path / "missing"))

@@ -1,0 +1,120 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from core.errors import UserError
+from core.experiments import get
+from core.loop import RunSettings, run_folder, run_job
+from core.results import read_jsonl
+
+VOLATILE = {"train_seconds", "select_seconds", "code_version"}
+
+
+def stable(rows):
+    return [{k: v for k, v in row.items() if k not in VOLATILE} for row in rows]
+
+
+def smoke(**overrides):
+    return get("vaal", "fig2_cifar10").config("smoke", overrides)
+
+
+def settings(root, out):
+    return RunSettings(root, out, torch.device("cpu"), "smoke", progress=False)
+
+
+@pytest.fixture(scope="module")
+def two_methods(data_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("loop")
+    config = smoke()
+    return {m: run_job(config, m, 0, settings(data_root, out)) for m in ("random", "entropy")}, out, config
+
+
+def test_rows_follow_the_protocol_and_the_pool_invariants(two_methods):
+    runs, out, config = two_methods
+    for method, rows in runs.items():
+        assert [r["cycle"] for r in rows] == [0, 1, 2] and [r["n_labeled"] for r in rows] == [60, 90, 120]
+        assert all(len(r["selected"]) == 30 for r in rows[:-1]) and rows[-1]["selected"] == []
+        chosen = np.concatenate([r["selected"] for r in rows[:-1]])
+        assert len(np.unique(chosen)) == len(chosen)
+        first = np.load(run_folder(out, config, method, 0) / "pool_cycle0.npz")
+        assert not np.isin(chosen, first["labeled"]).any() and not np.isin(chosen, first["validation"]).any()
+        for key in ("paper", "experiment", "dataset", "fraction_labeled", "metric", "value", "train_seconds",
+                    "select_seconds", "config_hash", "code_version"):
+            assert key in rows[0]
+
+
+def test_methods_share_the_first_cycle_but_select_differently(two_methods):
+    runs, _, _ = two_methods
+    assert runs["random"][0]["value"] == runs["entropy"][0]["value"]
+    assert set(runs["random"][0]["selected"]) != set(runs["entropy"][0]["selected"])
+
+
+def test_same_seed_gives_identical_selections_and_accuracies(two_methods, data_root, tmp_path):
+    runs, _, config = two_methods
+    again = run_job(config, "entropy", 0, settings(data_root, tmp_path))
+    assert stable(again) == stable(runs["entropy"])
+
+
+def test_finished_runs_are_not_recomputed(two_methods, data_root):
+    runs, out, config = two_methods
+    results = run_folder(out, config, "random", 0) / "results.jsonl"
+    stamp = results.stat().st_mtime_ns
+    assert run_job(config, "random", 0, settings(data_root, out)) == runs["random"]
+    assert results.stat().st_mtime_ns == stamp
+
+
+def test_another_config_in_the_same_folder_is_refused(two_methods, data_root):
+    _, out, _ = two_methods
+    with pytest.raises(UserError, match="different config"):
+        run_job(smoke(**{"train.iterations": 5}), "random", 0, settings(data_root, out))
+
+
+def test_corrupt_results_file_is_a_user_error(data_root, tmp_path):
+    config = smoke()
+    folder = run_folder(tmp_path, config, "random", 0)
+    run_job(config, "random", 0, settings(data_root, tmp_path))
+    results = folder / "results.jsonl"
+    results.write_text(results.read_text()[:-20])
+    before = results.read_text()
+    with pytest.raises(UserError, match="not valid JSON"):
+        run_job(config, "random", 0, settings(data_root, tmp_path))
+    assert results.read_text() == before
+
+
+def test_budget_larger_than_the_pool_is_a_user_error(data_root, tmp_path):
+    with pytest.raises(UserError, match="lower protocol.budget"):
+        run_job(smoke(**{"protocol.budget": 400}), "random", 0, settings(data_root, tmp_path))
+
+
+def _command(out):
+    return [sys.executable, "-m", "core", "run", "vaal", "fig2_cifar10", "--profile", "smoke", "--methods",
+            "entropy", "--seeds", "1", "--out", str(out), "--quiet", "--device", "cpu",
+            "--set", "train.iterations=30", "--set", "protocol.cycles=4"]
+
+
+def test_a_killed_run_resumes_to_the_uninterrupted_result(data_root, tmp_path):
+    env = {**os.environ, "AL_DATA_ROOT": str(data_root)}
+    repo = Path(__file__).resolve().parent.parent
+    interrupted, clean = tmp_path / "interrupted", tmp_path / "clean"
+    results = interrupted / "vaal" / "fig2_cifar10" / "entropy" / "seed0" / "results.jsonl"
+    process = subprocess.Popen(_command(interrupted), cwd=repo, env=env)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (results.exists() and len(read_jsonl(results)) >= 1):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_after = len(read_jsonl(results))
+    assert 1 <= killed_after < 4, "the run must be killed part-way"
+    subprocess.run(_command(interrupted), cwd=repo, env=env, check=True)
+    subprocess.run(_command(clean), cwd=repo, env=env, check=True)
+    resumed = read_jsonl(results)
+    assert stable(resumed) == stable(read_jsonl(Path(str(results).replace("interrupted", "clean"))))
+    assert [r["cycle"] for r in resumed] == [0, 1, 2, 3]
