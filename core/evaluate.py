@@ -43,8 +43,10 @@ def accuracy(model, source, indices: np.ndarray, labels: np.ndarray, num_classes
     """Top-1 accuracy (%) and per-class accuracy (%), computed on the device with one transfer at the end."""
     logits = predict(model, source, indices, batch_size, amp=amp)["logits"]
     truth = torch.as_tensor(np.asarray(labels), device=logits.device)
-    correct = (logits.argmax(1) == truth).float()
+    correct = logits.argmax(1) == truth
     per_class_total = torch.bincount(truth, minlength=num_classes).float()
-    per_class_correct = torch.bincount(truth, weights=correct, minlength=num_classes)
-    summary = torch.cat([correct.mean().view(1), per_class_correct / per_class_total.clamp(min=1)]).cpu() * 100
+    # bincount without weights is deterministic on CUDA; with weights it is not
+    per_class_correct = torch.bincount(truth[correct], minlength=num_classes).float()
+    summary = torch.cat([correct.float().mean().view(1), per_class_correct / per_class_total.clamp(min=1)])
+    summary = summary.cpu() * 100
     return {"accuracy": float(summary[0]), "per_class": [round(float(v), 3) for v in summary[1:]]}

@@ -1,5 +1,6 @@
 """Deterministic random streams, one per (seed, purpose), so methods share splits and resumes are exact."""
 import hashlib
+import os
 import random
 
 import numpy as np
@@ -25,6 +26,8 @@ def seed_everything(*parts) -> int:
 
 
 def set_deterministic(enabled: bool) -> None:
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")   # deterministic cuBLAS, read at its init
     torch.backends.cudnn.deterministic = enabled
     torch.backends.cudnn.benchmark = not enabled
     torch.use_deterministic_algorithms(enabled, warn_only=True)

@@ -112,3 +112,22 @@ def test_missing_data_root(monkeypatch, tmp_path):
         resolve_data_root(None)
     with pytest.raises(UserError, match="not a folder"):
         resolve_data_root(str(tmp_path / "missing"))
+
+
+def test_cifar100_native_pickles_give_fine_and_coarse_labels(tmp_path, monkeypatch):
+    monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda *args: True)   # fixture md5s
+    folder = tmp_path / "cifar100" / "cifar-100-python"
+    folder.mkdir(parents=True)
+    fine = np.arange(100)
+    for name in ("train", "test"):
+        batch = {"data": np.zeros((100, 3072), dtype=np.uint8), "fine_labels": fine.tolist(),
+                 "coarse_labels": (fine // 5).tolist()}
+        with open(folder / name, "wb") as handle:
+            pickle.dump(batch, handle)
+    with open(folder / "meta", "wb") as handle:
+        pickle.dump({"fine_label_names": [f"f{i}" for i in range(100)],
+                     "coarse_label_names": [f"c{i}" for i in range(20)]}, handle)
+    dataset = load_dataset("cifar100", tmp_path)
+    assert dataset.superclass_of_class.tolist() == (fine // 5).tolist() and dataset.superclasses[3] == "c3"
+    coarse = load_dataset("cifar100", tmp_path, labels="coarse")
+    assert coarse.num_classes == 20 and coarse.train.targets.tolist() == (fine // 5).tolist()
