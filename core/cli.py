@@ -155,6 +155,10 @@ def command_list(args) -> int:
             print(f"  {'':<22} methods: {', '.join(implemented) or '-'}"
                   + (f"; pending: {', '.join(pending)}" if pending else ""))
             print(f"  {'':<22} profiles: paper, {', '.join(experiment.profiles)}; reported numbers: {reported}")
+    awaiting = sorted({(r.paper, r.experiment) for r in REPORTED} - set(experiments.EXPERIMENTS))
+    print("\nfigures and tables with reported numbers, not implemented yet [pending]:")
+    for paper, name in awaiting:
+        print(f"  {paper}/{name}: {sum(r.paper == paper and r.experiment == name for r in REPORTED)} reported numbers")
     return 0
 
 

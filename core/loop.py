@@ -143,13 +143,16 @@ def run_job(config: ExperimentConfig, method: str, seed: int, settings: RunSetti
     test_source = make_source(dataset.test, dataset.mean, dataset.std, augmentation, device, data.workers)
     trainer = Trainer(config.train, device, dataset.num_classes, settings.progress)
     if rows:
-        pool = Pool.load(folder / f"pool_cycle{len(rows)}.npz")
+        pool_file = folder / f"pool_cycle{len(rows)}.npz"
+        if not pool_file.exists():
+            raise UserError(f"{folder} has {len(rows)} finished cycles but no {pool_file.name} to resume from; "
+                            "move the folder aside to start that run over")
+        pool = Pool.load(pool_file)
     else:
         pool = initial_pool(dataset.train.targets, seed, data.validation_size,
                             resolve_count(config.protocol.initial, train_size), config.protocol.initial_kind,
                             config.protocol.missing_classes)
         pool.save(folder / "pool_cycle0.npz")
-    warm_file = folder / "warm_start.pt"
     for cycle in range(len(rows), config.protocol.cycles):
         ctx = CycleContext(config=config, seed=seed, cycle=cycle, device=device, dataset=dataset, source=source,
                            pool=pool, answers=oracle.answers, trainer=trainer,
@@ -157,7 +160,7 @@ def run_job(config: ExperimentConfig, method: str, seed: int, settings: RunSetti
                            options=strategy.options, progress=settings.progress)
         model = new_model(config, dataset, seed, cycle, device)
         if not config.train.reinit and cycle > 0:
-            model.load_state_dict(torch.load(warm_file, map_location=device))
+            model.load_state_dict(torch.load(folder / f"model_cycle{cycle - 1}.pt", map_location=device))
         model = strategy.prepare_model(model, ctx)
         generator = torch.Generator(device=device)
         generator.manual_seed(stream_key("train", seed, cycle) % 2**63)
@@ -166,7 +169,9 @@ def run_job(config: ExperimentConfig, method: str, seed: int, settings: RunSetti
                              desc=f"{method} seed {seed} cycle {cycle} train")
         trained_on = pool.labeled.copy()
         if not config.train.reinit:
-            torch.save(model.state_dict(), warm_file)
+            partial = folder / f"model_cycle{cycle}.partial.pt"
+            torch.save(model.state_dict(), partial)
+            partial.replace(folder / f"model_cycle{cycle}.pt")
         test = accuracy(model, test_source, np.arange(len(dataset.test)), dataset.test.targets,
                         dataset.num_classes, config.train.eval_batch_size, config.train.amp)
         selected, select_seconds = [], 0.0

@@ -118,3 +118,13 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(data_root, tmp_path):
     resumed = read_jsonl(results)
     assert stable(resumed) == stable(read_jsonl(Path(str(results).replace("interrupted", "clean"))))
     assert [r["cycle"] for r in resumed] == [0, 1, 2, 3]
+
+
+def test_warm_start_continues_from_the_previous_cycle(data_root, tmp_path):
+    config = smoke(**{"train.reinit": False})
+    rows = run_job(config, "random", 0, settings(data_root, tmp_path))
+    folder = run_folder(tmp_path, config, "random", 0)
+    assert len(rows) == 3 and sorted(p.name for p in folder.glob("model_cycle*.pt")) == [
+        "model_cycle0.pt", "model_cycle1.pt", "model_cycle2.pt"]
+    cold = run_job(smoke(), "random", 0, settings(data_root, tmp_path / "cold"))
+    assert rows[0]["value"] == cold[0]["value"] and stable(rows[1:]) != stable(cold[1:])
