@@ -1,4 +1,4 @@
-"""Random sampling and single-pass uncertainty sampling.
+"""Random sampling and single-pass uncertainty sampling: max entropy, least confidence, smallest margin.
 
 `entropy` is what VAAL calls DBAL: its Table 1 time (10.95 s, close to VAAL's) shows a single forward pass,
 not MC-Dropout (REFERENCES 1.5, B4)."""
@@ -17,16 +17,44 @@ class RandomSampling(Strategy):
         return ctx.rng.choice(candidates, budget, replace=False)
 
 
-def softmax_entropy(logits: torch.Tensor) -> torch.Tensor:
-    log_probs = torch.log_softmax(logits, dim=1)
-    return -(log_probs.exp() * log_probs).sum(dim=1)
+def entropy(probabilities: torch.Tensor) -> torch.Tensor:
+    """Shannon entropy (nats) along the last dimension; 0 log 0 counts as 0."""
+    return -torch.special.xlogy(probabilities, probabilities).sum(dim=-1)
 
 
-@register
-class EntropySampling(ScoringStrategy):
-    name = "entropy"
+def least_confidence(probabilities: torch.Tensor) -> torch.Tensor:
+    return 1 - probabilities.max(dim=-1).values
+
+
+def smallest_margin(probabilities: torch.Tensor) -> torch.Tensor:
+    top = probabilities.topk(2, dim=-1).values
+    return -(top[..., 0] - top[..., 1])
+
+
+class SinglePassStrategy(ScoringStrategy):
+    """Scores the softmax of one deterministic forward pass (model in eval mode)."""
+
+    acquisition = staticmethod(entropy)
 
     def score(self, model, ctx: CycleContext, candidates: np.ndarray) -> torch.Tensor:
         logits = predict(model, ctx.source, candidates, ctx.eval_batch_size, amp=ctx.config.train.amp,
-                         progress="score entropy" if ctx.progress else None)["logits"]
-        return softmax_entropy(logits)
+                         progress=f"score {self.name}" if ctx.progress else None)["logits"]
+        return self.acquisition(torch.softmax(logits, dim=1))
+
+
+@register
+class EntropySampling(SinglePassStrategy):
+    name = "entropy"
+    acquisition = staticmethod(entropy)
+
+
+@register
+class LeastConfidenceSampling(SinglePassStrategy):
+    name = "least_confidence"
+    acquisition = staticmethod(least_confidence)
+
+
+@register
+class MarginSampling(SinglePassStrategy):
+    name = "margin"
+    acquisition = staticmethod(smallest_margin)

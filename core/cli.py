@@ -163,10 +163,14 @@ def command_list(args) -> int:
 
 
 def command_bench(args) -> int:
-    from core.bench import bench_train
+    from core.bench import bench_sampling, bench_train
     from core.datasets import resolve_data_root
 
-    bench_train(resolve_data_root(args.data_root), pick_device(args.device), args.images, args.width, args.arch)
+    root, device = resolve_data_root(args.data_root), pick_device(args.device)
+    if args.what == "train":
+        bench_train(root, device, args.images, args.width, args.arch)
+    else:
+        bench_sampling(root, device, args.arch, args.width, args.pool, Path(args.out))
     return 0
 
 
@@ -210,11 +214,13 @@ def build_parser() -> argparse.ArgumentParser:
     compare = sub.add_parser("compare", help="reported vs reproduced numbers for paper-profile results")
     compare.add_argument("results")
     sub.add_parser("list", help="every paper, experiment, method and reported number, with status")
-    bench = sub.add_parser("bench", help="benchmarks: 'train' times one epoch against a plain DataLoader loop")
-    bench.add_argument("what", choices=["train"])
-    bench.add_argument("--images", type=int, default=5000)
+    bench = sub.add_parser("bench", help="benchmarks: 'train' (one epoch vs a plain DataLoader loop), 'sampling' (VAAL Table 1)")
+    bench.add_argument("what", choices=["train", "sampling"])
+    bench.add_argument("--images", type=int, default=5000, help="train: images in the timed epoch")
+    bench.add_argument("--pool", type=int, default=45000, help="sampling: unlabeled pool size")
     bench.add_argument("--width", type=float, default=0.125)
     bench.add_argument("--arch", default="vgg16_bn")
+    bench.add_argument("--out", default="results/bench", help="sampling: where the table is written")
     add_common(bench)
     demo = sub.add_parser("demo", help="a small real reproduction on CIFAR-10 with a figure and a table")
     demo.add_argument("--out")

@@ -114,9 +114,11 @@ def _check_config(folder: Path, config: ExperimentConfig, method: str, seed: int
     return digest
 
 
-def new_model(config: ExperimentConfig, dataset: ds.ImageDataset, seed: int, cycle: int, device) -> torch.nn.Module:
-    """Model initialisation depends on (seed, cycle) only: every method starts each cycle from the same weights."""
-    seed_everything("model", seed, cycle)
+def new_model(config: ExperimentConfig, dataset: ds.ImageDataset, seed: int, cycle: int, device,
+              member: str = "") -> torch.nn.Module:
+    """Model initialisation depends on (seed, cycle) only: every method starts each cycle from the same weights.
+    Extra models (ensemble members) add their own tag."""
+    seed_everything("model", seed, cycle, *([member] if member else []))
     channels = 1 if dataset.train.images is not None and dataset.train.images.shape[-1] == 1 else 3
     return build_network(config.model.arch, dataset.num_classes, channels, config.model.width,
                          config.model.init).to(device)
@@ -153,15 +155,24 @@ def run_job(config: ExperimentConfig, method: str, seed: int, settings: RunSetti
                             resolve_count(config.protocol.initial, train_size), config.protocol.initial_kind,
                             config.protocol.missing_classes)
         pool.save(folder / "pool_cycle0.npz")
+    def train_extra_model(cycle: int, tag: str, labeled: np.ndarray | None = None) -> torch.nn.Module:
+        """A further task model of this cycle, initialised and shuffled from its own tag's streams."""
+        model = new_model(config, dataset, seed, cycle, device, member=tag)
+        generator = torch.Generator(device=device)
+        generator.manual_seed(stream_key("train", seed, cycle, tag) % 2**63)
+        trainer.fit(model, source, pool.labeled if labeled is None else labeled, oracle.answers, pool.validation,
+                    oracle.answers, generator=generator, desc=f"{method} seed {seed} cycle {cycle} {tag}")
+        return model
+
     for cycle in range(len(rows), config.protocol.cycles):
         ctx = CycleContext(config=config, seed=seed, cycle=cycle, device=device, dataset=dataset, source=source,
                            pool=pool, answers=oracle.answers, trainer=trainer,
                            rng=numpy_rng("select", seed, method, cycle),
-                           options=strategy.options, progress=settings.progress)
-        model = new_model(config, dataset, seed, cycle, device)
+                           options=strategy.options, progress=settings.progress,
+                           train_model=functools.partial(train_extra_model, cycle))
+        model = strategy.prepare_model(new_model(config, dataset, seed, cycle, device), ctx)
         if not config.train.reinit and cycle > 0:
             model.load_state_dict(torch.load(folder / f"model_cycle{cycle - 1}.pt", map_location=device))
-        model = strategy.prepare_model(model, ctx)
         generator = torch.Generator(device=device)
         generator.manual_seed(stream_key("train", seed, cycle) % 2**63)
         report = trainer.fit(model, source, pool.labeled, oracle.answers, pool.validation, oracle.answers,
@@ -191,7 +202,7 @@ def run_job(config: ExperimentConfig, method: str, seed: int, settings: RunSetti
             "train_steps": report.steps, "train_loss": round(report.final_loss, 5),
             "train_seconds": round(report.seconds, 3), "select_seconds": round(select_seconds, 3),
             "noisy_labels_in_labeled": int(oracle.flipped[trained_on].sum()),
-            "diagnostics": strategy.diagnostics, "selected": np.asarray(selected).tolist(),
+            "diagnostics": strategy.diagnostics, "method_options": strategy.options, "selected": np.asarray(selected).tolist(),
             "config_hash": digest, "code_version": code_version(), "device": str(device),
         }
         append_jsonl(results_file, row)

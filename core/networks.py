@@ -1,6 +1,9 @@
 """Task networks shared by the papers. Each returns logits from `forward` and, from `forward_features`,
 (logits, penultimate features, per-block feature maps) for the strategies that need them.
 
+Each also splits into `forward_trunk` (everything before the first dropout-capable layer, deterministic in eval
+mode) and `forward_head` (trunk output -> (logits, features)), so MC-Dropout reruns only the head.
+
 `width` scales every channel count (and VGG's 4096-wide head) for the smoke/mini profiles; width 1 is the
 paper's network.
 """
@@ -15,11 +18,24 @@ from core.errors import UserError
 VGG16_LAYOUT = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
 
 
+class TaskNetwork(nn.Module):
+    """Default split for networks whose only layer after the pooled features is the linear classifier."""
+
+    def forward(self, x):
+        return self.forward_features(x)[0]
+
+    def forward_trunk(self, x):
+        return self.forward_features(x)[1]
+
+    def forward_head(self, trunk):
+        return self.classifier(trunk), trunk
+
+
 def scaled(channels: int, width: float) -> int:
     return max(1, int(round(channels * width)))
 
 
-class VGG16BN(nn.Module):
+class VGG16BN(TaskNetwork):
     """torchvision's vgg16_bn (config D with BatchNorm): AdaptiveAvgPool(7, 7) and the 4096-wide head are kept
     on 32x32 inputs as in the VAAL code (REFERENCES 1.1), so the 1x1 map is replicated to 7x7."""
 
@@ -44,13 +60,17 @@ class VGG16BN(nn.Module):
         self.feature_dim = hidden
         initialise(self, init)
 
+    def forward_trunk(self, x):
+        return torch.flatten(self.avgpool(self.features(x)), 1)
+
+    def forward_head(self, trunk):
+        features = self.head(trunk)
+        return self.classifier(features), features
+
     def forward_features(self, x):
         blocks = [self.features(x)]
-        features = self.head(torch.flatten(self.avgpool(blocks[0]), 1))
-        return self.classifier(features), features, blocks
-
-    def forward(self, x):
-        return self.forward_features(x)[0]
+        logits, features = self.forward_head(torch.flatten(self.avgpool(blocks[0]), 1))
+        return logits, features, blocks
 
 
 def initialise(model: nn.Module, scheme: str) -> None:
@@ -90,7 +110,7 @@ class BasicBlock(nn.Module):
         return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
 
 
-class CifarResNet18(nn.Module):
+class CifarResNet18(TaskNetwork):
     """The kuangliu CIFAR ResNet-18 used by LL4AL, TA-VAAL and LADA (REFERENCES 1.2): 3x3 stem, no max-pool,
     blocks [2, 2, 2, 2], global average pool, one linear layer. PyTorch's default init, as in those codes."""
 
@@ -119,9 +139,6 @@ class CifarResNet18(nn.Module):
         features = torch.flatten(F.adaptive_avg_pool2d(out, 1), 1)
         return self.classifier(features), features, blocks
 
-    def forward(self, x):
-        return self.forward_features(x)[0]
-
 
 class WideBlock(nn.Module):
     """Pre-activation wide-ResNet block (Zagoruyko & Komodakis 2016)."""
@@ -143,7 +160,7 @@ class WideBlock(nn.Module):
         return out + skip
 
 
-class WideResNet(nn.Module):
+class WideResNet(TaskNetwork):
     """WRN-depth-k; DAAL uses WRN-28-2 (DAAL Sec. 4.1), whose 128-d pooled feature feeds its adversaries."""
 
     def __init__(self, num_classes: int, in_channels: int = 3, width: float = 1.0, depth: int = 28, k: int = 2,
@@ -172,9 +189,6 @@ class WideResNet(nn.Module):
             blocks.append(out)
         features = torch.flatten(F.adaptive_avg_pool2d(F.relu(self.bn(out)), 1), 1)
         return self.classifier(features), features, blocks
-
-    def forward(self, x):
-        return self.forward_features(x)[0]
 
 
 ARCHITECTURES = {"vgg16_bn": VGG16BN, "resnet18_cifar": CifarResNet18, "wrn28_2": WideResNet}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
@@ -33,6 +34,8 @@ class CycleContext:
     rng: np.random.Generator
     options: dict = field(default_factory=dict)
     progress: bool = True
+    train_model: Callable[[str, np.ndarray | None], torch.nn.Module] | None = None   # (tag, labeled) -> model
+
 
     @property
     def eval_batch_size(self) -> int:

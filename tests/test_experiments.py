@@ -1,5 +1,6 @@
-"""Every registered experiment runs end to end in the smoke profile: on the shared data where it exists, on
-tiny fixtures in the official layout where it does not (Caltech-256, ImageNet)."""
+"""Every registered experiment's protocol runs end to end in the smoke profile: on the shared data where it
+exists, on tiny fixtures in the official layout where it does not (Caltech-256, ImageNet). Every method is run
+end to end in tests/test_baselines.py."""
 import numpy as np
 import pytest
 import torch
@@ -31,7 +32,7 @@ def test_every_experiment_runs_in_the_smoke_profile(key, tmp_path, request):
         root = request.getfixturevalue("data_root")
     settings = RunSettings(root, tmp_path / "out", torch.device("cpu"), "smoke", progress=False)
     implemented, _ = method_status(config)
-    for method in implemented:
+    for method in sorted({"random", "entropy"} & set(implemented)):
         rows = run_job(config, method, 0, settings)
         assert len(rows) == config.protocol.cycles
         assert np.diff([r["n_labeled"] for r in rows]).min() > 0

@@ -128,3 +128,9 @@ def test_warm_start_continues_from_the_previous_cycle(data_root, tmp_path):
         "model_cycle0.pt", "model_cycle1.pt", "model_cycle2.pt"]
     cold = run_job(smoke(), "random", 0, settings(data_root, tmp_path / "cold"))
     assert rows[0]["value"] == cold[0]["value"] and stable(rows[1:]) != stable(cold[1:])
+
+
+def test_warm_start_works_with_a_method_that_changes_the_network(data_root, tmp_path):
+    config = get("baselines", "ll4al_cifar10").config("smoke", {"train.reinit": False, "seeds": 1})
+    rows = run_job(config, "mc_dropout", 0, settings(data_root, tmp_path))
+    assert len(rows) == 3 and rows[0]["diagnostics"] == {"dropout_added_before_classifier": 0.5}

@@ -1,0 +1,103 @@
+"""Methods that score with several task models trained through the shared trainer: Ensembles with variation
+ratios (Beluch et al. 2018; VAAL Sec. 4.1: 5 models), query-by-committee with vote entropy (5 models, used by
+VAAL for segmentation), and Suggestive Annotation's generic parts (Yang et al. 2017: bootstrap models, then
+greedy max-cover by cosine similarity).
+
+The cycle's task model is member 0 (its accuracy is the one reported, as for every method); the others are
+independently initialised and trained on the same labeled set."""
+import numpy as np
+import torch
+
+from baselines.mc_dropout import variation_ratio
+from baselines.uncertainty import entropy
+from core.evaluate import predict
+from core.strategy import CycleContext, ScoringStrategy, register
+
+
+def vote_entropy(samples: torch.Tensor) -> torch.Tensor:
+    """samples: (T, N, C) member softmax outputs -> entropy of the vote distribution, (N,)."""
+    votes = torch.nn.functional.one_hot(samples.argmax(dim=-1), samples.shape[-1]).float().mean(dim=0)
+    return entropy(votes)
+
+
+def member_probabilities(members, ctx: CycleContext, indices: np.ndarray) -> torch.Tensor:
+    return torch.stack([torch.softmax(predict(m, ctx.source, indices, ctx.eval_batch_size,
+                                              amp=ctx.config.train.amp)["logits"], dim=1) for m in members])
+
+
+class CommitteeStrategy(ScoringStrategy):
+    default_options = {"members": 5}
+    reduce = staticmethod(variation_ratio)
+
+    def committee(self, model, ctx: CycleContext) -> list:
+        return [model] + [ctx.train_model(f"member{k}", None) for k in range(1, self.options["members"])]
+
+    def score(self, model, ctx: CycleContext, candidates: np.ndarray) -> torch.Tensor:
+        members = self.committee(model, ctx)
+        self.diagnostics = {"members": len(members)}
+        return self.reduce(member_probabilities(members, ctx, candidates))
+
+
+@register
+class EnsembleVariationRatio(CommitteeStrategy):
+    name = "ensemble_varratio"
+    reduce = staticmethod(variation_ratio)
+
+
+@register
+class QueryByCommittee(CommitteeStrategy):
+    name = "qbc"
+    reduce = staticmethod(vote_entropy)
+
+
+def greedy_max_cover(candidate_descriptors: torch.Tensor, pool_descriptors: torch.Tensor, count: int,
+                     chunk: int = 4096, refresh: int = 16) -> torch.Tensor:
+    """Positions of `count` candidates chosen greedily to maximise sum_x max_{s in chosen} cos(s, x) over the
+    pool (Suggestive Annotation's representativeness step).
+
+    Coverage is submodular, so a candidate's gain only shrinks as others are chosen: stale gains are upper
+    bounds, and only the `refresh` largest are re-evaluated until the best fresh gain beats every stale bound
+    (lazy greedy, Minoux 1978): the same picks as re-evaluating every candidate at every step."""
+    candidates = torch.nn.functional.normalize(candidate_descriptors, dim=1)
+    pool = torch.nn.functional.normalize(pool_descriptors, dim=1)
+    similarity = torch.cat([candidates @ pool[i:i + chunk].T for i in range(0, len(pool), chunk)], dim=1)
+    covered = torch.zeros(len(pool), device=pool.device, dtype=similarity.dtype)
+    bounds = similarity.clamp(min=0).sum(dim=1)
+    chosen = torch.empty(count, dtype=torch.long, device=pool.device)
+    for step in range(count):
+        while True:
+            top = torch.topk(bounds, min(refresh + 1, len(bounds)))
+            rows = top.indices[:refresh]
+            fresh = (similarity[rows] - covered).clamp_(min=0).sum(dim=1)
+            bounds[rows] = fresh
+            best = torch.argmax(fresh)
+            outside = float(top.values[refresh]) if len(top.values) > refresh else float("-inf")
+            if float(fresh[best]) >= outside:
+                break
+        pick = rows[best]
+        chosen[step] = pick
+        bounds[pick] = float("-inf")
+        covered = torch.maximum(covered, similarity[pick])
+    return chosen
+
+
+@register
+class SuggestiveAnnotation(CommitteeStrategy):
+    """Top `shortlist` x budget candidates by the bootstrap models' mean per-class variance, then greedy max-cover
+    of the scored candidates by cosine similarity of the task model's features, down to the budget."""
+
+    name = "suggestive_annotation"
+    default_options = {"members": 4, "shortlist": 2}
+
+    def committee(self, model, ctx: CycleContext) -> list:
+        labeled = ctx.pool.labeled
+        return [ctx.train_model(f"bootstrap{k}", ctx.rng.choice(labeled, len(labeled), replace=True))
+                for k in range(self.options["members"])]
+
+    def select(self, model, ctx: CycleContext, candidates: np.ndarray, budget: int) -> np.ndarray:
+        uncertainty = member_probabilities(self.committee(model, ctx), ctx, candidates).var(dim=0).mean(dim=1)
+        shortlist = torch.topk(uncertainty, min(len(candidates), self.options["shortlist"] * budget)).indices
+        features = predict(model, ctx.source, candidates, ctx.eval_batch_size, features=True,
+                           amp=ctx.config.train.amp)["features"]
+        chosen = greedy_max_cover(features[shortlist], features, budget)
+        return candidates[shortlist[chosen].cpu().numpy()]

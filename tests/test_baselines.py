@@ -1,0 +1,150 @@
+"""Baselines on hand-checkable cases, the core-set equivalence with the textbook algorithm, and every method
+end to end in the smoke profile."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from baselines.committee import greedy_max_cover, vote_entropy
+from baselines.coreset import kcenter_greedy
+from baselines.learning_loss import LossPredictionModule, bce_ranking_loss, margin_ranking_loss
+from baselines.mc_dropout import bald, mc_dropout_samples, mean_entropy, variation_ratio
+from baselines.uncertainty import entropy, least_confidence, smallest_margin
+from core.datasets import Split
+from core.experiments import get
+from core.loop import RunSettings, run_job
+from core.networks import build_network
+from core.sources import Augmentation, TensorSource
+from core.strategy import STRATEGIES, load_plugins
+
+
+def textbook_kcenter(points: np.ndarray, centres: np.ndarray, budget: int) -> list[int]:
+    """Sener & Savarese's greedy loop with a full distance matrix, in float64."""
+    distances = np.sqrt(((points[:, None, :] - points[None, :, :]) ** 2).sum(-1))
+    if len(centres):
+        nearest = np.sqrt(((points[:, None, :] - centres[None, :, :]) ** 2).sum(-1)).min(1)
+    else:
+        nearest = np.full(len(points), np.inf)
+    picks = []
+    for _ in range(budget):
+        chosen = int(np.argmax(nearest))
+        picks.append(chosen)
+        nearest = np.minimum(nearest, distances[chosen])
+    return picks
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("active_size", [7, 64, 10_000])
+def test_kcenter_greedy_selects_exactly_what_the_textbook_algorithm_selects(seed, active_size):
+    rng = np.random.default_rng(seed)
+    points = rng.normal(size=(300, 6)) * rng.uniform(0.5, 3, size=(300, 1))
+    centres = rng.normal(size=(20 * (seed % 2), 6))
+    ours = kcenter_greedy(torch.tensor(points, dtype=torch.float64), torch.tensor(centres, dtype=torch.float64),
+                          40, active_size=active_size).tolist()
+    assert ours == textbook_kcenter(points, centres, 40)
+
+
+def test_single_pass_acquisitions_on_hand_checked_probabilities():
+    probabilities = torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.6, 0.3, 0.1]])
+    assert entropy(probabilities).tolist() == pytest.approx([0, math.log(2), -(0.6 * math.log(0.6) + 0.3 *
+                                                                                math.log(0.3) + 0.1 * math.log(0.1))])
+    assert least_confidence(probabilities).tolist() == pytest.approx([0, 0.5, 0.4])
+    assert smallest_margin(probabilities).tolist() == pytest.approx([-1, 0, -0.3])
+
+
+def test_mc_acquisitions_on_hand_checked_samples():
+    # two passes, two points: point 0 flips between confident classes, point 1 is uniform in both passes
+    samples = torch.tensor([[[1.0, 0.0], [0.5, 0.5]], [[0.0, 1.0], [0.5, 0.5]]])
+    assert mean_entropy(samples).tolist() == pytest.approx([math.log(2), math.log(2)])
+    assert bald(samples).tolist() == pytest.approx([math.log(2), 0])
+    votes = torch.tensor([[[0.9, 0.1]], [[0.8, 0.2]], [[0.2, 0.8]], [[0.6, 0.4]], [[0.7, 0.3]]])
+    assert variation_ratio(votes).tolist() == pytest.approx([1 - 4 / 5])
+    assert vote_entropy(votes).tolist() == pytest.approx([-(0.8 * math.log(0.8) + 0.2 * math.log(0.2))])
+
+
+def _tiny_source():
+    images = np.random.default_rng(0).integers(0, 256, (20, 32, 32, 3), dtype=np.uint8)
+    return TensorSource(Split(np.zeros(20, dtype=np.int64), images), (0.5,) * 3, (0.5,) * 3, Augmentation(), "cpu")
+
+
+def test_mc_dropout_uses_dropout_but_frozen_batchnorm():
+    torch.manual_seed(0)
+    model = build_network("vgg16_bn", 10, width=0.125)
+    source = _tiny_source()
+    running_mean = model.features[1].running_mean.clone()
+    first = mc_dropout_samples(model, source, np.arange(20), 10, 1, lambda s: s[0])
+    second = mc_dropout_samples(model, source, np.arange(20), 10, 1, lambda s: s[0])
+    assert not torch.allclose(first, second)                       # dropout is on
+    assert torch.equal(model.features[1].running_mean, running_mean) and not model.training
+    model.head[2].p = model.head[5].p = 0.0                         # no dropout: T passes == one eval pass
+    deterministic = torch.softmax(model(source.load(torch.arange(20), False, None)), 1)
+    assert torch.allclose(mc_dropout_samples(model, source, np.arange(20), 10, 3, lambda s: s.mean(0)),
+                          deterministic, atol=1e-6)
+
+
+def test_margin_and_bce_ranking_losses_on_hand_checked_pairs():
+    predicted = torch.tensor([2.0, 0.0, 0.5, 1.0])       # pairs (0, 3) and (1, 2): differences 1.0 and -0.5
+    target = torch.tensor([3.0, 1.0, 2.0, 1.0])          # true differences 2 (> 0) and -1 (< 0)
+    # pair (0,3): max(0, 1 - 1 * 1.0) = 0; pair (1,2): max(0, 1 - (-1)(-0.5)) = 0.5 -> mean 0.25
+    assert margin_ranking_loss(predicted, target).item() == pytest.approx(0.25)
+    expected = (-math.log(torch.sigmoid(torch.tensor(1.0)).item()) - math.log(1 - torch.sigmoid(
+        torch.tensor(-0.5)).item())) / 2
+    assert bce_ranking_loss(predicted, target).item() == pytest.approx(expected)
+    tie = torch.tensor([1.0, 1.0])
+    assert margin_ranking_loss(torch.tensor([0.0, 0.0]), tie).item() == pytest.approx(1.0)
+
+
+def test_loss_prediction_module_shapes_and_parameter_count():
+    module = LossPredictionModule([64, 128, 256, 512])
+    blocks = [torch.randn(3, c, s, s) for c, s in ((64, 32), (128, 16), (256, 8), (512, 4))]
+    assert module(blocks).shape == (3,)
+    assert sum(p.numel() for p in module.parameters()) == 123_905
+
+
+def test_greedy_max_cover_prefers_representative_candidates():
+    pool = torch.tensor([[1.0, 0.0]] * 8 + [[0.0, 1.0]] * 2)
+    candidates = torch.tensor([[0.0, 1.0], [1.0, 0.05], [0.7, 0.7]])
+    assert greedy_max_cover(candidates, pool, 1).tolist() == [1]
+    assert greedy_max_cover(candidates, pool, 2).tolist() == [1, 0]
+
+
+load_plugins()
+
+
+@pytest.mark.parametrize("method", sorted(STRATEGIES))
+def test_every_method_runs_in_the_smoke_profile(method, data_root, tmp_path):
+    config = get("baselines", "ll4al_cifar10").config("smoke", {"seeds": 1})
+    rows = run_job(config, method, 0, RunSettings(data_root, tmp_path, torch.device("cpu"), "smoke", progress=False))
+    assert [r["n_labeled"] for r in rows] == [40, 80, 120]
+    chosen = np.concatenate([r["selected"] for r in rows[:-1]])
+    assert len(np.unique(chosen)) == len(chosen) == 80
+
+
+def test_scoring_methods_select_differently_from_random(data_root, tmp_path):
+    config = get("baselines", "ll4al_cifar10").config("smoke", {"seeds": 1, "protocol.cycles": 2})
+    settings = RunSettings(data_root, tmp_path, torch.device("cpu"), "smoke", progress=False)
+    random = set(run_job(config, "random", 0, settings)[0]["selected"])
+    for method in ("entropy", "coreset", "learning_loss", "mc_dropout"):
+        assert set(run_job(config, method, 0, settings)[0]["selected"]) != random, method
+
+
+def plain_greedy_max_cover(candidates: torch.Tensor, pool: torch.Tensor, count: int) -> list[int]:
+    similarity = torch.nn.functional.normalize(candidates, dim=1) @ torch.nn.functional.normalize(pool, dim=1).T
+    covered, chosen = torch.zeros(len(pool), dtype=similarity.dtype), []
+    for _ in range(count):
+        gain = (similarity - covered).clamp(min=0).sum(1)
+        gain[chosen] = -1
+        chosen.append(int(gain.argmax()))
+        covered = torch.maximum(covered, similarity[chosen[-1]])
+    return chosen
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("refresh", [1, 4, 1000])
+def test_lazy_max_cover_equals_plain_greedy(seed, refresh):
+    generator = torch.Generator().manual_seed(seed)
+    candidates = torch.randn(80, 5, generator=generator, dtype=torch.float64)
+    pool = torch.randn(200, 5, generator=generator, dtype=torch.float64)
+    assert greedy_max_cover(candidates, pool, 30, refresh=refresh).tolist() == \
+        plain_greedy_max_cover(candidates, pool, 30)
