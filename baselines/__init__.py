@@ -1,2 +1,3 @@
 """Comparison methods shared by every paper's experiments; importing the package registers them."""
-from baselines import committee, coreset, experiments, learning_loss, mc_dropout, uncertainty  # noqa: F401
+from baselines import (committee, coreset, experiments, full_data, learning_loss, mc_dropout,  # noqa: F401
+                       uncertainty)

@@ -32,10 +32,12 @@ class CommitteeStrategy(ScoringStrategy):
     def committee(self, model, ctx: CycleContext) -> list:
         return [model] + [ctx.train_model(f"member{k}", None) for k in range(1, self.options["members"])]
 
+    def prepare_selection(self, model, ctx: CycleContext) -> None:
+        self.members = self.committee(model, ctx)
+        self.diagnostics = {"members": len(self.members)}
+
     def score(self, model, ctx: CycleContext, candidates: np.ndarray) -> torch.Tensor:
-        members = self.committee(model, ctx)
-        self.diagnostics = {"members": len(members)}
-        return self.reduce(member_probabilities(members, ctx, candidates))
+        return self.reduce(member_probabilities(self.members, ctx, candidates))
 
 
 @register
@@ -95,7 +97,7 @@ class SuggestiveAnnotation(CommitteeStrategy):
                 for k in range(self.options["members"])]
 
     def select(self, model, ctx: CycleContext, candidates: np.ndarray, budget: int) -> np.ndarray:
-        uncertainty = member_probabilities(self.committee(model, ctx), ctx, candidates).var(dim=0).mean(dim=1)
+        uncertainty = member_probabilities(self.members, ctx, candidates).var(dim=0).mean(dim=1)
         shortlist = torch.topk(uncertainty, min(len(candidates), self.options["shortlist"] * budget)).indices
         features = predict(model, ctx.source, candidates, ctx.eval_batch_size, features=True,
                            amp=ctx.config.train.amp)["features"]

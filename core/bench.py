@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.config import ExperimentConfig, TrainConfig
+from core.config import ExperimentConfig, ModelConfig, TrainConfig
 from core.datasets import CIFAR10_STATS, load_dataset, subsample
 from core.errors import UserError
 from core.networks import build_network
@@ -117,17 +117,19 @@ def bench_sampling(data_root: Path, device: torch.device, arch: str, width: floa
             members[tag] = build_network(arch, 10, width=width).to(device)
         return members[tag]
 
-    config = ExperimentConfig(train=cfg)
+    config = ExperimentConfig(train=cfg, model=ModelConfig(arch=arch, width=width))
+    bench_options = {name: {"iterations": 10} for name in STRATEGIES if "iterations" in STRATEGIES[name].default_options}
     times = {}
     for name in sorted(STRATEGIES):
-        strategy = make_strategy(name)
+        if STRATEGIES[name].single_cycle:
+            continue
+        strategy = make_strategy(name, bench_options.get(name))
         ctx = CycleContext(config=config, seed=0, cycle=0, device=device, dataset=dataset, source=source, pool=pool,
                            answers=train.targets, trainer=trainer, rng=numpy_rng("bench", name),
                            options=strategy.options, progress=False, train_model=member)
         task = strategy.prepare_model(copy.deepcopy(model), ctx)
         strategy.train_hooks(task, ctx)
-        if name in ("ensemble_varratio", "qbc", "suggestive_annotation"):
-            strategy.committee(task, ctx)               # build members before the clock starts
+        strategy.prepare_selection(task, ctx)           # VAE/D or committee members: not timed, as Table 1
         predict(task, source, pool.unlabeled[:cfg.eval_batch_size], cfg.eval_batch_size)   # warm-up
         _synchronize(device)
         started = time.perf_counter()

@@ -9,10 +9,8 @@ from pathlib import Path
 from core.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
-DEMO = {"paper": "baselines", "experiment": "ll4al_cifar10", "methods": "random,entropy", "seeds": 2,
+DEMO = {"paper": "baselines", "experiment": "ll4al_cifar10", "methods": "random,coreset,vaal", "seeds": 1,
         "profile": "mini", "out": "results/demo"}
-NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "svhn": 10, "fashion_mnist": 10, "caltech101": 101,
-               "caltech256": 256, "imagenet": 1000}
 
 
 def pick_device(name: str | None):
@@ -65,7 +63,9 @@ def command_run(args) -> int:
     data_root, device = resolve_data_root(args.data_root), pick_device(args.device)
     out = Path(args.out)
     new_cycles: list[dict] = []
-    total = len(methods) * len(seeds) * config.protocol.cycles
+    from core.strategy import STRATEGIES
+
+    total = len(seeds) * sum(1 if STRATEGIES[m].single_cycle else config.protocol.cycles for m in methods)
     overall = tqdm(total=total, desc=f"{config.paper}/{config.experiment}", unit="cycle", disable=args.quiet)
 
     def finished_cycle(row):
@@ -113,6 +113,7 @@ def command_compare(args) -> int:
 
 def command_describe(args) -> int:
     from core.config import to_dict
+    from core.datasets import NUM_CLASSES
     from core.experiments import method_status
     from core.networks import build_network, parameter_count
     from core.strategy import make_strategy
@@ -162,6 +163,21 @@ def command_list(args) -> int:
     return 0
 
 
+def command_tables(args) -> int:
+    import importlib
+
+    from core.experiments import papers
+
+    if args.paper not in papers():
+        raise UserError(f"unknown paper '{args.paper}'; known: {', '.join(papers())}")
+    try:
+        module = importlib.import_module(f"{args.paper}.tables")
+    except ModuleNotFoundError:
+        raise UserError(f"{args.paper} has no generated tables") from None
+    print(module.markdown())
+    return 0
+
+
 def command_bench(args) -> int:
     from core.bench import bench_sampling, bench_train
     from core.datasets import resolve_data_root
@@ -196,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("experiment")
     run.add_argument("--methods", help="comma-separated (default: every implemented method of the experiment)")
     run.add_argument("--seeds", type=int, help="number of seeds, 0..N-1 (default: the paper's)")
-    run.add_argument("--profile", choices=["smoke", "mini", "paper"], default="paper")
+    run.add_argument("--profile", default="paper", help="paper (default), smoke, mini, or a named variant")
     run.add_argument("--out", default="results")
     run.add_argument("--download", action="store_true", help="fetch torchvision's native format when missing")
     run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. train.lr=0.01")
@@ -205,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     describe = sub.add_parser("describe", help="the resolved config and every network with its parameter count")
     describe.add_argument("paper")
     describe.add_argument("experiment")
-    describe.add_argument("--profile", choices=["smoke", "mini", "paper"], default="paper")
+    describe.add_argument("--profile", default="paper")
     describe.add_argument("--set", action="append", metavar="KEY=VALUE")
     report = sub.add_parser("report", help="figures and tables from stored results, no training")
     report.add_argument("results")
@@ -214,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare = sub.add_parser("compare", help="reported vs reproduced numbers for paper-profile results")
     compare.add_argument("results")
     sub.add_parser("list", help="every paper, experiment, method and reported number, with status")
+    tables = sub.add_parser("tables", help="a paper's setting tables generated from its configs (VAAL Tables 2, 3)")
+    tables.add_argument("paper")
     bench = sub.add_parser("bench", help="benchmarks: 'train' (one epoch vs a plain DataLoader loop), 'sampling' (VAAL Table 1)")
     bench.add_argument("what", choices=["train", "sampling"])
     bench.add_argument("--images", type=int, default=5000, help="train: images in the timed epoch")
@@ -230,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"run": command_run, "report": command_report, "compare": command_compare, "describe": command_describe,
-            "list": command_list, "bench": command_bench, "demo": command_demo}
+            "list": command_list, "tables": command_tables, "bench": command_bench, "demo": command_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,6 +27,9 @@ CACHE_DIR_ENV = "AL_CACHE_DIR"
 CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 CIFAR100_STATS = ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "svhn": 10, "fashion_mnist": 10, "caltech101": 101,
+               "caltech256": 256, "imagenet": 1000}
+TEST_SIZE = {"cifar10": 10000, "cifar100": 10000, "svhn": 26032, "fashion_mnist": 10000, "imagenet": 50000}
 
 
 @dataclass

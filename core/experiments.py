@@ -9,7 +9,7 @@ from core.config import ExperimentConfig, apply_overrides
 from core.errors import UserError
 from core.strategy import STRATEGIES, load_plugins
 
-PROFILES = ("smoke", "mini", "paper")
+SIZE_PROFILES = ("smoke", "mini")        # change only sizes; other profiles (code_2020) are named variants
 
 
 @dataclass
@@ -17,11 +17,12 @@ class Experiment:
     paper: str
     name: str
     build: Callable[[], ExperimentConfig]
-    profiles: dict[str, dict] = field(default_factory=dict)   # smoke/mini: dotted overrides of sizes only
+    profiles: dict[str, dict] = field(default_factory=dict)   # name -> dotted overrides
 
     def config(self, profile: str = "paper", overrides: dict | None = None) -> ExperimentConfig:
-        if profile not in PROFILES:
-            raise UserError(f"unknown profile '{profile}'; choose one of {', '.join(PROFILES)}")
+        known = ["paper", *self.profiles]
+        if profile not in known:
+            raise UserError(f"{self.paper}/{self.name} has no profile '{profile}'; choose one of {', '.join(known)}")
         config = self.build()
         config.paper, config.experiment = self.paper, self.name
         apply_overrides(config, copy.deepcopy(self.profiles.get(profile, {})))

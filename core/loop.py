@@ -7,6 +7,7 @@ from (seed, cycle[, method]) rather than carried over, which makes a resumed run
 """
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import subprocess
@@ -137,6 +138,7 @@ def run_job(config: ExperimentConfig, method: str, seed: int, settings: RunSetti
     device = settings.device
     dataset = prepare_dataset(config, settings.data_root, seed, settings.download)
     train_size = len(dataset.train)
+    config = strategy.adjust_config(copy.deepcopy(config), train_size)
     _, budget = check_protocol(config, train_size)
     oracle = make_oracle(dataset.train.targets, config.protocol.oracle_noise, dataset.superclass_of_class, seed)
     data = config.data
@@ -169,7 +171,8 @@ def run_job(config: ExperimentConfig, method: str, seed: int, settings: RunSetti
                            pool=pool, answers=oracle.answers, trainer=trainer,
                            rng=numpy_rng("select", seed, method, cycle),
                            options=strategy.options, progress=settings.progress,
-                           train_model=functools.partial(train_extra_model, cycle))
+                           train_model=functools.partial(train_extra_model, cycle), folder=folder)
+        strategy.diagnostics = {}
         model = strategy.prepare_model(new_model(config, dataset, seed, cycle, device), ctx)
         if not config.train.reinit and cycle > 0:
             model.load_state_dict(torch.load(folder / f"model_cycle{cycle - 1}.pt", map_location=device))
@@ -185,8 +188,11 @@ def run_job(config: ExperimentConfig, method: str, seed: int, settings: RunSetti
             partial.replace(folder / f"model_cycle{cycle}.pt")
         test = accuracy(model, test_source, np.arange(len(dataset.test)), dataset.test.targets,
                         dataset.num_classes, config.train.eval_batch_size, config.train.amp)
-        selected, select_seconds = [], 0.0
+        selected, select_seconds, selector_seconds = [], 0.0, 0.0
         if cycle < config.protocol.cycles - 1:
+            started = time.perf_counter()
+            strategy.prepare_selection(model, ctx)
+            selector_seconds = time.perf_counter() - started
             started = time.perf_counter()
             candidates = candidate_subset(pool.unlabeled, config.protocol.subset, seed, cycle)
             selected = np.asarray(strategy.select(model, ctx, candidates, budget), dtype=np.int64)
@@ -201,6 +207,7 @@ def run_job(config: ExperimentConfig, method: str, seed: int, settings: RunSetti
             "per_class": test["per_class"], "best_validation": report.best_validation,
             "train_steps": report.steps, "train_loss": round(report.final_loss, 5),
             "train_seconds": round(report.seconds, 3), "select_seconds": round(select_seconds, 3),
+            "selector_train_seconds": round(selector_seconds, 3),
             "noisy_labels_in_labeled": int(oracle.flipped[trained_on].sum()),
             "diagnostics": strategy.diagnostics, "method_options": strategy.options, "selected": np.asarray(selected).tolist(),
             "config_hash": digest, "code_version": code_version(), "device": str(device),

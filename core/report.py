@@ -96,6 +96,9 @@ def plot_curves(key: tuple, curves: list[Curve], path: Path, x_axis: str = "perc
     paper, experiment, profile, metric = key
     fig, ax = plt.subplots(figsize=(6.4, 4.6), dpi=120)
     for curve in curves:
+        if len(curve.fraction) == 1:          # a single-cycle method (full_data) is a reference line
+            ax.axhline(curve.mean[0], linestyle=":", color="gray", label=f"{curve.method} (n={len(curve.seeds)})")
+            continue
         x = 100 * curve.fraction if x_axis == "percent" else curve.n_labeled
         line, = ax.plot(x, curve.mean, marker="o", markersize=3, label=f"{curve.method} (n={len(curve.seeds)})")
         ax.fill_between(x, curve.mean - curve.std, curve.mean + curve.std, color=line.get_color(), alpha=0.18)

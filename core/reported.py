@@ -128,7 +128,9 @@ def compare(rows: list[dict]) -> tuple[list[Comparison], int]:
     values = defaultdict(list)
     for row in rows:
         if row.get("profile", "paper") == "paper":
-            key = (row["paper"], row["experiment"], row["method"], row["metric"], round(row["fraction_labeled"], 2))
+            # the full-data line is one point whatever share of the data validation holds out
+            fraction = 1.0 if row["method"] == "full_data" else round(row["fraction_labeled"], 2)
+            key = (row["paper"], row["experiment"], row["method"], row["metric"], fraction)
             values[key].append(row["value"])
     comparisons, used = [], set()
     for reported in REPORTED:

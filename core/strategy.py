@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -35,6 +36,7 @@ class CycleContext:
     options: dict = field(default_factory=dict)
     progress: bool = True
     train_model: Callable[[str, np.ndarray | None], torch.nn.Module] | None = None   # (tag, labeled) -> model
+    folder: Path | None = None                                                    # the run folder, for artefacts
 
 
     @property
@@ -45,6 +47,7 @@ class CycleContext:
 class Strategy:
     name = ""
     default_options: dict = {}
+    single_cycle = False          # True: the method trains once and never selects (full_data)
 
     def __init__(self, options: dict | None = None):
         unknown = set(options or {}) - set(self.default_options)
@@ -63,6 +66,14 @@ class Strategy:
 
     def train_hooks(self, model: torch.nn.Module, ctx: CycleContext) -> list:
         return []
+
+    def prepare_selection(self, model, ctx: CycleContext) -> None:
+        """Train whatever the selection needs besides the task model (a VAE, committee members); its time is
+        logged apart from the selection's, as VAAL's Table 1 times the sampling alone."""
+
+    def adjust_config(self, config, train_size: int):
+        """A method may change the protocol (full_data trains once on every non-validation image)."""
+        return config
 
     def select(self, model, ctx: CycleContext, candidates: np.ndarray, budget: int) -> np.ndarray:
         raise NotImplementedError

@@ -112,7 +112,7 @@ def test_greedy_max_cover_prefers_representative_candidates():
 load_plugins()
 
 
-@pytest.mark.parametrize("method", sorted(STRATEGIES))
+@pytest.mark.parametrize("method", sorted(m for m, cls in STRATEGIES.items() if not cls.single_cycle))
 def test_every_method_runs_in_the_smoke_profile(method, data_root, tmp_path):
     config = get("baselines", "ll4al_cifar10").config("smoke", {"seeds": 1})
     rows = run_job(config, method, 0, RunSettings(data_root, tmp_path, torch.device("cpu"), "smoke", progress=False))
@@ -148,3 +148,10 @@ def test_lazy_max_cover_equals_plain_greedy(seed, refresh):
     pool = torch.randn(200, 5, generator=generator, dtype=torch.float64)
     assert greedy_max_cover(candidates, pool, 30, refresh=refresh).tolist() == \
         plain_greedy_max_cover(candidates, pool, 30)
+
+
+def test_full_data_trains_once_on_every_non_validation_image(data_root, tmp_path):
+    config = get("vaal", "fig2_cifar10").config("smoke", {"seeds": 1})
+    (row,) = run_job(config, "full_data", 0, RunSettings(data_root, tmp_path, torch.device("cpu"), "smoke",
+                                                          progress=False))
+    assert row["n_labeled"] == 600 - 50 and row["selected"] == []

@@ -2,7 +2,7 @@ import pytest
 
 from core.config import ExperimentConfig, apply_overrides, parse_assignments, run_hash, set_value
 from core.errors import UserError
-from core.experiments import EXPERIMENTS, get, papers
+from core.experiments import EXPERIMENTS, SIZE_PROFILES, get, papers
 
 SIZE_KEYS = {"data.train_subset", "data.test_subset", "data.validation_size", "data.test_size", "data.image_size",
              "data.resize", "data.workers", "model.width", "protocol.cycles", "protocol.initial", "protocol.budget",
@@ -13,7 +13,8 @@ SIZE_KEYS = {"data.train_subset", "data.test_subset", "data.validation_size", "d
 def test_profiles_change_only_sizes():
     papers()
     for experiment in EXPERIMENTS.values():
-        for profile, overrides in experiment.profiles.items():
+        for profile in SIZE_PROFILES:
+            overrides = experiment.profiles.get(profile, {})
             assert set(overrides) <= SIZE_KEYS, (experiment.name, profile, set(overrides) - SIZE_KEYS)
 
 

@@ -1,2 +1,2 @@
 """VAAL: Variational Adversarial Active Learning (Sinha, Ebrahimi, Darrell; ICCV 2019)."""
-from vaal import experiments  # noqa: F401  (registration)
+from vaal import experiments, method  # noqa: F401  (registration)

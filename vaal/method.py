@@ -1,0 +1,261 @@
+"""VAAL (Sinha et al. 2019, Alg. 1-2) and its ablations (Sec. 5.1, Fig. 4), as selection strategies.
+
+Per cycle, after the shared trainer has trained the task model, a new VAE and discriminator play the
+adversarial game for T iterations (T = the task model's iterations, 50,000 x 100 / 64 by default: V3, V4).
+Each iteration takes `vae_steps` (2, V5) VAE steps and `disc_steps` (1) discriminator steps:
+    L_VAE = lambda1 [MSE_mean(x^_L, x_L) + beta KL_sum_L + MSE_mean(x^_U, x_U) + beta KL_sum_U]
+            + lambda2 [BCE(D(mu_L), 1) + BCE(D(mu_U), 1)]                     (Eq. 1, 2, 4; KL summed: V10)
+    L_D   = BCE(D(mu_L), 1) + BCE(D(mu_U), 0)                                 (Eq. 3)
+The first VAE step reuses the labeled batch and draws an unlabeled one; every further step draws fresh
+batches of both, and the discriminator uses the last ones, as the official code. The task model and the VAE/D
+never interact, so training them one after the other equals the code's interleaved loop.
+Sampling (Alg. 2): the `budget` candidates with the lowest D(mu), the VAE in eval mode (V9).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from core.evaluate import autocast
+from core.seeding import seed_everything, stream_key
+from core.strategy import CycleContext, ScoringStrategy, register
+from vaal.networks import VAE, Discriminator
+
+VAAL_OPTIONS = {
+    "latent_dim": 32, "vae_lr": 5e-4, "disc_lr": 5e-4, "lambda1": 1.0, "lambda2": 1.0, "beta": 1.0,
+    "vae_steps": 2, "disc_steps": 1, "disc_layers": 5,
+    "iterations": 0,               # 0: as many as the task model's schedule
+    "batch_size": 0,               # 0: the task model's batch size
+    "sample_in_train_mode": False,  # the official code scores with the VAE in train mode (V9)
+    "large_image_size": 64,        # inputs above 32 px are resized to this for the VAE only (V13)
+}
+
+
+def kl_sum(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(q(z|x) || N(0, I)) summed over the batch and the latent dimensions, as the official code (V10)."""
+    return -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+
+
+def wasserstein_to_labeled(mu: torch.Tensor, logvar: torch.Tensor, labeled_mu: torch.Tensor,
+                           labeled_var: torch.Tensor) -> torch.Tensor:
+    """Eq. 5 for diagonal Gaussians: sqrt(||mu_i - mu_j||^2 + ||Sigma_i^1/2 - Sigma_j^1/2||_F^2)."""
+    spread = (torch.exp(0.5 * logvar) - labeled_var.sqrt()).pow(2).sum(1)
+    return ((mu - labeled_mu).pow(2).sum(1) + spread).sqrt()
+
+
+def labeled_distribution(mu: torch.Tensor, logvar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and per-dimension variance of the labeled set's latent distribution (moment-matched mixture)."""
+    mean = mu.mean(0)
+    return mean, (logvar.exp() + mu.pow(2)).mean(0) - mean.pow(2)
+
+
+def roc_auc(positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
+    """P(score of a random positive > score of a random negative), ties counted half (Mann-Whitney U)."""
+    scores = torch.cat([positive, negative])
+    order = scores.argsort()
+    ranks = torch.empty_like(scores)
+    ranks[order] = torch.arange(1, len(scores) + 1, device=scores.device, dtype=scores.dtype)
+    _, inverse, counts = torch.unique(scores, return_inverse=True, return_counts=True)
+    rank_sums = torch.zeros(len(counts), device=scores.device, dtype=scores.dtype).index_add_(0, inverse, ranks)
+    ranks = (rank_sums / counts)[inverse]
+    n_pos, n_neg = len(positive), len(negative)
+    return (ranks[:n_pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
+def endless(source, indices: np.ndarray, batch_size: int, generator: torch.Generator, drop_last: bool):
+    """The official code's ever-cycling loaders: reshuffled at each pass, flipped like the task model's data."""
+    while True:
+        for images, _ in source.batches(indices, batch_size, augment=True, shuffle=generator, drop_last=drop_last):
+            yield images
+
+
+class VAALFamily(ScoringStrategy):
+    """VAAL and its ablations differ only in which modules train and what is scored."""
+
+    default_options = VAAL_OPTIONS
+    trains_vae = True
+    adversarial = True
+    discriminates = "latent"       # "latent", "pixels" or None
+
+    def vae_input(self, images: torch.Tensor) -> torch.Tensor:
+        if images.shape[-1] == self.size:
+            return images
+        return F.interpolate(images, size=(self.size, self.size), mode="bilinear", antialias=True,
+                             align_corners=False)
+
+    def build_modules(self, channels: int, size: int, width: float) -> dict:
+        found = {}
+        if self.trains_vae or self.discriminates == "latent":
+            found["VAE"] = VAE(self.options["latent_dim"], channels, size, width)
+        if self.discriminates:
+            inputs = self.options["latent_dim"] if self.discriminates == "latent" else channels * size * size
+            found["discriminator"] = Discriminator(inputs, self.options["disc_layers"])
+        return found
+
+    def networks(self, config, num_classes: int) -> dict:
+        small = config.data.dataset in ("cifar10", "cifar100", "svhn", "fashion_mnist")
+        return self.build_modules(1 if config.data.dataset == "fashion_mnist" else 3,
+                                  32 if small else self.options["large_image_size"], config.model.width)
+
+    def prepare_selection(self, model, ctx: CycleContext) -> None:
+        config, opts, train = ctx.config, self.options, ctx.dataset.train
+        side = train.images.shape[1] if train.images is not None else config.data.image_size
+        channels = train.images.shape[-1] if train.images is not None else 3
+        self.size = 32 if side <= 32 else opts["large_image_size"]
+        seed_everything("vaal", ctx.seed, ctx.cycle)
+        modules = {k: m.to(ctx.device) for k, m in self.build_modules(channels, self.size, config.model.width).items()}
+        self.vae, self.disc = modules.get("VAE"), modules.get("discriminator")
+        batch = opts["batch_size"] or config.train.batch_size
+        iterations = opts["iterations"] or config.train.iterations or \
+            config.train.epochs * ctx.trainer.steps_per_epoch(len(ctx.pool.labeled))
+        streams = []
+        for tag, indices, drop_last in (("labeled", ctx.pool.labeled, True), ("unlabeled", ctx.pool.unlabeled, False)):
+            generator = torch.Generator(device=ctx.device)
+            generator.manual_seed(stream_key("vaal", tag, ctx.seed, ctx.cycle) % 2**63)
+            streams.append(endless(ctx.source, indices, batch, generator, drop_last))
+        self.train_game(ctx, *streams, iterations)
+        self.last_batch = next(streams[0])
+
+    def train_game(self, ctx: CycleContext, labeled, unlabeled, iterations: int) -> None:
+        opts, amp = self.options, ctx.config.train.amp
+        vae_opt = torch.optim.Adam(self.vae.parameters(), lr=opts["vae_lr"]) if self.trains_vae else None
+        disc_opt = torch.optim.Adam(self.disc.parameters(), lr=opts["disc_lr"]) if self.disc is not None else None
+        totals = torch.zeros(4, device=ctx.device)      # transductive, adversarial, discriminator, iterations
+        if self.vae is not None:
+            self.vae.train(self.trains_vae)
+        for _ in tqdm(range(iterations), desc=f"{self.name} game", leave=False, disable=not ctx.progress):
+            x_l, x_u = self.vae_input(next(labeled)), self.vae_input(next(unlabeled))
+            for step in range(opts["vae_steps"] if self.trains_vae else 0):
+                if step > 0:
+                    x_l, x_u = self.vae_input(next(labeled)), self.vae_input(next(unlabeled))
+                with autocast(ctx.device, amp):
+                    transductive, adversarial = self.vae_losses(x_l, x_u)
+                    loss = opts["lambda1"] * transductive + opts["lambda2"] * adversarial
+                vae_opt.zero_grad(set_to_none=True)
+                loss.backward()
+                vae_opt.step()
+                totals[:2] += torch.stack([transductive.detach(), adversarial.detach()])
+            for step in range(opts["disc_steps"] if disc_opt is not None else 0):
+                if step > 0:
+                    x_l, x_u = self.vae_input(next(labeled)), self.vae_input(next(unlabeled))
+                with autocast(ctx.device, amp):
+                    d_l, d_u = self.disc(self.disc_input(x_l)).float(), self.disc(self.disc_input(x_u)).float()
+                    loss = F.binary_cross_entropy(d_l, torch.ones_like(d_l)) + \
+                        F.binary_cross_entropy(d_u, torch.zeros_like(d_u))
+                disc_opt.zero_grad(set_to_none=True)
+                loss.backward()
+                disc_opt.step()
+                totals[2] += loss.detach()
+            totals[3] += 1
+        means = (totals[:3] / totals[3].clamp(min=1)).tolist()
+        self.diagnostics = {"vae_transductive_loss": round(means[0], 5), "vae_adversarial_loss": round(means[1], 5),
+                            "discriminator_loss": round(means[2], 5), "game_iterations": int(totals[3])}
+
+    def vae_losses(self, x_l, x_u):
+        recon_l, _, mu_l, logvar_l = self.vae(x_l)
+        recon_u, _, mu_u, logvar_u = self.vae(x_u)
+        beta = self.options["beta"]
+        transductive = F.mse_loss(recon_l.float(), x_l) + beta * kl_sum(mu_l.float(), logvar_l.float()) + \
+            F.mse_loss(recon_u.float(), x_u) + beta * kl_sum(mu_u.float(), logvar_u.float())
+        if not self.adversarial:
+            return transductive, torch.zeros((), device=x_l.device)
+        d_l, d_u = self.disc(mu_l).float(), self.disc(mu_u).float()
+        adversarial = F.binary_cross_entropy(d_l, torch.ones_like(d_l)) + F.binary_cross_entropy(d_u, torch.ones_like(d_u))
+        return transductive, adversarial
+
+    def disc_input(self, images: torch.Tensor) -> torch.Tensor:
+        if self.discriminates == "pixels":
+            return images
+        with torch.no_grad():
+            return self.vae.encode(images)[0]
+
+    @torch.no_grad()
+    def latents(self, ctx: CycleContext, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        mus, logvars = [], []
+        for images, _ in ctx.source.batches(indices, ctx.eval_batch_size):
+            with autocast(ctx.device, ctx.config.train.amp):
+                mu, logvar = self.vae.encode(self.vae_input(images))
+            mus.append(mu.float())
+            logvars.append(logvar.float())
+        return torch.cat(mus), torch.cat(logvars)
+
+    @torch.no_grad()
+    def discriminator_outputs(self, ctx: CycleContext, indices: np.ndarray) -> torch.Tensor:
+        outputs = []
+        for images, _ in ctx.source.batches(indices, ctx.eval_batch_size):
+            with autocast(ctx.device, ctx.config.train.amp):
+                outputs.append(self.disc(self.disc_input(self.vae_input(images))).float())
+        return torch.cat(outputs)
+
+    def set_sampling_modes(self) -> None:
+        if self.vae is not None:
+            self.vae.train(self.options["sample_in_train_mode"])
+        if self.disc is not None:
+            self.disc.eval()
+
+    def score(self, model, ctx: CycleContext, candidates: np.ndarray) -> torch.Tensor:
+        """Higher is selected first: minus D's output, so the `budget` lowest D(mu) are taken (Alg. 2)."""
+        self.set_sampling_modes()
+        unlabeled = self.discriminator_outputs(ctx, candidates)
+        shown = ctx.rng.choice(ctx.pool.labeled, min(len(ctx.pool.labeled), 5000), replace=False)
+        labeled = self.discriminator_outputs(ctx, shown)
+        summary = torch.stack([labeled.mean(), unlabeled.mean(), roc_auc(labeled, unlabeled)]).tolist()
+        self.diagnostics.update({"disc_mean_labeled": round(summary[0], 5), "disc_mean_unlabeled": round(summary[1], 5),
+                                 "disc_auc_labeled_vs_unlabeled": round(summary[2], 5)})
+        self.save_reconstructions(ctx)
+        return -unlabeled
+
+    def save_reconstructions(self, ctx: CycleContext) -> None:
+        if self.vae is None or ctx.folder is None:
+            return
+        import torchvision
+
+        with torch.no_grad():
+            images = self.vae_input(self.last_batch[:8])
+            recon = self.vae(images)[0]
+        mean = torch.tensor(ctx.dataset.mean, device=images.device).view(1, -1, 1, 1)
+        std = torch.tensor(ctx.dataset.std, device=images.device).view(1, -1, 1, 1)
+        grid = (torch.cat([images, recon.float()]) * std + mean).clamp(0, 1)
+        torchvision.utils.save_image(grid.cpu(), ctx.folder / f"{self.name}_reconstructions_cycle{ctx.cycle}.png",
+                                     nrow=len(images))
+
+
+@register
+class VAAL(VAALFamily):
+    name = "vaal"
+
+
+@register
+class PixelDiscriminator(VAALFamily):
+    """Ablation 1 (Sec. 5.1): no VAE, the discriminator learns labeled vs unlabeled on the pixels."""
+
+    name = "vaal_pixel_disc"
+    trains_vae = False
+    discriminates = "pixels"
+
+
+@register
+class FrozenVAEDiscriminator(VAALFamily):
+    """Ablation 2: a VAE left at its initialisation (eval mode), the discriminator trained on its latent means."""
+
+    name = "vaal_frozen_vae"
+    trains_vae = False
+
+
+@register
+class VAEWasserstein(VAALFamily):
+    """Ablation 3: a VAE trained without the adversarial term; the candidates farthest (Eq. 5, 2-Wasserstein)
+    from the Gaussian of the labeled set's latents are selected."""
+
+    name = "vae_wasserstein"
+    adversarial = False
+    discriminates = None
+
+    def score(self, model, ctx: CycleContext, candidates: np.ndarray) -> torch.Tensor:
+        self.set_sampling_modes()
+        labeled_mu, labeled_var = labeled_distribution(*self.latents(ctx, ctx.pool.labeled))
+        self.save_reconstructions(ctx)
+        return wasserstein_to_labeled(*self.latents(ctx, candidates), labeled_mu, labeled_var)
+
