@@ -1,6 +1,4 @@
-import json
 
-import numpy as np
 import pytest
 
 from core.report import group_curves, write_report
