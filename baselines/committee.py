@@ -26,8 +26,9 @@ def member_probabilities(members, ctx: CycleContext, indices: np.ndarray) -> tor
 
 
 class CommitteeStrategy(ScoringStrategy):
+    """Subclasses set `reduce`: (T, N, C) member softmax outputs -> (N,) scores."""
+
     default_options = {"members": 5}
-    reduce = staticmethod(variation_ratio)
 
     def committee(self, model, ctx: CycleContext) -> list:
         return [model] + [ctx.train_model(f"member{k}", None) for k in range(1, self.options["members"])]

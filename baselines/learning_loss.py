@@ -93,10 +93,10 @@ class LearningLoss(ScoringStrategy):
         self.module = None
 
     def networks(self, config, num_classes: int) -> dict:
+        from core.datasets import input_channels
         from core.networks import build_network
 
-        channels = 1 if config.data.dataset == "fashion_mnist" else 3
-        task = build_network(config.model.arch, num_classes, channels, config.model.width)
+        task = build_network(config.model.arch, num_classes, input_channels(config.data.dataset), config.model.width)
         return {"loss prediction module": LossPredictionModule(block_channels(task), self.options["hidden"])}
 
     def train_hooks(self, model, ctx: CycleContext) -> list:

@@ -113,7 +113,7 @@ def command_compare(args) -> int:
 
 def command_describe(args) -> int:
     from core.config import to_dict
-    from core.datasets import NUM_CLASSES
+    from core.datasets import NUM_CLASSES, input_channels
     from core.experiments import method_status
     from core.networks import build_network, parameter_count
     from core.strategy import make_strategy
@@ -122,8 +122,8 @@ def command_describe(args) -> int:
     print(json.dumps(to_dict(config), indent=2))
     data = config.data
     classes = 20 if data.dataset == "cifar100" and data.labels == "coarse" else NUM_CLASSES[data.dataset]
-    channels = 1 if data.dataset == "fashion_mnist" else 3
-    task = build_network(config.model.arch, classes, channels, config.model.width, config.model.init)
+    task = build_network(config.model.arch, classes, input_channels(data.dataset), config.model.width,
+                         config.model.init)
     print(f"\ntask model {config.model.arch} (width {config.model.width:g}, {classes} classes): "
           f"{parameter_count(task):,} parameters")
     implemented, pending = method_status(config)

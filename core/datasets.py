@@ -29,6 +29,7 @@ CIFAR100_STATS = ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "svhn": 10, "fashion_mnist": 10, "caltech101": 101,
                "caltech256": 256, "imagenet": 1000}
+SMALL_IMAGE_DATASETS = ("cifar10", "cifar100", "svhn", "fashion_mnist")      # 32x32 / 28x28, kept in memory
 TEST_SIZE = {"cifar10": 10000, "cifar100": 10000, "svhn": 26032, "fashion_mnist": 10000, "imagenet": 50000}
 
 
@@ -70,6 +71,15 @@ class ImageDataset:
     @property
     def in_memory(self) -> bool:
         return self.train.images is not None
+
+    @property
+    def channels(self) -> int:
+        return self.train.images.shape[-1] if self.in_memory else 3
+
+
+def input_channels(name: str) -> int:
+    """Image channels of a dataset, known before it is loaded (for `describe` and parameter counts)."""
+    return 1 if name == "fashion_mnist" else 3
 
 
 def resolve_data_root(cli_value: str | None) -> Path:

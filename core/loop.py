@@ -120,8 +120,7 @@ def new_model(config: ExperimentConfig, dataset: ds.ImageDataset, seed: int, cyc
     """Model initialisation depends on (seed, cycle) only: every method starts each cycle from the same weights.
     Extra models (ensemble members) add their own tag."""
     seed_everything("model", seed, cycle, *([member] if member else []))
-    channels = 1 if dataset.train.images is not None and dataset.train.images.shape[-1] == 1 else 3
-    return build_network(config.model.arch, dataset.num_classes, channels, config.model.width,
+    return build_network(config.model.arch, dataset.num_classes, dataset.channels, config.model.width,
                          config.model.init).to(device)
 
 
@@ -157,6 +156,7 @@ def run_job(config: ExperimentConfig, method: str, seed: int, settings: RunSetti
                             resolve_count(config.protocol.initial, train_size), config.protocol.initial_kind,
                             config.protocol.missing_classes)
         pool.save(folder / "pool_cycle0.npz")
+
     def train_extra_model(cycle: int, tag: str, labeled: np.ndarray | None = None) -> torch.nn.Module:
         """A further task model of this cycle, initialised and shuffled from its own tag's streams."""
         model = new_model(config, dataset, seed, cycle, device, member=tag)

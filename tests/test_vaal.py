@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from core.config import TrainConfig
-from core.datasets import Split
+from core.datasets import ImageDataset, Split
 from core.experiments import get
 from core.networks import build_network, parameter_count
 from core.pool import initial_pool
@@ -49,7 +49,7 @@ def synthetic_context(shift: float, count: int = 256, seed: int = 0):
     pool = SimpleNamespace(labeled=np.arange(count // 2), unlabeled=np.arange(count // 2, count))
     config = SimpleNamespace(train=TrainConfig(batch_size=32, iterations=1, eval_batch_size=64),
                              model=SimpleNamespace(width=0.125), data=SimpleNamespace(image_size=32))
-    dataset = SimpleNamespace(train=split, mean=(0.5,) * 3, std=(0.5,) * 3, num_classes=1)
+    dataset = ImageDataset("synthetic", ["all"], split, None, (0.5,) * 3, (0.5,) * 3)
     return SimpleNamespace(config=config, source=source, pool=pool, device=torch.device("cpu"), seed=seed, cycle=0,
                            dataset=dataset, progress=False, rng=np.random.default_rng(seed), folder=None,
                            trainer=Trainer(config.train, "cpu", 1, progress=False), eval_batch_size=64)

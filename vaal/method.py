@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from core.datasets import SMALL_IMAGE_DATASETS, input_channels
 from core.evaluate import autocast
 from core.seeding import seed_everything, stream_key
 from core.strategy import CycleContext, ScoringStrategy, register
@@ -95,17 +96,16 @@ class VAALFamily(ScoringStrategy):
         return found
 
     def networks(self, config, num_classes: int) -> dict:
-        small = config.data.dataset in ("cifar10", "cifar100", "svhn", "fashion_mnist")
-        return self.build_modules(1 if config.data.dataset == "fashion_mnist" else 3,
-                                  32 if small else self.options["large_image_size"], config.model.width)
+        size = 32 if config.data.dataset in SMALL_IMAGE_DATASETS else self.options["large_image_size"]
+        return self.build_modules(input_channels(config.data.dataset), size, config.model.width)
 
     def prepare_selection(self, model, ctx: CycleContext) -> None:
         config, opts, train = ctx.config, self.options, ctx.dataset.train
-        side = train.images.shape[1] if train.images is not None else config.data.image_size
-        channels = train.images.shape[-1] if train.images is not None else 3
+        side = train.images.shape[1] if ctx.dataset.in_memory else config.data.image_size
         self.size = 32 if side <= 32 else opts["large_image_size"]
         seed_everything("vaal", ctx.seed, ctx.cycle)
-        modules = {k: m.to(ctx.device) for k, m in self.build_modules(channels, self.size, config.model.width).items()}
+        modules = {k: m.to(ctx.device)
+                   for k, m in self.build_modules(ctx.dataset.channels, self.size, config.model.width).items()}
         self.vae, self.disc = modules.get("VAE"), modules.get("discriminator")
         batch = opts["batch_size"] or config.train.batch_size
         iterations = opts["iterations"] or config.train.iterations or \
