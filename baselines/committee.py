@@ -4,29 +4,43 @@ VAAL for segmentation), and Suggestive Annotation's generic parts (Yang et al. 2
 greedy max-cover by cosine similarity).
 
 The cycle's task model is member 0 (its accuracy is the one reported, as for every method); the others are
-independently initialised and trained on the same labeled set."""
+independently initialised and trained on the same labeled set. For segmentation (REFERENCES B5) the scores are
+computed per pixel and averaged over the image, and the descriptors are globally pooled backbone features."""
 import numpy as np
 import torch
 
 from baselines.mc_dropout import variation_ratio
 from baselines.uncertainty import entropy
-from core.evaluate import predict
+from core.evaluate import autocast, class_last, image_scores, map_batches, predict
 from core.strategy import CycleContext, ScoringStrategy, register
 
 
 def vote_entropy(samples: torch.Tensor) -> torch.Tensor:
-    """samples: (T, N, C) member softmax outputs -> entropy of the vote distribution, (N,)."""
+    """samples: (T, N, ..., C) member softmax outputs -> entropy of the vote distribution, (N, ...)."""
     votes = torch.nn.functional.one_hot(samples.argmax(dim=-1), samples.shape[-1]).float().mean(dim=0)
     return entropy(votes)
 
 
-def member_probabilities(members, ctx: CycleContext, indices: np.ndarray) -> torch.Tensor:
-    return torch.stack([torch.softmax(predict(m, ctx.source, indices, ctx.eval_batch_size,
-                                              amp=ctx.config.train.amp)["logits"], dim=1) for m in members])
+def member_scores(members, ctx: CycleContext, indices: np.ndarray, reduce) -> torch.Tensor:
+    """One score per image: `reduce` of the members' stacked softmax outputs (T, B, ..., C), batch by batch."""
+    for member in members:
+        member.eval()
+
+    def compute(images):
+        with autocast(ctx.device, ctx.config.train.amp):
+            samples = torch.stack([torch.softmax(m(images).float(), dim=1) for m in members])
+        return image_scores(reduce(class_last(samples, class_dim=2)))
+
+    return map_batches(ctx.source, indices, ctx.eval_batch_size, compute)
+
+
+def mean_class_variance(samples: torch.Tensor) -> torch.Tensor:
+    """Suggestive Annotation's uncertainty: the members' variance, averaged over the classes."""
+    return samples.var(dim=0).mean(dim=-1)
 
 
 class CommitteeStrategy(ScoringStrategy):
-    """Subclasses set `reduce`: (T, N, C) member softmax outputs -> (N,) scores."""
+    """Subclasses set `reduce`: (T, N, ..., C) member softmax outputs -> (N, ...) scores."""
 
     default_options = {"members": 5}
 
@@ -38,7 +52,7 @@ class CommitteeStrategy(ScoringStrategy):
         self.diagnostics = {"members": len(self.members)}
 
     def score(self, model, ctx: CycleContext, candidates: np.ndarray) -> torch.Tensor:
-        return self.reduce(member_probabilities(self.members, ctx, candidates))
+        return member_scores(self.members, ctx, candidates, self.reduce)
 
 
 @register
@@ -98,9 +112,9 @@ class SuggestiveAnnotation(CommitteeStrategy):
                 for k in range(self.options["members"])]
 
     def select(self, model, ctx: CycleContext, candidates: np.ndarray, budget: int) -> np.ndarray:
-        uncertainty = member_probabilities(self.members, ctx, candidates).var(dim=0).mean(dim=1)
+        uncertainty = member_scores(self.members, ctx, candidates, mean_class_variance)
         shortlist = torch.topk(uncertainty, min(len(candidates), self.options["shortlist"] * budget)).indices
-        features = predict(model, ctx.source, candidates, ctx.eval_batch_size, features=True,
+        features = predict(model, ctx.source, candidates, ctx.eval_batch_size, features=True, logits=False,
                            amp=ctx.config.train.amp)["features"]
         chosen = greedy_max_cover(features[shortlist], features, budget)
         return candidates[shortlist[chosen].cpu().numpy()]

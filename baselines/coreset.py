@@ -77,7 +77,8 @@ class CoreSet(Strategy):
 
     def select(self, model, ctx: CycleContext, candidates: np.ndarray, budget: int) -> np.ndarray:
         both = np.concatenate([candidates, ctx.pool.labeled])
-        features = predict(model, ctx.source, both, ctx.eval_batch_size, features=True, amp=ctx.config.train.amp,
+        features = predict(model, ctx.source, both, ctx.eval_batch_size, features=True, logits=False,
+                           amp=ctx.config.train.amp,
                            progress="coreset features" if ctx.progress else None)["features"]
         picks = kcenter_greedy(features[:len(candidates)], features[len(candidates):], budget)
         return candidates[picks.cpu().numpy()]

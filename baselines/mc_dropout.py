@@ -2,20 +2,20 @@
 uses T = 10). Acquisition: entropy of the mean prediction (default), BALD, or variation ratios.
 
 Only the head after the deterministic trunk is re-run T times: with BatchNorm frozen the trunk's output is the
-same in every pass, so this gives the same distribution as T full passes at a fraction of the cost."""
+same in every pass, so this gives the same distribution as T full passes at a fraction of the cost. For
+segmentation the acquisition is computed per pixel and averaged over the image."""
 import numpy as np
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
 
 from baselines.uncertainty import entropy
 from core.errors import UserError
-from core.evaluate import autocast
+from core.evaluate import autocast, class_last, image_scores, map_batches
 from core.strategy import CycleContext, ScoringStrategy, register
 
 
 def mean_entropy(samples: torch.Tensor) -> torch.Tensor:
-    """samples: (T, N, C) softmax outputs -> entropy of the mean, (N,)."""
+    """samples: (T, N, ..., C) softmax outputs -> entropy of the mean, (N, ...)."""
     return entropy(samples.mean(dim=0))
 
 
@@ -46,17 +46,16 @@ def mc_dropout_samples(model, source, indices: np.ndarray, batch_size: int, pass
     for module in model.modules():
         if isinstance(module, nn.Dropout):
             module.train()
-    scores = []
-    batches = source.batches(indices, batch_size)
-    if progress:
-        batches = tqdm(batches, total=-(-len(indices) // batch_size), desc=progress, leave=False)
-    for images, _ in batches:
+
+    def compute(images):
         with autocast(source.device, amp):
             trunk = model.forward_trunk(images)
             samples = torch.stack([torch.softmax(model.forward_head(trunk)[0].float(), dim=1) for _ in range(passes)])
-        scores.append(reduce(samples))
+        return image_scores(reduce(class_last(samples, class_dim=2)))
+
+    scores = map_batches(source, indices, batch_size, compute, progress)
     model.eval()
-    return torch.cat(scores)
+    return scores
 
 
 @register

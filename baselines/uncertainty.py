@@ -1,11 +1,11 @@
 """Random sampling and single-pass uncertainty sampling: max entropy, least confidence, smallest margin.
 
 `entropy` is what VAAL calls DBAL: its Table 1 time (10.95 s, close to VAAL's) shows a single forward pass,
-not MC-Dropout (REFERENCES 1.5, B4)."""
+not MC-Dropout (REFERENCES 1.5, B4). For segmentation an image scores the mean of its pixels' scores."""
 import numpy as np
 import torch
 
-from core.evaluate import predict
+from core.evaluate import softmax_scores
 from core.strategy import CycleContext, ScoringStrategy, Strategy, register
 
 
@@ -37,9 +37,8 @@ class SinglePassStrategy(ScoringStrategy):
     acquisition = staticmethod(entropy)
 
     def score(self, model, ctx: CycleContext, candidates: np.ndarray) -> torch.Tensor:
-        logits = predict(model, ctx.source, candidates, ctx.eval_batch_size, amp=ctx.config.train.amp,
-                         progress=f"score {self.name}" if ctx.progress else None)["logits"]
-        return self.acquisition(torch.softmax(logits, dim=1))
+        return softmax_scores(model, ctx.source, candidates, ctx.eval_batch_size, self.acquisition,
+                              ctx.config.train.amp, f"score {self.name}" if ctx.progress else None)
 
 
 @register

@@ -28,7 +28,10 @@ def resolve_experiment(args):
     from core.config import parse_assignments
 
     experiment = experiments.get(args.paper, args.experiment)
-    return experiment, experiment.config(args.profile, parse_assignments(args.set or []))
+    overrides = parse_assignments(args.set or [])
+    if getattr(args, "pretrained", None) is not None:
+        overrides["model.pretrained"] = args.pretrained
+    return experiment, experiment.config(args.profile, overrides)
 
 
 def choose_methods(config, requested: str | None) -> list[str]:
@@ -126,6 +129,9 @@ def command_describe(args) -> int:
                          config.model.init)
     print(f"\ntask model {config.model.arch} (width {config.model.width:g}, {classes} classes): "
           f"{parameter_count(task):,} parameters")
+    for variant in [v for v in getattr(task, "family", ()) if v != config.model.arch]:
+        other = build_network(variant, classes, input_channels(data.dataset), config.model.width)
+        print(f"  alternative model.arch={variant}: {parameter_count(other):,} parameters")
     implemented, pending = method_status(config)
     for method in implemented:
         strategy = make_strategy(method, config.method_options.get(method))
@@ -182,11 +188,19 @@ def command_bench(args) -> int:
     from core.bench import bench_sampling, bench_train
     from core.datasets import resolve_data_root
 
-    root, device = resolve_data_root(args.data_root), pick_device(args.device)
+    device = pick_device(args.device)
+    if args.what == "segmentation":
+        from core.strategy import load_plugins
+        from segmentation.bench import bench_segmentation
+
+        load_plugins()
+        bench_segmentation(device, args.arch or "drn_d_22", args.width or 1.0, args.steps, args.batch_size or 8)
+        return 0
+    root, arch, width = resolve_data_root(args.data_root), args.arch or "vgg16_bn", args.width or 0.125
     if args.what == "train":
-        bench_train(root, device, args.images, args.width, args.arch)
+        bench_train(root, device, args.images, width, arch)
     else:
-        bench_sampling(root, device, args.arch, args.width, args.pool, Path(args.out))
+        bench_sampling(root, device, arch, width, args.pool, Path(args.out))
     return 0
 
 
@@ -217,6 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--download", action="store_true", help="fetch torchvision's native format when missing")
     run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. train.lr=0.01")
     run.add_argument("--quiet", action="store_true", help="no progress bars or per-cycle lines")
+    run.add_argument("--pretrained", metavar="FILE_OR_URL",
+                     help="ImageNet weights for a segmentation backbone (sets model.pretrained; '' for none)")
     add_common(run)
     describe = sub.add_parser("describe", help="the resolved config and every network with its parameter count")
     describe.add_argument("paper")
@@ -232,12 +248,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="every paper, experiment, method and reported number, with status")
     tables = sub.add_parser("tables", help="a paper's setting tables generated from its configs (VAAL Tables 2, 3)")
     tables.add_argument("paper")
-    bench = sub.add_parser("bench", help="benchmarks: 'train' (one epoch vs a plain DataLoader loop), 'sampling' (VAAL Table 1)")
-    bench.add_argument("what", choices=["train", "sampling"])
+    bench = sub.add_parser("bench", help="benchmarks: 'train' (one epoch vs a plain DataLoader loop), 'sampling' "
+                                         "(VAAL Table 1), 'segmentation' (a full-size DRN-D-22 step, Fig. 3 setting)")
+    bench.add_argument("what", choices=["train", "sampling", "segmentation"])
     bench.add_argument("--images", type=int, default=5000, help="train: images in the timed epoch")
     bench.add_argument("--pool", type=int, default=45000, help="sampling: unlabeled pool size")
-    bench.add_argument("--width", type=float, default=0.125)
-    bench.add_argument("--arch", default="vgg16_bn")
+    bench.add_argument("--width", type=float, help="network width (train/sampling: 0.125, segmentation: 1)")
+    bench.add_argument("--arch", help="task network (train/sampling: vgg16_bn, segmentation: drn_d_22)")
+    bench.add_argument("--steps", type=int, default=5, help="segmentation: timed training steps")
+    bench.add_argument("--batch-size", type=int, help="segmentation: batch (default 8, VAAL Table 3)")
     bench.add_argument("--out", default="results/bench", help="sampling: where the table is written")
     add_common(bench)
     demo = sub.add_parser("demo", help="a small real reproduction on CIFAR-10 with a figure and a table")

@@ -35,6 +35,7 @@ class ProtocolConfig:
     initial_kind: str = "random"         # random, balanced (LADA) or biased (VAAL Fig. 5)
     missing_classes: int = 0             # biased initial set: classes left out
     oracle_noise: float = 0.0            # fraction of labels flipped within the superclass (VAAL Sec. 5.2)
+    fraction_base: int = 0               # images the paper's label fractions refer to (0: the training split)
 
 
 @dataclass
@@ -42,6 +43,7 @@ class ModelConfig:
     arch: str = "vgg16_bn"
     width: float = 1.0
     init: str = "default"                # xavier, torchvision or default (PyTorch's)
+    pretrained: str = ""                 # segmentation backbones: ImageNet weights from a local file or a URL
 
 
 @dataclass
@@ -54,7 +56,7 @@ class TrainConfig:
     epochs: int = 0                      # epoch-based schedule over the labeled set
     iterations: int = 0                  # iteration-based schedule (VAAL); takes precedence when > 0
     drop_last: bool = False
-    schedule: str = "constant"           # constant, multistep, step or quarter (divide at T/4, T/2, 3T/4)
+    schedule: str = "constant"           # constant, multistep, step, quarter (divide at T/4, T/2, 3T/4), poly
     milestones: list = field(default_factory=list)
     step_size: int = 0
     gamma: float = 0.1
@@ -88,7 +90,7 @@ CHOICES = {
     "protocol.initial_kind": ("random", "balanced", "biased"),
     "model.init": ("default", "xavier", "torchvision"),
     "train.optimizer": ("sgd", "adam"),
-    "train.schedule": ("constant", "multistep", "step", "quarter"),
+    "train.schedule": ("constant", "multistep", "step", "quarter", "poly"),
 }
 
 

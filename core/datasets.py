@@ -33,24 +33,29 @@ SMALL_IMAGE_DATASETS = ("cifar10", "cifar100", "svhn", "fashion_mnist")      # 3
 TEST_SIZE = {"cifar10": 10000, "cifar100": 10000, "svhn": 26032, "fashion_mnist": 10000, "imagenet": 50000}
 
 
+def _take(items, indices: np.ndarray):
+    if items is None:
+        return None
+    return items[indices] if isinstance(items, np.ndarray) else [items[i] for i in indices]
+
+
 @dataclass
 class Split:
-    """One split: targets plus either decoded uint8 images (N, H, W, C) or image file paths."""
+    """One split: targets plus either decoded uint8 images (N, H, W, C) or image file paths; segmentation splits
+    add masks, decoded (N, H, W) or as files."""
 
     targets: np.ndarray
     images: np.ndarray | None = None
     files: list[str] | None = None
+    masks: np.ndarray | list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.targets)
 
     def take(self, indices: np.ndarray) -> "Split":
         indices = np.asarray(indices)
-        return Split(
-            targets=self.targets[indices],
-            images=None if self.images is None else self.images[indices],
-            files=None if self.files is None else [self.files[i] for i in indices],
-        )
+        return Split(targets=self.targets[indices], images=_take(self.images, indices),
+                     files=_take(self.files, indices), masks=_take(self.masks, indices))
 
 
 @dataclass
@@ -75,6 +80,12 @@ class ImageDataset:
     @property
     def channels(self) -> int:
         return self.train.images.shape[-1] if self.in_memory else 3
+
+    def make_source(self, split: Split, augmentation, device, workers: int = 2):
+        """Batches of `split` on the device (segmentation datasets return a source that also crops masks)."""
+        from core.sources import make_source
+
+        return make_source(split, self.mean, self.std, augmentation, device, workers)
 
 
 def input_channels(name: str) -> int:
@@ -114,10 +125,11 @@ def list_image_folder(folder: Path) -> tuple[list[str], list[str], np.ndarray]:
 
 
 def _decode_rgb(path: str, channels: int) -> np.ndarray:
+    """channels 3: RGB; 1: grayscale; 0: the stored values unconverted (label masks, palette indices)."""
     from PIL import Image
 
     with Image.open(path) as image:
-        array = np.asarray(image.convert("RGB" if channels == 3 else "L"))
+        array = np.asarray(image) if channels == 0 else np.asarray(image.convert("RGB" if channels == 3 else "L"))
     return array if channels == 3 else array[..., None]
 
 

@@ -1,11 +1,19 @@
-"""Batched inference on the device. Outputs stay on the device; callers make one host transfer per pool."""
+"""Batched inference on the device. Outputs stay on the device; callers make one host transfer per pool.
+
+Models either classify images (logits (B, C)) or label pixels (logits (B, C, H, W)). Dense outputs are never
+kept for a whole pool: scores are reduced to one value per image batch by batch, and the test metric comes from
+a confusion matrix accumulated on the device, which gives accuracy for labels and mIoU for masks.
+"""
 from __future__ import annotations
 
 from contextlib import nullcontext
+from typing import Callable
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+
+IGNORE_LABEL = 255          # pixels without a class in every segmentation dataset (Cityscapes, BDD100K, CamVid)
 
 
 def autocast(device: torch.device, enabled: bool):
@@ -14,39 +22,105 @@ def autocast(device: torch.device, enabled: bool):
     return nullcontext()
 
 
-@torch.no_grad()
-def predict(model, source, indices: np.ndarray, batch_size: int, features: bool = False, eval_mode: bool = True,
-            amp: bool = False, progress: str | None = None) -> dict[str, torch.Tensor]:
-    """Logits (float32) and optionally penultimate features of `indices`, in that order, on the device.
+def class_last(outputs: torch.Tensor, class_dim: int = 1) -> torch.Tensor:
+    """(..., C, H, W) -> (..., H, W, C), so per-pixel class distributions sit on the last dimension."""
+    return outputs.movedim(class_dim, -1) if outputs.ndim > class_dim + 1 else outputs
 
-    eval_mode=False leaves the model's modes as the caller set them (MC-Dropout keeps dropout on)."""
-    if eval_mode:
-        model.eval()
-    logits, embeddings = [], []
+
+def image_scores(scores: torch.Tensor) -> torch.Tensor:
+    """(B,) image scores unchanged; (B, H, W) pixel scores -> their mean per image."""
+    return scores.flatten(1).mean(1) if scores.ndim > 1 else scores
+
+
+@torch.no_grad()
+def map_batches(source, indices: np.ndarray, batch_size: int, compute: Callable, progress: str | None = None):
+    """`compute(images)` on every batch of `indices` (no augmentation), concatenated in order; `compute` may
+    return one tensor or a tuple of tensors with one row per image."""
+    parts = []
     batches = source.batches(indices, batch_size)
     if progress:
         batches = tqdm(batches, total=-(-len(indices) // batch_size), desc=progress, leave=False)
     for images, _ in batches:
+        parts.append(compute(images))
+    if isinstance(parts[0], tuple):
+        return tuple(torch.cat(column) for column in zip(*parts))
+    return torch.cat(parts)
+
+
+def predict(model, source, indices: np.ndarray, batch_size: int, features: bool = False, logits: bool = True,
+            eval_mode: bool = True, amp: bool = False, progress: str | None = None) -> dict[str, torch.Tensor]:
+    """Logits (float32) and/or pooled penultimate features of `indices`, in that order, on the device.
+
+    eval_mode=False leaves the model's modes as the caller set them (MC-Dropout keeps dropout on)."""
+    if eval_mode:
+        model.eval()
+
+    def compute(images):
         with autocast(source.device, amp):
             out, feats, _ = model.forward_features(images)
-        logits.append(out.float())
-        if features:
-            embeddings.append(feats.float())
-    result = {"logits": torch.cat(logits)}
-    if features:
-        result["features"] = torch.cat(embeddings)
-    return result
+        return tuple(t.float() for t, wanted in ((out, logits), (feats, features)) if wanted)
+
+    names = [name for name, wanted in (("logits", logits), ("features", features)) if wanted]
+    return dict(zip(names, map_batches(source, indices, batch_size, compute, progress)))
 
 
-def accuracy(model, source, indices: np.ndarray, labels: np.ndarray, num_classes: int, batch_size: int,
+def softmax_scores(model, source, indices: np.ndarray, batch_size: int, reduce: Callable, amp: bool = False,
+                   progress: str | None = None) -> torch.Tensor:
+    """One score per image: `reduce` of the softmax with classes last ((B, C) or (B, H, W, C)), pixel scores
+    averaged per image."""
+    model.eval()
+
+    def compute(images):
+        with autocast(source.device, amp):
+            out = model(images)
+        return image_scores(reduce(class_last(torch.softmax(out.float(), dim=1))))
+
+    return map_batches(source, indices, batch_size, compute, progress)
+
+
+@torch.no_grad()
+def confusion_matrix(model, source, indices: np.ndarray, answers: np.ndarray, num_classes: int, batch_size: int,
+                     amp: bool = False) -> torch.Tensor:
+    """(num_classes, num_classes) counts, rows = truth, columns = prediction, over every image (classification)
+    or every non-ignored pixel (segmentation) of `indices`."""
+    model.eval()
+    answers_on_device = None if answers is None else torch.as_tensor(np.asarray(answers), dtype=torch.long,
+                                                                     device=source.device)
+    counts = torch.zeros(num_classes * num_classes, dtype=torch.long, device=source.device)
+    for images, truth in source.labeled_batches(indices, answers_on_device, batch_size):
+        with autocast(source.device, amp):
+            predicted = model(images).argmax(1)
+        if truth.ndim > 1:
+            keep = truth != IGNORE_LABEL
+            truth, predicted = truth[keep], predicted[keep]
+        # bincount without weights is deterministic on CUDA; with weights it is not
+        counts += torch.bincount(truth.flatten() * num_classes + predicted.flatten(), minlength=num_classes ** 2)
+    return counts.view(num_classes, num_classes)
+
+
+def accuracy_from_confusion(confusion: torch.Tensor) -> dict:
+    """Top-1 accuracy (%) and per-class accuracy (%) of a confusion matrix."""
+    confusion = confusion.double()
+    per_class = confusion.diag() / confusion.sum(1).clamp(min=1)
+    summary = torch.cat([(confusion.trace() / confusion.sum().clamp(min=1)).view(1), per_class]).cpu() * 100
+    return {"value": float(summary[0]), "per_class": [round(float(v), 3) for v in summary[1:]]}
+
+
+def iou_from_confusion(confusion: torch.Tensor) -> dict:
+    """Mean IoU (%) over the classes that occur in the truth or the predictions, per-class IoU (%, None for a
+    class in neither), and pixel accuracy (%), as fyu/drn's `per_class_iu` with `nanmean`."""
+    confusion = confusion.double().cpu()
+    union = confusion.sum(0) + confusion.sum(1) - confusion.diag()
+    iou = confusion.diag() / union.clamp(min=1) * 100
+    present = union > 0
+    mean = float(iou[present].mean()) if present.any() else 0.0
+    pixel_accuracy = float(confusion.trace() / confusion.sum().clamp(min=1) * 100)
+    return {"value": mean, "pixel_accuracy": pixel_accuracy,
+            "per_class": [round(float(v), 3) if p else None for v, p in zip(iou, present)]}
+
+
+def evaluate(model, source, indices: np.ndarray, answers: np.ndarray, num_classes: int, batch_size: int,
              amp: bool = False) -> dict:
-    """Top-1 accuracy (%) and per-class accuracy (%), computed on the device with one transfer at the end."""
-    logits = predict(model, source, indices, batch_size, amp=amp)["logits"]
-    truth = torch.as_tensor(np.asarray(labels), device=logits.device)
-    correct = logits.argmax(1) == truth
-    per_class_total = torch.bincount(truth, minlength=num_classes).float()
-    # bincount without weights is deterministic on CUDA; with weights it is not
-    per_class_correct = torch.bincount(truth[correct], minlength=num_classes).float()
-    summary = torch.cat([correct.float().mean().view(1), per_class_correct / per_class_total.clamp(min=1)])
-    summary = summary.cpu() * 100
-    return {"accuracy": float(summary[0]), "per_class": [round(float(v), 3) for v in summary[1:]]}
+    """The test metric under "value": accuracy (%) for classification sources, mIoU (%) for dense ones."""
+    confusion = confusion_matrix(model, source, indices, answers, num_classes, batch_size, amp)
+    return iou_from_confusion(confusion) if source.dense else accuracy_from_confusion(confusion)

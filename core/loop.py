@@ -8,6 +8,7 @@ from (seed, cycle[, method]) rather than carried over, which makes a resumed run
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import json
 import subprocess
@@ -22,13 +23,13 @@ import torch
 from core import datasets as ds
 from core.config import ExperimentConfig, run_hash, to_dict
 from core.errors import UserError
-from core.evaluate import accuracy
+from core.evaluate import evaluate
 from core.networks import build_network
 from core.oracle import make_oracle
 from core.pool import Pool, candidate_subset, initial_pool
 from core.results import RESULTS_FILE, append_jsonl, read_jsonl, write_json
 from core.seeding import numpy_rng, seed_everything, set_deterministic, stream_key
-from core.sources import Augmentation, make_source
+from core.sources import Augmentation
 from core.strategy import CycleContext, make_strategy
 from core.trainer import Trainer
 
@@ -80,8 +81,7 @@ def prepare_dataset(config: ExperimentConfig, root: Path, seed: int, download: b
     mean, std = dataset.mean, dataset.std
     if data.normalization == "half":
         mean, std = (0.5,) * len(mean), (0.5,) * len(std)
-    return ds.ImageDataset(dataset.name, dataset.classes, train, test, mean, std,
-                           dataset.superclass_of_class, dataset.superclasses)
+    return dataclasses.replace(dataset, train=train, test=test, mean=mean, std=std)
 
 
 def resolve_count(value: float, total: int) -> int:
@@ -121,7 +121,7 @@ def new_model(config: ExperimentConfig, dataset: ds.ImageDataset, seed: int, cyc
     Extra models (ensemble members) add their own tag."""
     seed_everything("model", seed, cycle, *([member] if member else []))
     return build_network(config.model.arch, dataset.num_classes, dataset.channels, config.model.width,
-                         config.model.init).to(device)
+                         config.model.init, config.model.pretrained).to(device)
 
 
 def run_job(config: ExperimentConfig, method: str, seed: int, settings: RunSettings) -> list[dict]:
@@ -142,8 +142,8 @@ def run_job(config: ExperimentConfig, method: str, seed: int, settings: RunSetti
     oracle = make_oracle(dataset.train.targets, config.protocol.oracle_noise, dataset.superclass_of_class, seed)
     data = config.data
     augmentation = Augmentation(data.hflip, data.crop_padding, data.image_size, data.resize)
-    source = make_source(dataset.train, dataset.mean, dataset.std, augmentation, device, data.workers)
-    test_source = make_source(dataset.test, dataset.mean, dataset.std, augmentation, device, data.workers)
+    source = dataset.make_source(dataset.train, augmentation, device, data.workers)
+    test_source = dataset.make_source(dataset.test, augmentation, device, data.workers)
     trainer = Trainer(config.train, device, dataset.num_classes, settings.progress)
     if rows:
         pool_file = folder / f"pool_cycle{len(rows)}.npz"
@@ -186,7 +186,7 @@ def run_job(config: ExperimentConfig, method: str, seed: int, settings: RunSetti
             partial = folder / f"model_cycle{cycle}.partial.pt"
             torch.save(model.state_dict(), partial)
             partial.replace(folder / f"model_cycle{cycle}.pt")
-        test = accuracy(model, test_source, np.arange(len(dataset.test)), dataset.test.targets,
+        test = evaluate(model, test_source, np.arange(len(dataset.test)), dataset.test.targets,
                         dataset.num_classes, config.train.eval_batch_size, config.train.amp)
         selected, select_seconds, selector_seconds = [], 0.0, 0.0
         if cycle < config.protocol.cycles - 1:
@@ -202,8 +202,8 @@ def run_job(config: ExperimentConfig, method: str, seed: int, settings: RunSetti
         row = {
             "paper": config.paper, "experiment": config.experiment, "dataset": dataset.name, "method": method,
             "seed": seed, "cycle": cycle, "profile": settings.profile,
-            "n_labeled": len(trained_on), "fraction_labeled": round(len(trained_on) / train_size, 6),
-            "train_size": train_size, "metric": config.metric, "value": round(test["accuracy"], 4),
+            "n_labeled": len(trained_on), "fraction_labeled": round(len(trained_on) / (config.protocol.fraction_base or train_size), 6),
+            "train_size": train_size, "metric": config.metric, "value": round(test["value"], 4),
             "per_class": test["per_class"], "best_validation": report.best_validation,
             "train_steps": report.steps, "train_loss": round(report.final_loss, 5),
             "train_seconds": round(report.seconds, 3), "select_seconds": round(select_seconds, 3),

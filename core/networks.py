@@ -9,6 +9,8 @@ paper's network.
 """
 from __future__ import annotations
 
+import inspect
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -195,9 +197,18 @@ ARCHITECTURES = {"vgg16_bn": VGG16BN, "resnet18_cifar": CifarResNet18, "wrn28_2"
 
 
 def build_network(arch: str, num_classes: int, in_channels: int = 3, width: float = 1.0,
-                  init: str = "default") -> nn.Module:
+                  init: str = "default", pretrained: str = "") -> nn.Module:
+    """`arch` is a key of ARCHITECTURES (the segmentation package adds DRNs and smp models to it)."""
+    if arch not in ARCHITECTURES and ":" in arch and arch.split(":")[0] in ARCHITECTURES:
+        family, variant = arch.split(":", 1)
+        return ARCHITECTURES[family](num_classes, in_channels=in_channels, width=width, init=init,
+                                     pretrained=pretrained, variant=variant)
     if arch not in ARCHITECTURES:
         raise UserError(f"unknown model.arch '{arch}'; known: {', '.join(ARCHITECTURES)}")
+    if pretrained:
+        if "pretrained" not in inspect.signature(ARCHITECTURES[arch]).parameters:
+            raise UserError(f"model.pretrained is not supported by {arch}; clear it with --set model.pretrained=")
+        return ARCHITECTURES[arch](num_classes, in_channels=in_channels, width=width, init=init, pretrained=pretrained)
     return ARCHITECTURES[arch](num_classes, in_channels=in_channels, width=width, init=init)
 
 

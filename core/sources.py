@@ -2,7 +2,8 @@
 
 `TensorSource` keeps a small-image dataset on the device as one uint8 tensor and augments whole batches there,
 so the training loop does no per-sample Python work and no host copies. `FileSource` reads large images with
-DataLoader workers and pinned memory. Both yield (images, dataset indices) with the indices on the device.
+DataLoader workers and pinned memory. Both yield (images, dataset indices) with the indices on the device, and
+(images, targets) from `labeled_batches`; segmentation sources do the same with masks as targets.
 """
 from __future__ import annotations
 
@@ -36,6 +37,28 @@ def _batch_slices(count: int, batch_size: int, drop_last: bool) -> range:
     return range(0, stop, batch_size)
 
 
+def index_batches(indices: np.ndarray, batch_size: int, shuffle: torch.Generator | None, drop_last: bool,
+                  device: torch.device) -> Iterator[torch.Tensor]:
+    """Batches of dataset indices on the device, shuffled by `shuffle` when given (in-memory sources)."""
+    indices = torch.as_tensor(np.asarray(indices), dtype=torch.long, device=device)
+    order = indices[_batch_order(len(indices), shuffle, device)]
+    for start in _batch_slices(len(order), batch_size, drop_last):
+        yield order[start:start + batch_size]
+
+
+def loader_batches(dataset: torch.utils.data.Dataset, indices: np.ndarray, batch_size: int,
+                   shuffle: torch.Generator | None, drop_last: bool, device: torch.device, workers: int):
+    """Batches read by DataLoader workers in the order `index_batches` would give, moved to the device; the
+    dataset's items end with their index."""
+    indices = torch.as_tensor(np.asarray(indices), dtype=torch.long)
+    order = indices[_batch_order(len(indices), shuffle, torch.device("cpu"))].tolist()
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=order, num_workers=workers,
+                                         pin_memory=device.type == "cuda",
+                                         drop_last=drop_last and len(order) >= batch_size)
+    for batch in loader:
+        yield tuple(part.to(device, non_blocking=True) for part in batch)
+
+
 def random_crop_flip(images: torch.Tensor, padding: int, hflip: bool, generator: torch.Generator) -> torch.Tensor:
     """torchvision's RandomCrop(size, padding, fill=0) + RandomHorizontalFlip, for a whole (B, C, H, W) batch."""
     batch, channels, height, width = images.shape
@@ -54,7 +77,19 @@ def random_crop_flip(images: torch.Tensor, padding: int, hflip: bool, generator:
     return images
 
 
-class TensorSource:
+class LabelBatches:
+    """Image-level labels: the answers are looked up by the dataset indices of each batch."""
+
+    dense = False
+
+    def labeled_batches(self, indices: np.ndarray, answers: torch.Tensor, batch_size: int, augment: bool = False,
+                        shuffle: torch.Generator | None = None, drop_last: bool = False
+                        ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for images, chosen in self.batches(indices, batch_size, augment, shuffle, drop_last):
+            yield images, answers[chosen]
+
+
+class TensorSource(LabelBatches):
     """A uint8 (N, C, H, W) tensor on the device, normalised and augmented batch-wise on the device."""
 
     def __init__(self, split: Split, mean, std, augmentation: Augmentation, device: torch.device):
@@ -76,10 +111,7 @@ class TensorSource:
     def batches(self, indices: np.ndarray, batch_size: int, augment: bool = False,
                 shuffle: torch.Generator | None = None, drop_last: bool = False
                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        indices = torch.as_tensor(np.asarray(indices), dtype=torch.long, device=self.device)
-        order = indices[_batch_order(len(indices), shuffle, self.device)]
-        for start in _batch_slices(len(order), batch_size, drop_last):
-            chosen = order[start:start + batch_size]
+        for chosen in index_batches(indices, batch_size, shuffle, drop_last, self.device):
             yield self.load(chosen, augment, shuffle), chosen
 
 
@@ -97,7 +129,7 @@ class _FileDataset(torch.utils.data.Dataset):
             return self.transform(image.convert("RGB")), index
 
 
-class FileSource:
+class FileSource(LabelBatches):
     """Image files read by DataLoader workers (resize, crop, flip as torchvision's ImageNet recipe)."""
 
     def __init__(self, split: Split, mean, std, augmentation: Augmentation, device: torch.device,
@@ -118,15 +150,8 @@ class FileSource:
     def batches(self, indices: np.ndarray, batch_size: int, augment: bool = False,
                 shuffle: torch.Generator | None = None, drop_last: bool = False
                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        indices = torch.as_tensor(np.asarray(indices), dtype=torch.long)
-        order = indices[_batch_order(len(indices), shuffle, torch.device("cpu"))].tolist()
-        loader = torch.utils.data.DataLoader(
-            self.train_set if augment else self.test_set, batch_size=batch_size, sampler=order,
-            num_workers=self.workers, pin_memory=self.device.type == "cuda",
-            drop_last=drop_last and len(order) >= batch_size,
-            persistent_workers=False)
-        for images, chosen in loader:
-            yield (images.to(self.device, non_blocking=True), chosen.to(self.device, non_blocking=True))
+        yield from loader_batches(self.train_set if augment else self.test_set, indices, batch_size, shuffle,
+                                  drop_last, self.device, self.workers)
 
 
 def make_source(split: Split, mean, std, augmentation: Augmentation, device, workers: int = 2):

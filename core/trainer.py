@@ -1,5 +1,6 @@
-"""The one classification trainer: epoch- or iteration-based, SGD or Adam, step/multistep/quarter decay,
-best-on-validation checkpoint selection, bfloat16 autocast on CUDA, and hooks that add loss terms."""
+"""The one trainer, for image labels and for segmentation masks: epoch- or iteration-based, SGD or Adam,
+step/multistep/quarter/poly decay, best-on-validation checkpoint selection (accuracy or mIoU), bfloat16 autocast
+on CUDA, and hooks that add loss terms."""
 from __future__ import annotations
 
 import copy
@@ -13,7 +14,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from core.config import TrainConfig
-from core.evaluate import accuracy, autocast
+from core.evaluate import IGNORE_LABEL, autocast, evaluate
 
 
 class TrainHook:
@@ -53,7 +54,21 @@ def lr_factor(cfg: TrainConfig, unit: int, total_units: int) -> float:
         return cfg.gamma ** (unit // cfg.step_size) if cfg.step_size else 1.0
     if cfg.schedule == "quarter":
         return cfg.gamma ** sum(unit >= q * total_units // 4 for q in (1, 2, 3))
+    if cfg.schedule == "poly":
+        return (1 - unit / total_units) ** 0.9
     return 1.0
+
+
+def task_loss(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(batch loss, per-image loss). Labels: mean cross-entropy. Masks: cross-entropy averaged over every
+    non-ignored pixel of the batch, as fyu/drn's NLLLoss(ignore_index=255) after LogSoftmax."""
+    if targets.ndim == 1:
+        per_image = F.cross_entropy(logits, targets, reduction="none")
+        return per_image.mean(), per_image
+    per_pixel = F.cross_entropy(logits, targets, reduction="none", ignore_index=IGNORE_LABEL)
+    valid = (targets != IGNORE_LABEL).flatten(1).sum(1)
+    per_image_sum = per_pixel.flatten(1).sum(1)
+    return per_image_sum.sum() / valid.sum().clamp(min=1), per_image_sum / valid.clamp(min=1)
 
 
 class Trainer:
@@ -78,7 +93,7 @@ class Trainer:
         total_units = total_steps if iteration_based else cfg.epochs
         parameters = list(model.parameters()) + [p for hook in hooks for m in hook.modules for p in m.parameters()]
         optimizer = make_optimizer(parameters, cfg)
-        targets = torch.as_tensor(labels, dtype=torch.long, device=self.device)
+        answers = torch.as_tensor(np.asarray(labels), dtype=torch.long, device=self.device)
         want_features = any(hook.wants_features() for hook in hooks)
         generator = generator or torch.Generator(device=self.device)
         validate = validation is not None and len(validation) > 0 and cfg.select_on_validation
@@ -88,8 +103,8 @@ class Trainer:
         bar = tqdm(total=total_steps, desc=desc, leave=False, disable=not self.progress)
         while step < total_steps:
             epoch = step // per_epoch
-            for images, chosen in source.batches(labeled, cfg.batch_size, augment=True, shuffle=generator,
-                                                 drop_last=cfg.drop_last):
+            for images, targets in source.labeled_batches(labeled, answers, cfg.batch_size, augment=True,
+                                                          shuffle=generator, drop_last=cfg.drop_last):
                 unit = step if iteration_based else epoch
                 for group in optimizer.param_groups:
                     group["lr"] = cfg.lr * lr_factor(cfg, unit, total_units)
@@ -102,8 +117,7 @@ class Trainer:
                         logits, features, blocks = model.forward_features(images)
                     else:
                         logits, features, blocks = model(images), None, None
-                    per_sample = F.cross_entropy(logits.float(), targets[chosen], reduction="none")
-                    loss = per_sample.mean()
+                    loss, per_sample = task_loss(logits.float(), targets)
                     for hook in hooks:
                         loss = loss + hook.loss(logits, features, blocks, per_sample, epoch, cfg.epochs)
                 optimizer.zero_grad(set_to_none=True)
@@ -114,8 +128,8 @@ class Trainer:
                 bar.update()
                 end_of_unit = iteration_based or step % per_epoch == 0
                 if validate and end_of_unit and self._due(unit, total_units):
-                    score = accuracy(model, source, validation, validation_labels[validation], self.num_classes,
-                                     cfg.eval_batch_size, cfg.amp)["accuracy"]
+                    score = evaluate(model, source, validation, validation_labels, self.num_classes,
+                                     cfg.eval_batch_size, cfg.amp)["value"]
                     curve.append((step, score))
                     bar.set_postfix(loss=f"{running.item():.3f}", val=f"{score:.1f}")
                     if best_score is None or score > best_score:

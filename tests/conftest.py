@@ -32,3 +32,38 @@ def write_png_tree(folder: Path, classes: list[str], per_class: int, size=(8, 8)
         for index in range(per_class):
             pixels = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
             Image.fromarray(pixels).save(folder / name / f"{index:04d}.png")
+
+
+def _save_pair(image_path: Path, mask_path: Path, mask: np.ndarray, rng) -> None:
+    from PIL import Image
+
+    image_path.parent.mkdir(parents=True, exist_ok=True)
+    mask_path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rng.integers(0, 256, (*mask.shape, 3), dtype=np.uint8)).save(image_path)
+    Image.fromarray(mask.astype(np.uint8), mode="L").save(mask_path)
+
+
+def write_cityscapes_tree(root: Path, counts=None, size=(16, 24), mask_values=(0, 7, 8, 26, 33), seed: int = 0):
+    """Cityscapes' official layout: leftImg8bit/<split>/<city>/*_leftImg8bit.png + gtFine ..._gtFine_labelIds.png,
+    the masks cycling through `mask_values` (label ids)."""
+    rng = np.random.default_rng(seed)
+    values = np.resize(np.asarray(mask_values), size[0] * size[1]).reshape(size)
+    for split, count in (counts or {"train": 40, "val": 10}).items():
+        for index in range(count):
+            city = ("aachen", "bremen")[index % 2]
+            stem = f"{city}_{index:06d}_000019"
+            _save_pair(root / "cityscapes" / "leftImg8bit" / split / city / f"{stem}_leftImg8bit.png",
+                       root / "cityscapes" / "gtFine" / split / city / f"{stem}_gtFine_labelIds.png", values, rng)
+    return root
+
+
+def write_bdd100k_tree(root: Path, counts=None, size=(16, 24), mask_values=(0, 5, 18, 255), seed: int = 0):
+    """BDD100K's official layout: images/10k/<split>/*.jpg + labels/sem_seg/masks/<split>/*.png (train ids)."""
+    rng = np.random.default_rng(seed)
+    values = np.resize(np.asarray(mask_values), size[0] * size[1]).reshape(size)
+    for split, count in (counts or {"train": 40, "val": 10}).items():
+        for index in range(count):
+            stem = f"{index:08x}-{split}"
+            _save_pair(root / "bdd100k" / "images" / "10k" / split / f"{stem}.jpg",
+                       root / "bdd100k" / "labels" / "sem_seg" / "masks" / split / f"{stem}.png", values, rng)
+    return root

@@ -1,5 +1,5 @@
 """Every registered experiment's protocol runs end to end in the smoke profile: on the shared data where it
-exists, on tiny fixtures in the official layout where it does not (Caltech-256, ImageNet). Every method is run
+exists, on tiny fixtures in the official layout where it does not (Caltech-256, ImageNet, Cityscapes, BDD100K). Every method is run
 end to end in tests/test_baselines.py."""
 import numpy as np
 import pytest
@@ -8,13 +8,17 @@ import torch
 from core.experiments import EXPERIMENTS, method_status, papers
 from core.loop import RunSettings, run_job
 from core.report import write_report
-from tests.conftest import write_png_tree
+from tests.conftest import write_bdd100k_tree, write_cityscapes_tree, write_png_tree
 
 papers()
-FIXTURE_DATASETS = {"caltech256", "imagenet"}
+FIXTURE_DATASETS = {"caltech256", "imagenet", "cityscapes", "bdd100k"}
 
 
 def fixture_root(dataset: str, folder):
+    if dataset == "cityscapes":
+        return write_cityscapes_tree(folder)
+    if dataset == "bdd100k":
+        return write_bdd100k_tree(folder)
     if dataset == "caltech256":
         write_png_tree(folder / "caltech256" / "256_ObjectCategories", ["001.a", "002.b", "003.c"], 50, (40, 40))
     else:

@@ -50,11 +50,11 @@ def test_best_validation_checkpoint_is_restored(small_cifar):
                       validate_every=3)
     report = Trainer(cfg, "cpu", 10, progress=False).fit(
         model, source, np.arange(200), split.targets, np.arange(400, 600), split.targets)
-    from core.evaluate import accuracy
+    from core.evaluate import evaluate
 
     scores = [score for _, score in report.validation_curve]
     assert len(scores) == 4 and report.best_validation == max(scores)
-    restored = accuracy(model, source, np.arange(400, 600), split.targets[400:600], 10, 100)["accuracy"]
+    restored = evaluate(model, source, np.arange(400, 600), split.targets, 10, 100)["value"]
     assert restored == pytest.approx(max(scores))
 
 

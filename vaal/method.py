@@ -81,7 +81,7 @@ class VAALFamily(ScoringStrategy):
     discriminates = "latent"       # "latent", "pixels" or None
 
     def vae_input(self, images: torch.Tensor) -> torch.Tensor:
-        if images.shape[-1] == self.size:
+        if images.shape[-2:] == (self.size, self.size):
             return images
         return F.interpolate(images, size=(self.size, self.size), mode="bilinear", antialias=True,
                              align_corners=False)
