@@ -64,6 +64,7 @@ class TrainConfig:
     select_on_validation: bool = False   # test the checkpoint that is best on the validation set
     validate_every: int = 0              # in epochs or iterations; 0 validates only at the end
     amp: bool = False                    # bfloat16 autocast on CUDA
+    loss: str = "cross_entropy"          # masks only: smp's dice, focal or lovasz instead (fyu/drn: cross-entropy)
     deterministic: bool = True
     eval_batch_size: int = 500
 
@@ -91,6 +92,7 @@ CHOICES = {
     "model.init": ("default", "xavier", "torchvision"),
     "train.optimizer": ("sgd", "adam"),
     "train.schedule": ("constant", "multistep", "step", "quarter", "poly"),
+    "train.loss": ("cross_entropy", "dice", "focal", "lovasz"),
 }
 
 

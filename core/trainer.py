@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from core.config import TrainConfig
+from core.errors import UserError
 from core.evaluate import IGNORE_LABEL, autocast, evaluate
 
 
@@ -59,16 +60,32 @@ def lr_factor(cfg: TrainConfig, unit: int, total_units: int) -> float:
     return 1.0
 
 
-def task_loss(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(batch loss, per-image loss). Labels: mean cross-entropy. Masks: cross-entropy averaged over every
-    non-ignored pixel of the batch, as fyu/drn's NLLLoss(ignore_index=255) after LogSoftmax."""
+def mask_loss(name: str) -> nn.Module | None:
+    """segmentation-models-pytorch's multiclass losses, ignoring label 255; None for the cross-entropy."""
+    if name == "cross_entropy":
+        return None
+    from segmentation_models_pytorch import losses
+
+    kinds = {"dice": losses.DiceLoss, "focal": losses.FocalLoss, "lovasz": losses.LovaszLoss}
+    return kinds[name]("multiclass", ignore_index=IGNORE_LABEL)
+
+
+def task_loss(logits: torch.Tensor, targets: torch.Tensor, dense_loss: nn.Module | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(batch loss, per-image cross-entropy). Labels: mean cross-entropy. Masks: cross-entropy averaged over
+    every non-ignored pixel of the batch, as fyu/drn's NLLLoss(ignore_index=255) after LogSoftmax, unless
+    `dense_loss` (an smp loss) replaces it."""
     if targets.ndim == 1:
+        if dense_loss is not None:
+            raise UserError("train.loss other than cross_entropy applies to segmentation masks only; "
+                            "set --set train.loss=cross_entropy")
         per_image = F.cross_entropy(logits, targets, reduction="none")
         return per_image.mean(), per_image
     per_pixel = F.cross_entropy(logits, targets, reduction="none", ignore_index=IGNORE_LABEL)
     valid = (targets != IGNORE_LABEL).flatten(1).sum(1)
     per_image_sum = per_pixel.flatten(1).sum(1)
-    return per_image_sum.sum() / valid.sum().clamp(min=1), per_image_sum / valid.clamp(min=1)
+    loss = per_image_sum.sum() / valid.sum().clamp(min=1) if dense_loss is None else dense_loss(logits, targets)
+    return loss, per_image_sum / valid.clamp(min=1)
 
 
 class Trainer:
@@ -94,6 +111,7 @@ class Trainer:
         parameters = list(model.parameters()) + [p for hook in hooks for m in hook.modules for p in m.parameters()]
         optimizer = make_optimizer(parameters, cfg)
         answers = torch.as_tensor(np.asarray(labels), dtype=torch.long, device=self.device)
+        dense_loss = mask_loss(cfg.loss)
         want_features = any(hook.wants_features() for hook in hooks)
         generator = generator or torch.Generator(device=self.device)
         validate = validation is not None and len(validation) > 0 and cfg.select_on_validation
@@ -117,7 +135,7 @@ class Trainer:
                         logits, features, blocks = model.forward_features(images)
                     else:
                         logits, features, blocks = model(images), None, None
-                    loss, per_sample = task_loss(logits.float(), targets)
+                    loss, per_sample = task_loss(logits.float(), targets, dense_loss)
                     for hook in hooks:
                         loss = loss + hook.loss(logits, features, blocks, per_sample, epoch, cfg.epochs)
                 optimizer.zero_grad(set_to_none=True)

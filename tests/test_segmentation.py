@@ -169,6 +169,22 @@ def test_dense_loss_averages_over_non_ignored_pixels():
     assert task_loss(logits, torch.full_like(targets, 255))[0].item() == 0.0
 
 
+def test_smp_losses_replace_the_pixel_cross_entropy_on_masks_only():
+    from segmentation_models_pytorch.losses import DiceLoss
+
+    from core.trainer import mask_loss
+
+    torch.manual_seed(0)
+    logits, targets = torch.randn(2, 4, 3, 5), torch.randint(0, 4, (2, 3, 5))
+    targets[1, 1] = 255
+    dice = mask_loss("dice")
+    expected = DiceLoss("multiclass", ignore_index=255)(logits, targets)
+    assert task_loss(logits, targets, dice)[0].item() == pytest.approx(expected.item())
+    assert mask_loss("cross_entropy") is None
+    with pytest.raises(UserError, match="segmentation masks only"):
+        task_loss(torch.randn(3, 4), torch.tensor([0, 1, 2]), dice)
+
+
 def test_pixel_entropy_is_averaged_per_image():
     split = Split(targets=np.zeros(2, dtype=np.int64), images=np.zeros((2, 8, 8, 3), dtype=np.uint8),
                   masks=np.zeros((2, 8, 8), dtype=np.uint8))
