@@ -204,7 +204,8 @@ def build_network(arch: str, num_classes: int, in_channels: int = 3, width: floa
         return ARCHITECTURES[family](num_classes, in_channels=in_channels, width=width, init=init,
                                      pretrained=pretrained, variant=variant)
     if arch not in ARCHITECTURES:
-        raise UserError(f"unknown model.arch '{arch}'; known: {', '.join(ARCHITECTURES)}")
+        known = [f"{name}:<Decoder>:<encoder>" if name == "smp" else name for name in ARCHITECTURES]
+        raise UserError(f"unknown model.arch '{arch}'; known: {', '.join(known)}")
     if pretrained:
         if "pretrained" not in inspect.signature(ARCHITECTURES[arch]).parameters:
             raise UserError(f"model.pretrained is not supported by {arch}; clear it with --set model.pretrained=")

@@ -224,14 +224,24 @@ def test_segmentation_training_lowers_the_loss_on_camvid(data_root):
     assert loss_now() < 0.7 * before
 
 
-@pytest.mark.parametrize("method", ["entropy", "mc_dropout", "coreset", "qbc", "suggestive_annotation",
-                                    "vaal_frozen_vae", "vae_wasserstein"])
-def test_every_segmentation_method_runs_on_camvid(method, data_root, tmp_path):
+def camvid_smoke_rows(method: str, data_root, out) -> list[dict]:
     from core.experiments import get
     from core.loop import RunSettings, run_job
 
     config = get("segmentation", "camvid").config("smoke", {"seeds": 1, "protocol.cycles": 2})
-    settings = RunSettings(data_root, tmp_path, torch.device("cpu"), "smoke", progress=False)
-    rows = run_job(config, method, 0, settings)
+    return run_job(config, method, 0, RunSettings(data_root, out, torch.device("cpu"), "smoke", progress=False))
+
+
+@pytest.fixture(scope="module")
+def random_selection(data_root, tmp_path_factory) -> list[int]:
+    return camvid_smoke_rows("random", data_root, tmp_path_factory.mktemp("random"))[0]["selected"]
+
+
+@pytest.mark.parametrize("method", ["entropy", "mc_dropout", "coreset", "qbc", "suggestive_annotation",
+                                    "vaal_frozen_vae", "vae_wasserstein"])
+def test_every_segmentation_method_runs_on_camvid_and_selects_otherwise_than_random(
+        method, data_root, tmp_path, random_selection):
+    rows = camvid_smoke_rows(method, data_root, tmp_path)
     assert [r["n_labeled"] for r in rows] == [8, 12] and rows[0]["metric"] == "miou"
     assert len(set(rows[0]["selected"])) == 4 and 0 <= rows[1]["value"] <= 100
+    assert sorted(rows[0]["selected"]) != sorted(random_selection)
