@@ -191,10 +191,12 @@ def command_bench(args) -> int:
     device = pick_device(args.device)
     if args.what == "segmentation":
         from core.strategy import load_plugins
-        from segmentation.bench import bench_segmentation
+        from segmentation.bench import bench_camvid_pipeline, bench_segmentation
 
         load_plugins()
-        bench_segmentation(device, args.arch or "drn_d_22", args.width or 1.0, args.steps, args.batch_size or 8)
+        arch, width = args.arch or "drn_d_22", args.width or 1.0
+        bench_segmentation(device, arch, width, args.steps, args.batch_size or 8)
+        bench_camvid_pipeline(resolve_data_root(args.data_root), device, arch, width, args.batch_size or 8)
         return 0
     root, arch, width = resolve_data_root(args.data_root), args.arch or "vgg16_bn", args.width or 0.125
     if args.what == "train":

@@ -48,12 +48,10 @@ def map_batches(source, indices: np.ndarray, batch_size: int, compute: Callable,
 
 
 def predict(model, source, indices: np.ndarray, batch_size: int, features: bool = False, logits: bool = True,
-            eval_mode: bool = True, amp: bool = False, progress: str | None = None) -> dict[str, torch.Tensor]:
-    """Logits (float32) and/or pooled penultimate features of `indices`, in that order, on the device.
-
-    eval_mode=False leaves the model's modes as the caller set them (MC-Dropout keeps dropout on)."""
-    if eval_mode:
-        model.eval()
+            amp: bool = False, progress: str | None = None) -> dict[str, torch.Tensor]:
+    """Logits (float32) and/or pooled penultimate features of `indices`, in that order, on the device, with
+    the model in eval mode."""
+    model.eval()
 
     def compute(images):
         with autocast(source.device, amp):

@@ -58,10 +58,6 @@ CAMVID_TABLE = lookup_table({k: k for k in range(11)})
 class SegmentationDataset(ImageDataset):
     label_table: np.ndarray | None = None       # raw mask value -> train id (255: ignored)
 
-    @property
-    def channels(self) -> int:
-        return 3
-
     def make_source(self, split: Split, augmentation: Augmentation, device, workers: int = 2):
         return SegmentationSource(split, self.mean, self.std, self.label_table, augmentation, device, workers)
 

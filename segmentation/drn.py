@@ -243,5 +243,4 @@ def drn_seg(variant: str):
               pretrained: str = "") -> DRNSeg:
         return DRNSeg(num_classes, in_channels, width, init, pretrained, variant)
 
-    build.family = tuple(VARIANTS)
     return build
