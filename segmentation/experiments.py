@@ -10,10 +10,10 @@ that is best on the validation images.
 from core.config import DataConfig, ExperimentConfig, ModelConfig, ProtocolConfig, TrainConfig
 from core.experiments import Experiment, register, smoke_profile
 from segmentation.drn import pretrained_url
+from vaal.experiments import VAAL_FAMILY, vaal_options
 
 FIG3_METHODS = ["vaal", "qbc", "coreset", "mc_dropout", "suggestive_annotation", "random", "full_data"]
 FIG4_METHODS = ["vaal", "vaal_pixel_disc", "vaal_frozen_vae", "vae_wasserstein", "random", "full_data"]
-VAAL_FAMILY = ("vaal", "vaal_pixel_disc", "vaal_frozen_vae", "vae_wasserstein")
 TABLE2 = {   # dataset: (train + val images, validation, initial, budget), VAAL Table 2
     "cityscapes": (2675 + 300, 300, 300, 150),
     "bdd100k": (7000 + 1000, 1000, 800, 400),
@@ -22,11 +22,9 @@ EPOCHS, BATCH, CROP = 100, 8, 688          # Table 3 (V12), Table 2
 
 
 def vaal_segmentation_options() -> dict:
-    """Table 3, Cityscapes and BDD100K rows: d = 128, alpha1 = alpha2 = 1e-3, lambda2 = 25, batch 8; the VAE sees
-    64 x 64 resizes of the crops (V13)."""
-    options = {"latent_dim": 128, "vae_lr": 1e-3, "disc_lr": 1e-3, "lambda2": 25.0, "batch_size": BATCH,
-               "large_image_size": 64}
-    return {name: dict(options) for name in VAAL_FAMILY}
+    """Table 3, Cityscapes and BDD100K rows (identical): d = 128, alpha1 = alpha2 = 1e-3, lambda2 = 25, batch 8;
+    the VAE sees 64 x 64 resizes of the crops (V13)."""
+    return vaal_options("cityscapes", batch_size=BATCH, large_image_size=64)
 
 
 def segmentation_config(dataset: str, images: int, validation: int, initial: int, budget: int,
