@@ -25,6 +25,9 @@ DATA_ROOT_ENV = "AL_DATA_ROOT"
 CACHE_DIR_ENV = "AL_CACHE_DIR"
 
 CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+# The std that the LL4AL, TA-VAAL and LADA codes normalise with (TA-VAAL also for CIFAR-100): a widely copied
+# per-image std rather than the dataset's pixel std above.
+CIFAR10_CODE_STATS = ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
 CIFAR100_STATS = ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "svhn": 10, "fashion_mnist": 10, "caltech101": 101,

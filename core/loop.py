@@ -81,6 +81,8 @@ def prepare_dataset(config: ExperimentConfig, root: Path, seed: int, download: b
     mean, std = dataset.mean, dataset.std
     if data.normalization == "half":
         mean, std = (0.5,) * len(mean), (0.5,) * len(std)
+    elif data.normalization == "cifar10_code":
+        mean, std = ds.CIFAR10_CODE_STATS
     return dataclasses.replace(dataset, train=train, test=test, mean=mean, std=std)
 
 
