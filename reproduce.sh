@@ -2,6 +2,7 @@
 # The one entry point: creates .venv and installs the project when missing, then runs a command.
 #   ./reproduce.sh demo | test | list | run | report | describe | compare | bench   (./reproduce.sh --help)
 set -euo pipefail
+export AL_CALLER_CWD="$PWD"   # relative paths in the command resolve against it
 cd "$(dirname "$0")"
 venv=.venv
 stamp=$venv/.installed-$(sha1sum pyproject.toml | cut -c1-12)

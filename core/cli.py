@@ -2,13 +2,17 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 from pathlib import Path
 
 from core.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
+CALLER_CWD_ENV = "AL_CALLER_CWD"
+REPORT_LOCK = ".report.lock"
 DEMO = {"paper": "baselines", "experiment": "ll4al_cifar10", "methods": "random,coreset,vaal", "seeds": 1,
         "profile": "mini", "out": "results/demo"}
 
@@ -43,7 +47,9 @@ def choose_methods(config, requested: str | None) -> list[str]:
             raise UserError(f"no method of {config.paper}/{config.experiment} is implemented yet "
                             f"(pending: {', '.join(pending)})")
         return implemented
-    methods = [m.strip() for m in requested.split(",") if m.strip()]
+    methods = list(dict.fromkeys(m.strip() for m in requested.split(",") if m.strip()))
+    if not methods:
+        raise UserError(f"--methods '{requested}' names no method; pass e.g. --methods random,entropy")
     from core.strategy import STRATEGIES
 
     unknown = [m for m in methods if m not in STRATEGIES]
@@ -53,49 +59,118 @@ def choose_methods(config, requested: str | None) -> list[str]:
     return methods
 
 
-def command_run(args) -> int:
-    from tqdm.auto import tqdm
+def user_path(value: str) -> Path:
+    """A path as the user typed it: relative ones resolve against the directory the command was started in
+    (reproduce.sh changes to the checkout and passes the caller's directory in $AL_CALLER_CWD)."""
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else Path(os.environ.get(CALLER_CWD_ENV) or os.getcwd()) / path
 
-    from core.datasets import resolve_data_root
-    from core.loop import RunSettings, run_job
-    from core.report import write_report
+
+def check_out_folder(out: Path) -> None:
+    """The output folder must be a folder (or creatable as one) that this user can write into."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a folder; pass a folder")
+    existing = out
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"--out {out} lies below {existing}, which is a file; pass a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"--out {out} cannot be written ({existing} is read-only for this user); "
+                        "pass a folder you can write to")
+
+
+def validate_run(args):
+    """Check the whole command before the first job and write nothing: the experiment and every --set value,
+    every method with its options, the protocol against the dataset, the data root, the output folder and
+    every job's folder. Returns (config, methods, seeds, settings)."""
+    from core.loop import RunSettings, plan_job
 
     _, config = resolve_experiment(args)
     methods = choose_methods(config, args.methods)
     seeds = range(args.seeds if args.seeds is not None else config.seeds)
-    data_root, device = resolve_data_root(args.data_root), pick_device(args.device)
-    out = Path(args.out)
-    new_cycles: list[dict] = []
+    out = user_path(args.out)
+    check_out_folder(out)
+    data_root = resolve_data_root_arg(args.data_root)
+    settings = RunSettings(data_root, out, pick_device(args.device), args.profile, args.download,
+                           progress=sys.stderr.isatty() and not args.quiet)
+    for method in methods:
+        for seed in seeds:
+            plan_job(config, method, seed, settings)
+    return config, methods, seeds, settings
+
+
+def resolve_data_root_arg(value: str | None) -> Path:
+    from core.datasets import resolve_data_root
+
+    return resolve_data_root(value and str(user_path(value)))
+
+
+def command_run(args) -> int:
+    from tqdm.auto import tqdm
+
+    from core.locks import FolderLock, LockBusy, describe_owner
+    from core.loop import run_job
+    from core.report import write_report
     from core.strategy import STRATEGIES
 
+    config, methods, seeds, settings = validate_run(args)
+    quiet, interactive = args.quiet, sys.stderr.isatty()
+    new_cycles: list[dict] = []
     total = len(seeds) * sum(1 if STRATEGIES[m].single_cycle else config.protocol.cycles for m in methods)
-    overall = tqdm(total=total, desc=f"{config.paper}/{config.experiment}", unit="cycle", disable=args.quiet)
+    overall = tqdm(total=total, desc=f"{config.paper}/{config.experiment}", unit="cycle",
+                   disable=quiet or not interactive)
 
     def finished_cycle(row):
         overall.update()
         new_cycles.append(row)
-        overall.write(f"{row['method']} seed {row['seed']} cycle {row['cycle']}: {row['n_labeled']} labels "
-                      f"({100 * row['fraction_labeled']:.1f}%) -> {row['metric']} {row['value']:.2f} "
-                      f"(train {row['train_seconds']:.0f} s, select {row['select_seconds']:.1f} s)")
+        line = (f"{row['method']} seed {row['seed']} cycle {row['cycle']}: {row['n_labeled']} labels "
+                f"({100 * row['fraction_labeled']:.1f}%) -> {row['metric']} {row['value']:.2f} "
+                f"(train {row['train_seconds']:.0f} s, select {row['select_seconds']:.1f} s)")
+        if quiet:
+            return
+        if interactive:
+            overall.write(line)
+        else:
+            print(line, flush=True)
 
-    settings = RunSettings(data_root, out, device, args.profile,
-                           args.download, progress=not args.quiet, on_cycle=finished_cycle)
-    for method in methods:
-        for seed in seeds:
+    def waiting(owner):
+        if not quiet:
+            overall.write(f"waiting: another process ({describe_owner(owner)}) runs a job of this command "
+                          "in the same folder", file=sys.stderr)
+
+    settings.on_cycle, settings.on_wait = finished_cycle, waiting
+    jobs = [(method, seed) for method in methods for seed in seeds]
+    for wait in (False, True):          # jobs another process holds are done last, after waiting for it
+        settings.wait, busy = wait, []
+        for method, seed in jobs:
             new_cycles.clear()
-            rows = run_job(config, method, seed, settings)
+            try:
+                rows = run_job(config, method, seed, settings)
+            except LockBusy:
+                busy.append((method, seed))
+                continue
             overall.update(len(rows) - len(new_cycles))
+        jobs = busy
     overall.close()
-    written = write_report(out / config.paper / config.experiment)
-    print(f"results: {out / config.paper / config.experiment}; report: {written[-1]}")
+    experiment = settings.out / config.paper / config.experiment
+    with FolderLock(experiment / REPORT_LOCK):
+        written = write_report(experiment)
+    print(f"results: {experiment}; report: {written[-1]}")
     return 0
 
 
 def command_report(args) -> int:
+    from core.locks import FolderLock
     from core.report import write_report
 
-    for path in write_report(Path(args.results), args.out and Path(args.out), args.x_axis):
-        print(path)
+    results = user_path(args.results)
+    out = user_path(args.out) if args.out else results
+    if results.is_dir():
+        check_out_folder(out)
+    with FolderLock(out / REPORT_LOCK) if results.is_dir() else contextlib.nullcontext():
+        for path in write_report(results, out, args.x_axis):
+            print(path)
     return 0
 
 
@@ -103,13 +178,14 @@ def command_compare(args) -> int:
     from core.reported import compare, comparison_table
     from core.results import load_rows, write_atomic
 
-    comparisons, uncovered = compare(load_rows(Path(args.results)))
+    results = user_path(args.results)
+    comparisons, uncovered = compare(load_rows(results))
     if not comparisons:
         print("no paper-profile results match a reported number (mini/smoke runs are never compared); "
               "run with --profile paper")
         return 0
     table = comparison_table(comparisons)
-    write_atomic(Path(args.results) / "compare.md", table)
+    write_atomic(results / "compare.md", table)
     print(table + (f"\n{uncovered} paper-profile rows have no reported number to compare with." if uncovered else ""))
     return 0
 
@@ -220,19 +296,37 @@ def add_common(parser, data: bool = True) -> None:
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse's mistakes as one line and exit code 2, like every other user error."""
+
+    def error(self, message):
+        print(f"error: {message}; see {self.prog} --help", file=sys.stderr)
+        sys.exit(2)
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="./reproduce.sh", description=__doc__)
+    parser = OneLineParser(prog="./reproduce.sh", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the (method, seed) jobs of one experiment; resumes where it stopped")
     run.add_argument("paper")
     run.add_argument("experiment")
     run.add_argument("--methods", help="comma-separated (default: every implemented method of the experiment)")
-    run.add_argument("--seeds", type=int, help="number of seeds, 0..N-1 (default: the paper's)")
+    run.add_argument("--seeds", type=positive_int, help="number of seeds, 0..N-1 (default: the paper's)")
     run.add_argument("--profile", default="paper", help="paper (default), smoke, mini, or a named variant")
     run.add_argument("--out", default="results")
     run.add_argument("--download", action="store_true", help="fetch torchvision's native format when missing")
     run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. train.lr=0.01")
-    run.add_argument("--quiet", action="store_true", help="no progress bars or per-cycle lines")
+    run.add_argument("--quiet", action="store_true", help="print only errors and the final summary")
     run.add_argument("--pretrained", metavar="FILE_OR_URL",
                      help="ImageNet weights for a segmentation backbone (sets model.pretrained; '' for none)")
     add_common(run)
@@ -282,6 +376,11 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         sys.stdout = None
         return 0
+    except OSError as err:
+        if err.filename is None:
+            raise
+        print(f"error: {err.filename}: {err.strerror or err}; check that path", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted: finished cycles are saved; run the same command again to resume", file=sys.stderr)
         return 130

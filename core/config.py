@@ -2,6 +2,7 @@
 import dataclasses
 import hashlib
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -104,7 +105,7 @@ def _scalar(text: str):
         return text
 
 
-def _coerce(key: str, kind, value):
+def coerce(key: str, kind, value):
     if kind is bool:
         if isinstance(value, bool):
             return value
@@ -151,7 +152,7 @@ def set_value(config, key: str, value) -> None:
     hints = typing.get_type_hints(type(target))
     if name not in hints or dataclasses.is_dataclass(getattr(target, name)):
         raise UserError(f"unknown config key '{key}'; see ./reproduce.sh describe <paper> <experiment> for the keys")
-    setattr(target, name, _coerce(key, typing.get_origin(hints[name]) or hints[name], value))
+    setattr(target, name, coerce(key, typing.get_origin(hints[name]) or hints[name], value))
 
 
 def apply_overrides(config, overrides: dict[str, Any]):
@@ -172,20 +173,44 @@ def parse_assignments(assignments: list[str]) -> dict[str, str]:
 
 
 def validate(config: ExperimentConfig) -> None:
+    """Refuse values no run can use, before any work starts: a run with lr=inf would write rows of NaN."""
     for key, allowed in CHOICES.items():
         section, name = key.split(".")
         value = getattr(getattr(config, section), name)
         if value not in allowed:
             raise UserError(f"config value {key}='{value}' is not one of {', '.join(allowed)}")
-    train, protocol = config.train, config.protocol
+    for section in ("data", "protocol", "model", "train"):
+        for item in dataclasses.fields(getattr(config, section)):
+            value = getattr(getattr(config, section), item.name)
+            values = value if isinstance(value, list) else [value]
+            if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+                raise UserError(f"config value {section}.{item.name}={value} must be a finite number")
+    train, protocol, data = config.train, config.protocol, config.data
     if train.epochs <= 0 and train.iterations <= 0:
         raise UserError("train.epochs or train.iterations must be positive")
     positive = {"train.lr": train.lr, "train.batch_size": train.batch_size, "protocol.cycles": protocol.cycles,
                 "protocol.budget": protocol.budget, "protocol.initial": protocol.initial, "seeds": config.seeds,
-                "model.width": config.model.width}
+                "model.width": config.model.width, "train.eval_batch_size": train.eval_batch_size}
     for key, value in positive.items():
         if value <= 0:
             raise UserError(f"config value {key}={value} must be positive")
+    not_negative = {"train.epochs": train.epochs, "train.iterations": train.iterations,
+                    "train.momentum": train.momentum, "train.weight_decay": train.weight_decay,
+                    "train.step_size": train.step_size, "train.validate_every": train.validate_every,
+                    "data.imbalance": data.imbalance, "data.validation_size": data.validation_size,
+                    "data.test_size": data.test_size, "data.train_subset": data.train_subset,
+                    "data.test_subset": data.test_subset, "data.crop_padding": data.crop_padding,
+                    "data.workers": data.workers, "protocol.subset": protocol.subset,
+                    "protocol.missing_classes": protocol.missing_classes,
+                    "protocol.fraction_base": protocol.fraction_base, "train.gamma": train.gamma,
+                    "data.image_size": data.image_size, "data.resize": data.resize}
+    for key, value in not_negative.items():
+        if value < 0:
+            raise UserError(f"config value {key}={value} must not be negative (0 keeps the default behaviour)")
+    if not 0 <= protocol.oracle_noise < 1:
+        raise UserError(f"config value protocol.oracle_noise={protocol.oracle_noise} must be in [0, 1)")
+    if not all(isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in train.milestones):
+        raise UserError(f"config value train.milestones={train.milestones} must be positive integers")
     if train.select_on_validation and config.data.validation_size <= 0:
         raise UserError("train.select_on_validation needs data.validation_size > 0")
 

@@ -128,36 +128,56 @@ def list_image_folder(folder: Path) -> tuple[list[str], list[str], np.ndarray]:
 
 
 def _decode_rgb(path: str, channels: int) -> np.ndarray:
-    """channels 3: RGB; 1: grayscale; 0: the stored values unconverted (label masks, palette indices)."""
+    """channels 3: RGB; 1: grayscale; 0: the stored values unconverted (label masks, palette indices).
+    A file PIL cannot decode (truncated, not an image) is a user error naming it."""
     from PIL import Image
 
-    with Image.open(path) as image:
-        array = np.asarray(image) if channels == 0 else np.asarray(image.convert("RGB" if channels == 3 else "L"))
+    try:
+        with Image.open(path) as image:
+            array = np.asarray(image) if channels == 0 else np.asarray(image.convert("RGB" if channels == 3 else "L"))
+    except (OSError, SyntaxError, ValueError) as err:
+        raise UserError(f"image {path} cannot be read ({err}); replace or delete that file") from None
     return array if channels == 3 else array[..., None]
 
 
-def _decode_chunk(paths: list[str], channels: int) -> np.ndarray:
-    return np.stack([_decode_rgb(p, channels) for p in paths])
+def _decode_chunk(paths: list[str], channels: int, shape: tuple) -> np.ndarray:
+    images = []
+    for path in paths:
+        images.append(_decode_rgb(path, channels))
+        if images[-1].shape != shape:
+            raise UserError(f"image {path} is {images[-1].shape[1]}x{images[-1].shape[0]} but {paths[0] if False else 'the first image'} "
+                            f"is {shape[1]}x{shape[0]}; every image of a small-image dataset must have one size")
+    return np.stack(images)
 
 
 def decode_cached(files: list[str], channels: int, cache_dir: Path, workers: int = 2) -> np.ndarray:
     """Decode a list of equally sized images once; later calls read the cache keyed by file names and sizes."""
-    listing = "\n".join(f"{f}:{os.path.getsize(f)}" for f in files)
+    try:
+        listing = "\n".join(f"{f}:{os.path.getsize(f)}" for f in files)
+    except OSError as err:
+        raise UserError(f"image {err.filename} cannot be read ({err.strerror}); fix or delete that file") from None
     key = hashlib.sha1(f"{channels}\n{listing}".encode()).hexdigest()[:16]
     cache_file = cache_dir / f"decoded-{key}.npy"
     if cache_file.exists():
         return np.load(cache_file)
+    if not files:
+        raise UserError("an image folder holds no images (looked for " + ", ".join(IMAGE_SUFFIXES) + ")")
+    shape = _decode_rgb(files[0], channels).shape
     chunks = [files[i:i + 2000] for i in range(0, len(files), 2000)]
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        images = np.concatenate(list(pool.map(_decode_chunk, chunks, [channels] * len(chunks))))
+        images = np.concatenate(list(pool.map(_decode_chunk, chunks, [channels] * len(chunks),
+                                              [shape] * len(chunks))))
     cache_dir.mkdir(parents=True, exist_ok=True)
-    partial = cache_file.with_suffix(".partial.npy")
+    partial = cache_file.with_name(f"{cache_file.stem}.{os.getpid()}.partial.npy")
     np.save(partial, images)
     os.replace(partial, cache_file)
     return images
 
 
 def image_folder_split(folder: Path, classes: list[str], decode: bool, channels: int, cache_dir: Path) -> Split:
+    if not folder.is_dir():
+        raise UserError(f"{folder} is missing: expected {folder}/<class>/<image> beside {folder.parent}/train "
+                        "(ImageFolder layout)")
     found, files, targets = list_image_folder(folder)
     if found != classes:
         raise UserError(f"{folder} has class folders {found[:3]}... but expected the {len(classes)} classes of "

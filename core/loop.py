@@ -1,5 +1,10 @@
 """The active-learning loop for one (paper, experiment, method, seed) job, resumable cycle by cycle.
 
+A job holds its run folder's lock (core.locks) from its first read to its last write, so that two processes
+given the same folder never both run a cycle. Before anything is written, `plan_job` checks the whole job and
+the folder: the rows must be cycles 0..k-1, each once, complete and made by the same config, and the pool file
+of cycle k must continue them; anything else is refused with one line, the folder untouched.
+
 A cycle trains on the labeled set, tests, and (except in the last cycle) selects the next batch. The pool at
 the start of cycle c is saved as pool_cycle{c}.npz before the row of cycle c-1 is appended, so a finished
 cycle is never recomputed and an interrupted one is redone from its saved pool. Every random stream is derived
@@ -11,6 +16,7 @@ import copy
 import dataclasses
 import functools
 import json
+import math
 import subprocess
 import time
 from dataclasses import dataclass
@@ -21,9 +27,10 @@ import numpy as np
 import torch
 
 from core import datasets as ds
-from core.config import ExperimentConfig, run_hash, to_dict
+from core.config import ExperimentConfig, coerce, run_hash, to_dict
 from core.errors import UserError
 from core.evaluate import evaluate
+from core.locks import FolderLock
 from core.networks import build_network
 from core.oracle import make_oracle
 from core.pool import Pool, candidate_subset, initial_pool
@@ -43,6 +50,11 @@ class RunSettings:
     download: bool = False
     progress: bool = True
     on_cycle: Callable[[dict], None] | None = None
+    wait: bool = True                                   # False: a job locked by another process raises LockBusy
+    on_wait: Callable[[dict], None] | None = None       # called with the lock's owner before waiting for it
+
+
+LOCK_FILE = ".lock"
 
 
 def run_folder(out: Path, config: ExperimentConfig, method: str, seed: int) -> Path:
@@ -104,19 +116,6 @@ def check_protocol(config: ExperimentConfig, train_size: int) -> tuple[int, int]
     return initial, budget
 
 
-def _check_config(folder: Path, config: ExperimentConfig, method: str, seed: int) -> str:
-    digest = run_hash(config, method)
-    stored_file = folder / "config.json"
-    if stored_file.exists():
-        stored = json.loads(stored_file.read_text())
-        if stored.get("config_hash") != digest:
-            raise UserError(f"{folder} holds results of a different config (hash {stored.get('config_hash')}, now "
-                            f"{digest}); pass another --out, or move that folder aside to start over")
-    else:
-        write_json(stored_file, {"config_hash": digest, "method": method, "seed": seed, "config": to_dict(config)})
-    return digest
-
-
 def new_model(config: ExperimentConfig, dataset: ds.ImageDataset, seed: int, cycle: int, device,
               member: str = "") -> torch.nn.Module:
     """Model initialisation depends on (seed, cycle) only: every method starts each cycle from the same weights.
@@ -126,21 +125,169 @@ def new_model(config: ExperimentConfig, dataset: ds.ImageDataset, seed: int, cyc
                          config.model.init, config.model.pretrained).to(device)
 
 
-def run_job(config: ExperimentConfig, method: str, seed: int, settings: RunSettings) -> list[dict]:
-    folder = run_folder(settings.out, config, method, seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    digest = _check_config(folder, config, method, seed)
-    results_file = folder / RESULTS_FILE
-    rows = read_jsonl(results_file)
-    if len(rows) >= config.protocol.cycles:
-        return rows
+
+# ---------------------------------------------------------------- checking a job before any write
+
+def with_method_options(config: ExperimentConfig, method: str) -> ExperimentConfig:
+    """A copy whose options for `method` have the types of the method's defaults (`--set` gives strings), so
+    that a wrong option name or value is refused before any job runs, and equal options hash equally."""
+    strategy_cls = make_strategy(method).__class__
+    options = config.method_options.get(method)
+    if not options:
+        return config
+    if not isinstance(options, dict):
+        raise UserError(f"method_options.{method} must map option names to values, got {options!r}")
+    coerced = {}
+    for name, value in options.items():
+        if name not in strategy_cls.default_options:
+            raise UserError(f"method {method} has no option {name}; its options: "
+                            f"{', '.join(strategy_cls.default_options) or 'none'}")
+        default = strategy_cls.default_options[name]
+        key = f"method_options.{method}.{name}"
+        coerced[name] = value if default is None else coerce(key, type(default), value)
+        if isinstance(coerced[name], float) and not math.isfinite(coerced[name]):
+            raise UserError(f"config value {key}={coerced[name]} must be a finite number")
+    config = copy.deepcopy(config)
+    config.method_options[method] = coerced
+    return config
+
+
+@dataclass
+class JobPlan:
+    """Everything one job needs, worked out without writing: the resolved config, the dataset and the
+    finished cycles found in its folder."""
+
+    config: ExperimentConfig
+    strategy: object
+    digest: str
+    dataset: ds.ImageDataset
+    train_size: int
+    budget: int
+    folder: Path
+    rows: list[dict]
+    stored_config: dict | None
+
+    @property
+    def done(self) -> bool:
+        return len(self.rows) >= self.config.protocol.cycles
+
+
+def plan_job(config: ExperimentConfig, method: str, seed: int, settings: RunSettings) -> JobPlan:
+    """Check one job completely (method and options, network, protocol against the dataset, the state of its
+    folder) and raise a UserError before anything is written."""
+    config = with_method_options(config, method)
+    digest = run_hash(config, method)
     strategy = make_strategy(method, config.method_options.get(method))
-    set_deterministic(config.train.deterministic)
-    device = settings.device
     dataset = prepare_dataset(config, settings.data_root, seed, settings.download)
     train_size = len(dataset.train)
     config = strategy.adjust_config(copy.deepcopy(config), train_size)
     _, budget = check_protocol(config, train_size)
+    with torch.device("meta"):               # shapes only: catches a bad arch, width or option without the cost
+        build_network(config.model.arch, dataset.num_classes, dataset.channels, config.model.width,
+                      config.model.init)
+        strategy.networks(config, dataset.num_classes)
+    folder = run_folder(settings.out, config, method, seed)
+    stored = _stored_config(folder / "config.json", digest)
+    rows = finished_cycles(folder, config, method, seed, digest, train_size)
+    if not rows:
+        initial_pool(dataset.train.targets, seed, config.data.validation_size,
+                     resolve_count(config.protocol.initial, train_size), config.protocol.initial_kind,
+                     config.protocol.missing_classes)
+    return JobPlan(config, strategy, digest, dataset, train_size, budget, folder, rows, stored)
+
+
+def _stored_config(path: Path, digest: str) -> dict | None:
+    if not path.exists():
+        return None
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise UserError(f"{path} cannot be read ({err.__class__.__name__}: {err}); move that run folder aside to "
+                        "start the run over") from None
+    if not isinstance(stored, dict) or "config_hash" not in stored:
+        raise UserError(f"{path} holds no config_hash; move that run folder aside to start the run over")
+    if stored["config_hash"] != digest:
+        raise UserError(f"{path.parent} holds results of a different config (hash {stored['config_hash']}, now "
+                        f"{digest}); pass another --out, or move that folder aside to start over")
+    return stored
+
+
+ROW_FIELDS = {"paper": str, "experiment": str, "method": str, "seed": int, "cycle": int, "n_labeled": int,
+              "fraction_labeled": (int, float), "metric": str, "value": (int, float), "selected": list,
+              "config_hash": str}
+
+
+def finished_cycles(folder: Path, config: ExperimentConfig, method: str, seed: int, digest: str,
+                    train_size: int) -> list[dict]:
+    """The rows of cycles 0..k-1, each once, complete and made by this config, with the pool file to resume
+    cycle k from; anything else is refused, naming the file, before the folder is touched."""
+    results = folder / RESULTS_FILE
+    rows = read_jsonl(results)
+    redo = "move the run folder aside to start that run over"
+    for line, row in enumerate(rows, 1):
+        where = f"{results} line {line}"
+        missing = [name for name, kind in ROW_FIELDS.items()
+                   if not isinstance(row, dict) or not isinstance(row.get(name), kind) or isinstance(row.get(name), bool)]
+        if missing:
+            raise UserError(f"{where} is not a complete results row (missing or wrong: {', '.join(missing)}); {redo}")
+        if row["cycle"] != line - 1:
+            raise UserError(f"{where} is cycle {row['cycle']} where cycle {line - 1} belongs (cycles must be "
+                            f"0, 1, 2, ... each once); {redo}")
+        if row["config_hash"] != digest or row["method"] != method or row["seed"] != seed:
+            raise UserError(f"{where} was made by another config, method or seed (hash {row['config_hash']}, "
+                            f"{row['method']} seed {row['seed']}; now {digest}, {method} seed {seed}); {redo}")
+        if line > 1 and row["n_labeled"] != rows[line - 2]["n_labeled"] + len(rows[line - 2]["selected"]):
+            raise UserError(f"{where} has {row['n_labeled']} labels but the cycle before ended with "
+                            f"{rows[line - 2]['n_labeled'] + len(rows[line - 2]['selected'])}; {redo}")
+    if len(rows) > config.protocol.cycles:
+        raise UserError(f"{results} holds {len(rows)} cycles but the protocol has {config.protocol.cycles}; {redo}")
+    if rows and len(rows) < config.protocol.cycles:
+        _check_resume_pool(folder, config, rows, train_size, redo)
+    return rows
+
+
+def _check_resume_pool(folder: Path, config: ExperimentConfig, rows: list[dict], train_size: int, redo: str):
+    pool_file = folder / f"pool_cycle{len(rows)}.npz"
+    if not pool_file.exists():
+        raise UserError(f"{folder} has {len(rows)} finished cycles but no {pool_file.name} to resume from; {redo}")
+    pool = Pool.load(pool_file)
+    last = rows[-1]
+    selected = np.concatenate([np.asarray(r["selected"], dtype=np.int64) for r in rows])
+    if pool.size != train_size or len(pool.labeled) != last["n_labeled"] + len(last["selected"]) \
+            or not np.isin(selected, pool.labeled).all():
+        raise UserError(f"{pool_file} does not continue {folder / RESULTS_FILE} (pool of {pool.size} images with "
+                        f"{len(pool.labeled)} labeled; the rows select {len(selected)} images of {train_size}); "
+                        f"{redo}")
+    model_file = folder / f"model_cycle{len(rows) - 1}.pt"
+    if not config.train.reinit and not model_file.exists():
+        raise UserError(f"{folder} warm-starts cycle {len(rows)} from {model_file.name}, which is missing; {redo}")
+
+
+# ---------------------------------------------------------------- running a job
+
+def run_job(config: ExperimentConfig, method: str, seed: int, settings: RunSettings) -> list[dict]:
+    """Run the missing cycles of one job while holding its folder's lock (see core.locks)."""
+    folder = run_folder(settings.out, config, method, seed)
+    lock = FolderLock(folder / LOCK_FILE)
+    lock.acquire(wait=settings.wait, on_wait=settings.on_wait)
+    try:
+        plan = plan_job(config, method, seed, settings)
+        if plan.done:
+            return plan.rows
+        if plan.stored_config is None:
+            write_json(folder / "config.json", {"config_hash": plan.digest, "method": method, "seed": seed,
+                                                "config": to_dict(with_method_options(config, method))})
+        return _run_cycles(plan, method, seed, settings, lock)
+    finally:
+        lock.release()
+
+
+def _run_cycles(plan: JobPlan, method: str, seed: int, settings: RunSettings, lock: FolderLock) -> list[dict]:
+    config, strategy, dataset, folder, digest = plan.config, plan.strategy, plan.dataset, plan.folder, plan.digest
+    rows, train_size, budget = list(plan.rows), plan.train_size, plan.budget
+    results_file = folder / RESULTS_FILE
+    set_deterministic(config.train.deterministic)
+    device = settings.device
     oracle = make_oracle(dataset.train.targets, config.protocol.oracle_noise, dataset.superclass_of_class, seed)
     data = config.data
     augmentation = Augmentation(data.hflip, data.crop_padding, data.image_size, data.resize)
@@ -148,11 +295,7 @@ def run_job(config: ExperimentConfig, method: str, seed: int, settings: RunSetti
     test_source = dataset.make_source(dataset.test, augmentation, device, data.workers)
     trainer = Trainer(config.train, device, dataset.num_classes, settings.progress)
     if rows:
-        pool_file = folder / f"pool_cycle{len(rows)}.npz"
-        if not pool_file.exists():
-            raise UserError(f"{folder} has {len(rows)} finished cycles but no {pool_file.name} to resume from; "
-                            "move the folder aside to start that run over")
-        pool = Pool.load(pool_file)
+        pool = Pool.load(folder / f"pool_cycle{len(rows)}.npz")
     else:
         pool = initial_pool(dataset.train.targets, seed, data.validation_size,
                             resolve_count(config.protocol.initial, train_size), config.protocol.initial_kind,
@@ -183,8 +326,12 @@ def run_job(config: ExperimentConfig, method: str, seed: int, settings: RunSetti
         report = trainer.fit(model, source, pool.labeled, oracle.answers, pool.validation, oracle.answers,
                              hooks=strategy.train_hooks(model, ctx), generator=generator,
                              desc=f"{method} seed {seed} cycle {cycle} train")
+        if not math.isfinite(report.final_loss):
+            raise UserError(f"training diverged ({method} seed {seed} cycle {cycle}: loss {report.final_loss}); "
+                            f"lower train.lr (now {config.train.lr:g}); finished cycles are kept")
         trained_on = pool.labeled.copy()
         if not config.train.reinit:
+            lock.verify()
             partial = folder / f"model_cycle{cycle}.partial.pt"
             torch.save(model.state_dict(), partial)
             partial.replace(folder / f"model_cycle{cycle}.pt")
@@ -200,6 +347,7 @@ def run_job(config: ExperimentConfig, method: str, seed: int, settings: RunSetti
             selected = np.asarray(strategy.select(model, ctx, candidates, budget), dtype=np.int64)
             select_seconds = time.perf_counter() - started
             pool.label(selected, budget)
+            lock.verify()
             pool.save(folder / f"pool_cycle{cycle + 1}.npz")
         row = {
             "paper": config.paper, "experiment": config.experiment, "dataset": dataset.name, "method": method,
@@ -214,6 +362,7 @@ def run_job(config: ExperimentConfig, method: str, seed: int, settings: RunSetti
             "diagnostics": strategy.diagnostics, "method_options": strategy.options, "selected": np.asarray(selected).tolist(),
             "config_hash": digest, "code_version": code_version(), "device": str(device),
         }
+        lock.verify()
         append_jsonl(results_file, row)
         rows.append(row)
         if settings.on_cycle:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,8 +55,13 @@ class Pool:
 
     @classmethod
     def load(cls, path: Path) -> "Pool":
-        with np.load(path) as stored:
-            return cls(int(stored["size"]), stored["labeled"], stored["unlabeled"], stored["validation"])
+        """A saved pool; an unreadable or inconsistent file is a user error that names it."""
+        try:
+            with np.load(path) as stored:
+                return cls(int(stored["size"]), stored["labeled"], stored["unlabeled"], stored["validation"])
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, PoolInvariantError) as err:
+            raise UserError(f"pool file {path} cannot be read ({err.__class__.__name__}: {err}); move its run "
+                            "folder aside to start that run over") from None
 
 
 def initial_pool(targets: np.ndarray, seed: int, validation_size: int, initial_size: int, kind: str = "random",

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from core.datasets import Split
+from core.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -55,8 +56,12 @@ def loader_batches(dataset: torch.utils.data.Dataset, indices: np.ndarray, batch
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=order, num_workers=workers,
                                          pin_memory=device.type == "cuda",
                                          drop_last=drop_last and len(order) >= batch_size)
-    for batch in loader:
-        yield tuple(part.to(device, non_blocking=True) for part in batch)
+    try:
+        for batch in loader:
+            yield tuple(part.to(device, non_blocking=True) for part in batch)
+    except UserError as err:
+        # a worker's error comes back with its traceback in the message: keep the one line that names the file
+        raise UserError(str(err).strip().splitlines()[-1].split("UserError: ", 1)[-1]) from None
 
 
 def random_crop_flip(images: torch.Tensor, padding: int, hflip: bool, generator: torch.Generator) -> torch.Tensor:
@@ -125,8 +130,11 @@ class _FileDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int):
         from PIL import Image
 
-        with Image.open(self.files[index]) as image:
-            return self.transform(image.convert("RGB")), index
+        try:
+            with Image.open(self.files[index]) as image:
+                return self.transform(image.convert("RGB")), index
+        except (OSError, SyntaxError, ValueError) as err:
+            raise UserError(f"image {self.files[index]} cannot be read ({err}); replace or delete that file") from None
 
 
 class FileSource(LabelBatches):
