@@ -34,7 +34,8 @@ def resolve_experiment(args):
     experiment = experiments.get(args.paper, args.experiment)
     overrides = parse_assignments(args.set or [])
     if getattr(args, "pretrained", None) is not None:
-        overrides["model.pretrained"] = args.pretrained
+        local = args.pretrained and "://" not in args.pretrained
+        overrides["model.pretrained"] = str(user_path(args.pretrained)) if local else args.pretrained
     return experiment, experiment.config(args.profile, overrides)
 
 

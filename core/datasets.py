@@ -145,8 +145,8 @@ def _decode_chunk(paths: list[str], channels: int, shape: tuple) -> np.ndarray:
     for path in paths:
         images.append(_decode_rgb(path, channels))
         if images[-1].shape != shape:
-            raise UserError(f"image {path} is {images[-1].shape[1]}x{images[-1].shape[0]} but {paths[0] if False else 'the first image'} "
-                            f"is {shape[1]}x{shape[0]}; every image of a small-image dataset must have one size")
+            raise UserError(f"image {path} is {images[-1].shape[1]}x{images[-1].shape[0]} but the dataset's first "
+                            f"image is {shape[1]}x{shape[0]}; every image of a small-image dataset must have one size")
     return np.stack(images)
 
 

@@ -187,7 +187,8 @@ def plan_job(config: ExperimentConfig, method: str, seed: int, settings: RunSett
                       config.model.init)
         strategy.networks(config, dataset.num_classes)
     folder = run_folder(settings.out, config, method, seed)
-    stored = _stored_config(folder / "config.json", digest)
+    # a folder without a finished cycle holds nothing to lose: a corrected command starts it over
+    stored = _stored_config(folder / "config.json", digest) if read_jsonl(folder / RESULTS_FILE) else None
     rows = finished_cycles(folder, config, method, seed, digest, train_size)
     if not rows:
         initial_pool(dataset.train.targets, seed, config.data.validation_size,

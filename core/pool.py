@@ -60,8 +60,8 @@ class Pool:
             with np.load(path) as stored:
                 return cls(int(stored["size"]), stored["labeled"], stored["unlabeled"], stored["validation"])
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, PoolInvariantError) as err:
-            raise UserError(f"pool file {path} cannot be read ({err.__class__.__name__}: {err}); move its run "
-                            "folder aside to start that run over") from None
+            raise UserError(f"pool file {path} cannot be read (damaged or not a pool: {err.__class__.__name__}); "
+                            "move its run folder aside to start that run over") from None
 
 
 def initial_pool(targets: np.ndarray, seed: int, validation_size: int, initial_size: int, kind: str = "random",

@@ -310,3 +310,14 @@ def test_two_processes_on_one_folder_leave_one_complete_copy_and_a_correct_repor
     assert "\r" not in chatty_out + chatty_err and "it/s" not in chatty_err
     assert all(line.startswith(("random seed 0 cycle", "entropy seed 0 cycle", "results: "))
                for line in chatty_out.splitlines())
+
+
+def test_a_diverging_run_stops_without_a_row_and_the_corrected_command_runs(capsys, data_root, tmp_path):
+    command = ["run", "vaal", "fig2_cifar10", "--methods", "random", "--data-root", data_root, "--out", tmp_path,
+               *SMALL, "--set", "protocol.cycles=1"]
+    code, _, err = run_cli(capsys, *command, "--set", "train.lr=1e30")
+    assert_one_line_error(code, err, "training diverged (random seed 0 cycle 0: loss nan); lower train.lr")
+    assert not list(tmp_path.rglob("results.jsonl"))
+    code, _, err = run_cli(capsys, *command)
+    assert code == 0, err
+    assert len(read_jsonl(tmp_path / "vaal" / "fig2_cifar10" / "random" / "seed0" / "results.jsonl")) == 1
