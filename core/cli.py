@@ -110,7 +110,7 @@ def resolve_data_root_arg(value: str | None) -> Path:
 def command_run(args) -> int:
     from tqdm.auto import tqdm
 
-    from core.locks import FolderLock, LockBusy, describe_owner
+    from core.locks import LockBusy, describe_owner
     from core.loop import run_job
     from core.report import write_report
     from core.strategy import STRATEGIES
@@ -135,10 +135,9 @@ def command_run(args) -> int:
         else:
             print(line, flush=True)
 
-    def waiting(owner):
+    def waiting(folder, owner):
         if not quiet:
-            overall.write(f"waiting: another process ({describe_owner(owner)}) runs a job of this command "
-                          "in the same folder", file=sys.stderr)
+            overall.write(f"waiting: {folder} is in use by {describe_owner(owner)}", file=sys.stderr)
 
     settings.on_cycle, settings.on_wait = finished_cycle, waiting
     jobs = [(method, seed) for method in methods for seed in seeds]
@@ -155,21 +154,37 @@ def command_run(args) -> int:
         jobs = busy
     overall.close()
     experiment = settings.out / config.paper / config.experiment
-    with FolderLock(experiment / REPORT_LOCK):
+    with hold_report_lock(experiment, quiet):
         written = write_report(experiment)
     print(f"results: {experiment}; report: {written[-1]}")
     return 0
 
 
+@contextlib.contextmanager
+def hold_report_lock(folder: Path, quiet: bool = False):
+    """One process at a time writes the figures and tables of a folder; others wait, saying for whom."""
+    from core.locks import FolderLock, describe_owner
+
+    def waiting(owner):
+        if not quiet:
+            print(f"waiting: {describe_owner(owner)} is writing the report in {folder}", file=sys.stderr)
+
+    lock = FolderLock(folder / REPORT_LOCK)
+    lock.acquire(on_wait=waiting)
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def command_report(args) -> int:
-    from core.locks import FolderLock
     from core.report import write_report
 
     results = user_path(args.results)
     out = user_path(args.out) if args.out else results
     if results.is_dir():
         check_out_folder(out)
-    with FolderLock(out / REPORT_LOCK) if results.is_dir() else contextlib.nullcontext():
+    with hold_report_lock(out) if results.is_dir() else contextlib.nullcontext():
         for path in write_report(results, out, args.x_axis):
             print(path)
     return 0

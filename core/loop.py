@@ -51,7 +51,7 @@ class RunSettings:
     progress: bool = True
     on_cycle: Callable[[dict], None] | None = None
     wait: bool = True                                   # False: a job locked by another process raises LockBusy
-    on_wait: Callable[[dict], None] | None = None       # called with the lock's owner before waiting for it
+    on_wait: Callable[[Path, dict], None] | None = None  # called with the folder and its lock's owner, then waits
 
 
 LOCK_FILE = ".lock"
@@ -270,7 +270,7 @@ def run_job(config: ExperimentConfig, method: str, seed: int, settings: RunSetti
     """Run the missing cycles of one job while holding its folder's lock (see core.locks)."""
     folder = run_folder(settings.out, config, method, seed)
     lock = FolderLock(folder / LOCK_FILE)
-    lock.acquire(wait=settings.wait, on_wait=settings.on_wait)
+    lock.acquire(wait=settings.wait, on_wait=settings.on_wait and functools.partial(settings.on_wait, folder))
     try:
         plan = plan_job(config, method, seed, settings)
         if plan.done:
