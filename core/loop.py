@@ -106,6 +106,9 @@ def resolve_count(value: float, total: int) -> int:
 def check_protocol(config: ExperimentConfig, train_size: int) -> tuple[int, int]:
     protocol = config.protocol
     initial, budget = resolve_count(protocol.initial, train_size), resolve_count(protocol.budget, train_size)
+    if initial < 1 or (protocol.cycles > 1 and budget < 1):
+        raise UserError(f"protocol.initial={protocol.initial:g} and protocol.budget={protocol.budget:g} give {initial} "
+                        f"initial and {budget} new labels per cycle of {train_size} training images; raise them")
     needed = initial + budget * (protocol.cycles - 1) + config.data.validation_size
     if needed > train_size:
         raise UserError(f"the protocol needs {needed} training images (validation {config.data.validation_size}"

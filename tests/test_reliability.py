@@ -128,6 +128,7 @@ def test_locks_exclude_each_other_under_contention(tmp_path):
     (["--set", "data.train_subset=-5"], "data.train_subset=-5 must not be negative"),
     (["--set", "protocol.oracle_noise=1.5"], "protocol.oracle_noise=1.5 must be in [0, 1)"),
     (["--set", "protocol.budget=400"], "lower protocol.budget"),
+    (["--set", "protocol.budget=0.0001"], "0 new labels per cycle of 600 training images"),
     (["--set", "model.arch=nope"], "unknown model.arch 'nope'"),
     (["--methods", "random,entropy", "--set", "method_options.entropy.bogus=1"], "entropy has no option bogus"),
     (["--methods", ","], "names no method"),
