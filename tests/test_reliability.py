@@ -322,3 +322,23 @@ def test_a_diverging_run_stops_without_a_row_and_the_corrected_command_runs(caps
     code, _, err = run_cli(capsys, *command)
     assert code == 0, err
     assert len(read_jsonl(tmp_path / "vaal" / "fig2_cifar10" / "random" / "seed0" / "results.jsonl")) == 1
+
+
+def test_a_truncated_jpeg_read_by_dataloader_workers_is_named_in_one_line(tmp_path):
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from core.datasets import Split
+    from core.sources import Augmentation, make_source
+
+    files = []
+    for index in range(4):
+        files.append(str(tmp_path / f"{index}.jpg"))
+        Image.fromarray(np.full((12, 12, 3), 40 * index, dtype=np.uint8)).save(files[-1])
+    Path(files[2]).write_bytes(Path(files[2]).read_bytes()[:100])
+    source = make_source(Split(targets=np.zeros(4, dtype=np.int64), files=files), (0.5,) * 3, (0.5,) * 3,
+                         Augmentation(image_size=8, resize=8), torch.device("cpu"), workers=1)
+    with pytest.raises(UserError) as caught:
+        list(source.batches(np.arange(4), batch_size=2))
+    assert str(caught.value).startswith(f"image {files[2]} cannot be read") and "\n" not in str(caught.value)
