@@ -155,3 +155,18 @@ def test_full_data_trains_once_on_every_non_validation_image(data_root, tmp_path
     (row,) = run_job(config, "full_data", 0, RunSettings(data_root, tmp_path, torch.device("cpu"), "smoke",
                                                           progress=False))
     assert row["n_labeled"] == 600 - 50 and row["selected"] == []
+
+
+@pytest.mark.parametrize("experiment", ["ll4al_cifar10", "ll4al_cifar100"])
+def test_ll4al_protocol_normalises_with_the_codes_cifar10_statistics(experiment, monkeypatch):
+    """The LL4AL, TA-VAAL and LADA codes normalise with std (0.2023, 0.1994, 0.2010), for CIFAR-100 too."""
+    from core import loop
+    from core.datasets import CIFAR10_CODE_STATS, CIFAR100_STATS, ImageDataset
+
+    tiny = Split(targets=np.arange(4) % 2, images=np.zeros((4, 32, 32, 3), dtype=np.uint8))
+    monkeypatch.setattr(loop, "_loaded", lambda *args: ImageDataset("cifar100", ["a", "b"], tiny, tiny,
+                                                                      *CIFAR100_STATS))
+    config = get("baselines", experiment).config("paper")
+    assert (loop.prepare_dataset(config, "unused", 0).std) == CIFAR10_CODE_STATS[1] == (0.2023, 0.1994, 0.2010)
+    config = get("baselines", experiment).config("paper", {"data.normalization": "dataset"})
+    assert loop.prepare_dataset(config, "unused", 0).std == CIFAR100_STATS[1]
