@@ -193,3 +193,12 @@ def test_learning_loss_stops_the_backbone_gradient_after_60_percent_of_training(
     Trainer(cfg, "cpu", 2, progress=False).fit(model, source, np.arange(8), split.targets,
                                                hooks=[LossPredictionHook(module, "margin", 1.0, 1.0, 0.6)])
     assert backbone_gradient == [True] * 7 + [False] * 3
+
+
+@pytest.mark.parametrize("descriptors", ["zero", "duplicate"])
+@pytest.mark.parametrize("refresh", [1, 3, 16])
+def test_max_cover_never_picks_a_candidate_twice_when_the_gains_run_out(descriptors, refresh):
+    """Zero or duplicate descriptors leave zero gains after the first picks: every candidate still comes once."""
+    rows = torch.zeros(6, 4) if descriptors == "zero" else torch.tensor([[1.0, 0, 0, 0]] * 4 + [[0, 1.0, 0, 0]] * 2)
+    chosen = greedy_max_cover(rows, rows, 6, refresh=refresh).tolist()
+    assert sorted(chosen) == list(range(6))
