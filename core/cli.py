@@ -185,24 +185,9 @@ def command_tables(args) -> int:
 
 
 def command_bench(args) -> int:
-    from core.bench import bench_sampling, bench_train
-    from core.datasets import resolve_data_root
+    from core.bench import get
 
-    device = pick_device(args.device)
-    if args.what == "segmentation":
-        from core.strategy import load_plugins
-        from segmentation.bench import bench_camvid_pipeline, bench_segmentation
-
-        load_plugins()
-        arch, width = args.arch or "drn_d_22", args.width or 1.0
-        bench_segmentation(device, arch, width, args.steps, args.batch_size or 8)
-        bench_camvid_pipeline(resolve_data_root(args.data_root), device, arch, width, args.batch_size or 8)
-        return 0
-    root, arch, width = resolve_data_root(args.data_root), args.arch or "vgg16_bn", args.width or 0.125
-    if args.what == "train":
-        bench_train(root, device, args.images, width, arch)
-    else:
-        bench_sampling(root, device, arch, width, args.pool, Path(args.out))
+    get(args.what).run(args, pick_device(args.device))
     return 0
 
 
@@ -251,8 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     tables = sub.add_parser("tables", help="a paper's setting tables generated from its configs (VAAL Tables 2, 3)")
     tables.add_argument("paper")
     bench = sub.add_parser("bench", help="benchmarks: 'train' (one epoch vs a plain DataLoader loop), 'sampling' "
-                                         "(VAAL Table 1), 'segmentation' (a full-size DRN-D-22 step, Fig. 3 setting)")
-    bench.add_argument("what", choices=["train", "sampling", "segmentation"])
+                                         "(VAAL Table 1), and those the paper packages register")
+    bench.add_argument("what", help="train, sampling, or a package's benchmark (segmentation)")
     bench.add_argument("--images", type=int, default=5000, help="train: images in the timed epoch")
     bench.add_argument("--pool", type=int, default=45000, help="sampling: unlabeled pool size")
     bench.add_argument("--width", type=float, help="network width (train/sampling: 0.125, segmentation: 1)")
