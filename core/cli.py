@@ -63,7 +63,7 @@ def command_run(args) -> int:
     _, config = resolve_experiment(args)
     methods = choose_methods(config, args.methods)
     seeds = range(args.seeds if args.seeds is not None else config.seeds)
-    data_root, device = resolve_data_root(args.data_root), pick_device(args.device)
+    data_root, device = resolve_data_root(args.data_root, create=args.download), pick_device(args.device)
     out = Path(args.out)
     new_cycles: list[dict] = []
     from core.strategy import STRATEGIES
@@ -194,14 +194,15 @@ def command_bench(args) -> int:
 def command_demo(args) -> int:
     demo = argparse.Namespace(paper=DEMO["paper"], experiment=DEMO["experiment"], methods=DEMO["methods"],
                               seeds=DEMO["seeds"], profile=DEMO["profile"], out=args.out or DEMO["out"],
-                              data_root=args.data_root, device=args.device, download=False, set=[],
+                              data_root=args.data_root, device=args.device, download=True, set=[],
                               quiet=args.quiet)
     return command_run(demo)
 
 
 def add_common(parser, data: bool = True) -> None:
     if data:
-        parser.add_argument("--data-root", help="folder with cifar10/, cifar100/, ... (default: $AL_DATA_ROOT)")
+        parser.add_argument("--data-root", help="folder with cifar10/, cifar100/, ... (default: $AL_DATA_ROOT, "
+                                                "else data/ in the project)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
 
 
@@ -215,7 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seeds", type=int, help="number of seeds, 0..N-1 (default: the paper's)")
     run.add_argument("--profile", default="paper", help="paper (default), smoke, mini, or a named variant")
     run.add_argument("--out", default="results")
-    run.add_argument("--download", action="store_true", help="fetch torchvision's native format when missing")
+    run.add_argument("--download", action="store_true", help="fetch CIFAR-10/100, SVHN or Fashion-MNIST in "
+                                                              "torchvision's format into the data root when missing")
     run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. train.lr=0.01")
     run.add_argument("--quiet", action="store_true", help="no progress bars or per-cycle lines")
     run.add_argument("--pretrained", metavar="FILE_OR_URL",
@@ -246,7 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--batch-size", type=int, help="segmentation: batch (default 8, VAAL Table 3)")
     bench.add_argument("--out", default="results/bench", help="sampling: where the table is written")
     add_common(bench)
-    demo = sub.add_parser("demo", help="a small real reproduction on CIFAR-10 with a figure and a table")
+    demo = sub.add_parser("demo", help="a small real reproduction on CIFAR-10 with a figure and a table "
+                                       "(downloads CIFAR-10 into the data root when it is not there)")
     demo.add_argument("--out")
     demo.add_argument("--quiet", action="store_true")
     add_common(demo)
