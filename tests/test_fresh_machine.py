@@ -22,7 +22,8 @@ def fake_cifar10_archive(folder, train_per_batch: int = 40, test: int = 50):
     names = [f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]
     for name in names:
         count = test if name == "test_batch" else train_per_batch
-        batch = {"data": rng.integers(0, 256, (count, 3072), dtype=np.uint8), "labels": (np.arange(count) % 10).tolist()}
+        batch = {"data": rng.integers(0, 256, (count, 3072), dtype=np.uint8),
+                 "labels": (np.arange(count) % 10).tolist()}
         (batches / name).write_bytes(pickle.dumps(batch))
     (batches / "batches.meta").write_bytes(pickle.dumps({"label_names": [f"class{c}" for c in range(10)]}))
     archive = folder / "cifar-10-python.tar.gz"
