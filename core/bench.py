@@ -116,21 +116,23 @@ class TimedSource:
     the rest: top-k, k-center, max-cover."""
 
     def __init__(self, source, device: torch.device):
-        self.source, self.device, self.seconds, self._depth = source, device, 0.0, 0
+        self.source, self.device, self.seconds = source, device, 0.0
+        self._open, self._since = 0, 0.0
 
     def __getattr__(self, name):
         return getattr(self.source, name)
 
     def _timed(self, batches):
-        self._depth += 1
-        started = time.perf_counter()
+        if not self._open:                 # passes that overlap (two streams read in turn) count once
+            self._since = time.perf_counter()
+        self._open += 1
         try:
             yield from batches
         finally:
-            self._depth -= 1
-            if not self._depth:            # labeled_batches runs batches inside: count the outer pass once
+            self._open -= 1
+            if not self._open:
                 _synchronize(self.device)
-                self.seconds += time.perf_counter() - started
+                self.seconds += time.perf_counter() - self._since
 
     def batches(self, *args, **kwargs):
         return self._timed(self.source.batches(*args, **kwargs))

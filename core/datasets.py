@@ -228,7 +228,7 @@ def native_files(dataset: str) -> list[tuple[str, str, str]]:
 
 
 def download_file(url: str, destination: Path) -> None:
-    """The project's only network access (file:// URLs work too)."""
+    """One dataset file from `url` (file:// URLs work too, which the tests use)."""
     import shutil
     import urllib.request
 
@@ -264,7 +264,8 @@ def fetch_native(dataset: str, folder: Path) -> None:
 
 
 def _use_native(dataset: str, folder: Path, marker: str, download: bool) -> bool:
-    """Read torchvision's native format when it is there; fetch it when asked and no layout is there."""
+    """Read torchvision's native format when it is there (`marker`: its last file to be fetched); fetch it when
+    asked and no layout is there."""
     if (folder / marker).exists():
         return True
     if (folder / "train").is_dir() or not download:
@@ -331,7 +332,7 @@ def load_svhn(root: Path, cache_dir: Path, download: bool) -> ImageDataset:
 
     folder = root / "svhn"
     stats = ((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970))
-    if _use_native("svhn", folder, "train_32x32.mat", download):
+    if _use_native("svhn", folder, "test_32x32.mat", download):
         s = _torchvision_arrays(torchvision.datasets.SVHN, folder, train={"split": "train"},
                                 test={"split": "test"})
         return ImageDataset("svhn", [str(i) for i in range(10)], s["train"], s["test"], *stats)
@@ -344,7 +345,7 @@ def load_fashion_mnist(root: Path, cache_dir: Path, download: bool) -> ImageData
 
     folder = root / "fashion_mnist"
     stats = ((0.2860,), (0.3530,))
-    if _use_native("fashion_mnist", folder, "FashionMNIST/raw", download):
+    if _use_native("fashion_mnist", folder, "FashionMNIST/raw/t10k-labels-idx1-ubyte", download):
         s = _torchvision_arrays(torchvision.datasets.FashionMNIST, folder, train={"train": True},
                                 test={"train": False})
         return ImageDataset("fashion_mnist", s["classes"], s["train"], s["test"], *stats)
