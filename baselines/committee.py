@@ -80,12 +80,15 @@ def greedy_max_cover(candidate_descriptors: torch.Tensor, pool_descriptors: torc
     similarity = torch.cat([candidates @ pool[i:i + chunk].T for i in range(0, len(pool), chunk)], dim=1)
     covered = torch.zeros(len(pool), device=pool.device, dtype=similarity.dtype)
     bounds = similarity.clamp(min=0).sum(dim=1)
+    available = torch.ones(len(candidates), dtype=torch.bool, device=pool.device)
     chosen = torch.empty(count, dtype=torch.long, device=pool.device)
     for step in range(count):
         while True:
             top = torch.topk(bounds, min(refresh + 1, len(bounds)))
             rows = top.indices[:refresh]
             fresh = (similarity[rows] - covered).clamp_(min=0).sum(dim=1)
+            # once the gains left are zero (duplicate or all-zero descriptors), chosen rows reach the top too
+            fresh = torch.where(available[rows], fresh, float("-inf"))
             bounds[rows] = fresh
             best = torch.argmax(fresh)
             outside = float(top.values[refresh]) if len(top.values) > refresh else float("-inf")
@@ -93,6 +96,7 @@ def greedy_max_cover(candidate_descriptors: torch.Tensor, pool_descriptors: torc
                 break
         pick = rows[best]
         chosen[step] = pick
+        available[pick] = False
         bounds[pick] = float("-inf")
         covered = torch.maximum(covered, similarity[pick])
     return chosen

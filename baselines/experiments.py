@@ -5,11 +5,14 @@ from core.experiments import Experiment, mini_profile, register, smoke_profile
 
 def ll4al(dataset: str, step: int) -> ExperimentConfig:
     """1k + 1k to 10k on CIFAR-10 (2k + 2k to 20k on CIFAR-100), a random subset of 10,000 scored per cycle,
-    ResNet-18, SGD 0.1 / 0.9 / 5e-4, 200 epochs with the decay at 160, batch 128, flip + crop(32, 4)."""
+    ResNet-18, SGD 0.1 / 0.9 / 5e-4, 200 epochs with the decay at 160, batch 128, flip + crop(32, 4).
+
+    The papers do not give the normalisation; the LL4AL, TA-VAAL and LADA codes use the CIFAR-10 mean and the
+    std (0.2023, 0.1994, 0.2010), TA-VAAL's also for CIFAR-100 (REFERENCES 1.2, 1.3, 1.5): `cifar10_code`."""
     return ExperimentConfig(
         title=f"LL4AL protocol: {dataset.upper()}", source="LL4AL (Yoo & Kweon 2019) Sec. 4.1; REFERENCES 1.5, B1-B3",
         methods=["random", "entropy", "coreset", "learning_loss"], seeds=5,
-        data=DataConfig(dataset=dataset, crop_padding=4, hflip=True),
+        data=DataConfig(dataset=dataset, crop_padding=4, hflip=True, normalization="cifar10_code"),
         protocol=ProtocolConfig(initial=step, budget=step, cycles=10, subset=10000),
         model=ModelConfig(arch="resnet18_cifar"),
         train=TrainConfig(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4, batch_size=128, epochs=200,

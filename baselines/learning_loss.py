@@ -3,8 +3,10 @@ task model's block features, trained jointly with the task model, picks the cand
 predicted loss.
 
 Defaults follow the LL4AL paper: the margin ranking loss (margin 1, weight 1) over the pairs (i, B-1-i), and
-the gradient into the backbone stopped after epoch 120 of 200 (60% of the epochs; TA-VAAL's code detaches for
-epoch > 120, 0-based). `ranking_loss: "bce"` is TA-VAAL's "learning loss v2" (supplement Sec. 3)."""
+the gradient into the backbone stopped after epoch 120 of 200 (TA-VAAL's code detaches for epoch > 120,
+0-based). The cut-off is a share of training progress, epoch / epochs > 0.6, or iteration / iterations > 0.6
+under an iteration schedule (VAAL's configs, segmentation). `ranking_loss: "bce"` is TA-VAAL's "learning loss
+v2" (supplement Sec. 3)."""
 import numpy as np
 import torch
 import torch.nn as nn
@@ -59,8 +61,8 @@ class LossPredictionHook(TrainHook):
         self.module, self.modules = module, [module]
         self.ranking, self.weight, self.margin, self.detach_fraction = ranking, weight, margin, detach_fraction
 
-    def loss(self, logits, features, blocks, per_sample_loss, epoch, total_epochs):
-        if epoch > round(self.detach_fraction * total_epochs):
+    def loss(self, logits, features, blocks, per_sample_loss, progress):
+        if progress > self.detach_fraction:
             blocks = [b.detach() for b in blocks]
         predicted = self.module(blocks)
         if self.ranking == "margin":

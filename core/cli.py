@@ -92,7 +92,7 @@ def validate_run(args):
     seeds = range(args.seeds if args.seeds is not None else config.seeds)
     out = user_path(args.out)
     check_out_folder(out)
-    data_root = resolve_data_root_arg(args.data_root)
+    data_root = resolve_data_root_arg(args.data_root, create=args.download)
     settings = RunSettings(data_root, out, pick_device(args.device), args.profile, args.download,
                            progress=sys.stderr.isatty() and not args.quiet)
     for method in methods:
@@ -101,10 +101,10 @@ def validate_run(args):
     return config, methods, seeds, settings
 
 
-def resolve_data_root_arg(value: str | None) -> Path:
+def resolve_data_root_arg(value: str | None, create: bool = False) -> Path:
     from core.datasets import resolve_data_root
 
-    return resolve_data_root(value and str(user_path(value)))
+    return resolve_data_root(value and str(user_path(value)), create=create)
 
 
 def command_run(args) -> int:
@@ -277,38 +277,24 @@ def command_tables(args) -> int:
 
 
 def command_bench(args) -> int:
-    from core.bench import bench_sampling, bench_train
-    from core.datasets import resolve_data_root
+    from core.bench import get
 
-    device = pick_device(args.device)
-    if args.what == "segmentation":
-        from core.strategy import load_plugins
-        from segmentation.bench import bench_camvid_pipeline, bench_segmentation
-
-        load_plugins()
-        arch, width = args.arch or "drn_d_22", args.width or 1.0
-        bench_segmentation(device, arch, width, args.steps, args.batch_size or 8)
-        bench_camvid_pipeline(resolve_data_root(args.data_root), device, arch, width, args.batch_size or 8)
-        return 0
-    root, arch, width = resolve_data_root(args.data_root), args.arch or "vgg16_bn", args.width or 0.125
-    if args.what == "train":
-        bench_train(root, device, args.images, width, arch)
-    else:
-        bench_sampling(root, device, arch, width, args.pool, Path(args.out))
+    get(args.what).run(args, pick_device(args.device))
     return 0
 
 
 def command_demo(args) -> int:
     demo = argparse.Namespace(paper=DEMO["paper"], experiment=DEMO["experiment"], methods=DEMO["methods"],
                               seeds=DEMO["seeds"], profile=DEMO["profile"], out=args.out or DEMO["out"],
-                              data_root=args.data_root, device=args.device, download=False, set=[],
+                              data_root=args.data_root, device=args.device, download=True, set=[],
                               quiet=args.quiet)
     return command_run(demo)
 
 
 def add_common(parser, data: bool = True) -> None:
     if data:
-        parser.add_argument("--data-root", help="folder with cifar10/, cifar100/, ... (default: $AL_DATA_ROOT)")
+        parser.add_argument("--data-root", help="folder with cifar10/, cifar100/, ... (default: $AL_DATA_ROOT, "
+                                                "else data/ in the project)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
 
 
@@ -340,7 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seeds", type=positive_int, help="number of seeds, 0..N-1 (default: the paper's)")
     run.add_argument("--profile", default="paper", help="paper (default), smoke, mini, or a named variant")
     run.add_argument("--out", default="results")
-    run.add_argument("--download", action="store_true", help="fetch torchvision's native format when missing")
+    run.add_argument("--download", action="store_true", help="fetch CIFAR-10/100, SVHN or Fashion-MNIST in "
+                                                              "torchvision's format into the data root when missing")
     run.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. train.lr=0.01")
     run.add_argument("--quiet", action="store_true", help="print only errors and the final summary")
     run.add_argument("--pretrained", metavar="FILE_OR_URL",
@@ -361,8 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     tables = sub.add_parser("tables", help="a paper's setting tables generated from its configs (VAAL Tables 2, 3)")
     tables.add_argument("paper")
     bench = sub.add_parser("bench", help="benchmarks: 'train' (one epoch vs a plain DataLoader loop), 'sampling' "
-                                         "(VAAL Table 1), 'segmentation' (a full-size DRN-D-22 step, Fig. 3 setting)")
-    bench.add_argument("what", choices=["train", "sampling", "segmentation"])
+                                         "(VAAL Table 1), and those the paper packages register")
+    bench.add_argument("what", help="train, sampling, or a package's benchmark (segmentation)")
     bench.add_argument("--images", type=int, default=5000, help="train: images in the timed epoch")
     bench.add_argument("--pool", type=int, default=45000, help="sampling: unlabeled pool size")
     bench.add_argument("--width", type=float, help="network width (train/sampling: 0.125, segmentation: 1)")
@@ -371,7 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--batch-size", type=int, help="segmentation: batch (default 8, VAAL Table 3)")
     bench.add_argument("--out", default="results/bench", help="sampling: where the table is written")
     add_common(bench)
-    demo = sub.add_parser("demo", help="a small real reproduction on CIFAR-10 with a figure and a table")
+    demo = sub.add_parser("demo", help="a small real reproduction on CIFAR-10 with a figure and a table "
+                                       "(downloads CIFAR-10 into the data root when it is not there)")
     demo.add_argument("--out")
     demo.add_argument("--quiet", action="store_true")
     add_common(demo)

@@ -21,6 +21,7 @@ from core.errors import UserError
 from core.seeding import numpy_rng
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp")
+DEFAULT_DATA_ROOT = Path(__file__).resolve().parent.parent / "data"
 DATA_ROOT_ENV = "AL_DATA_ROOT"
 CACHE_DIR_ENV = "AL_CACHE_DIR"
 
@@ -96,16 +97,19 @@ def input_channels(name: str) -> int:
     return 1 if name == "fashion_mnist" else 3
 
 
-def resolve_data_root(cli_value: str | None) -> Path:
+def resolve_data_root(cli_value: str | None, create: bool = False) -> Path:
+    """--data-root, else $AL_DATA_ROOT, else data/ in the project; `create` (downloads) makes the folder."""
     value = cli_value or os.environ.get(DATA_ROOT_ENV)
+    root = Path(value).expanduser() if value else DEFAULT_DATA_ROOT
+    if create:
+        root.mkdir(parents=True, exist_ok=True)
+    if root.is_dir():
+        return root
     if not value:
-        raise UserError(f"no data root given: pass --data-root DIR or set {DATA_ROOT_ENV}=DIR "
-                        "(a folder with cifar10/, cifar100/, ... subfolders)")
-    root = Path(value).expanduser()
-    if not root.is_dir():
-        raise UserError(f"data root {root} is not a folder: pass --data-root DIR or set {DATA_ROOT_ENV} "
-                        "to an existing folder")
-    return root
+        raise UserError(f"no data root: the default {root} does not exist; pass --data-root DIR or set "
+                        f"{DATA_ROOT_ENV}=DIR (a folder with cifar10/, cifar100/, ... subfolders), or add --download")
+    raise UserError(f"data root {root} is not a folder: pass --data-root DIR or set {DATA_ROOT_ENV} "
+                    "to an existing folder")
 
 
 def default_cache_dir() -> Path:
@@ -197,15 +201,15 @@ def image_folder_dataset(name: str, folder: Path, decode: bool, channels: int, c
 
 # ---------------------------------------------------------------- native formats through torchvision
 
-def _torchvision_arrays(dataset_cls, root: Path, download: bool, **kwargs) -> dict:
+def _torchvision_arrays(dataset_cls, root: Path, **kwargs) -> dict:
     """{"train": Split, "test": Split, "classes": [...]} from a torchvision dataset class."""
     splits = {}
     for split_name, split_kwargs in (("train", kwargs["train"]), ("test", kwargs["test"])):
         try:
-            ds = dataset_cls(str(root), download=download, **split_kwargs)
+            ds = dataset_cls(str(root), download=False, **split_kwargs)
         except RuntimeError as err:
             raise UserError(f"cannot read {dataset_cls.__name__} under {root}: {err}; "
-                            "pass --download on a machine with internet, or fix the folder") from None
+                            "move the folder aside and pass --download, or fix the folder") from None
         images = np.asarray(ds.data)
         if images.ndim == 4 and images.shape[1] in (1, 3):
             images = images.transpose(0, 2, 3, 1)
@@ -219,16 +223,83 @@ def _torchvision_arrays(dataset_cls, root: Path, download: bool, **kwargs) -> di
 
 def _require(folder: Path, dataset: str, layouts: str) -> None:
     if not folder.is_dir():
-        raise UserError(f"dataset {dataset} not found: expected {folder} holding {layouts}; "
-                        "fix --data-root, or pass --download to fetch the native format through torchvision")
+        fetch = ", or pass --download to fetch the native format" if dataset in NATIVE_LAYOUT else ""
+        raise UserError(f"dataset {dataset} not found: expected {folder} holding {layouts}; fix --data-root{fetch}")
+
+
+# what torchvision's own download puts in a dataset's folder, for the offline instructions
+NATIVE_LAYOUT = {"cifar10": "cifar-10-batches-py/ (cifar-10-python.tar.gz extracted)",
+                 "cifar100": "cifar-100-python/ (cifar-100-python.tar.gz extracted)",
+                 "svhn": "train_32x32.mat and test_32x32.mat",
+                 "fashion_mnist": "FashionMNIST/raw/ with the four *-ubyte files (the .gz files extracted)"}
+
+
+def native_files(dataset: str) -> list[tuple[str, str, str]]:
+    """(url, path inside the dataset's folder, md5) of each file torchvision's download fetches."""
+    import torchvision.datasets as tv
+
+    if dataset in ("cifar10", "cifar100"):
+        cls = tv.CIFAR10 if dataset == "cifar10" else tv.CIFAR100
+        return [(cls.url, cls.filename, cls.tgz_md5)]
+    if dataset == "svhn":
+        return [(url, name, md5) for url, name, md5 in (tv.SVHN.split_list[s] for s in ("train", "test"))]
+    return [(tv.FashionMNIST.mirrors[0] + name, f"FashionMNIST/raw/{name}", md5)
+            for name, md5 in tv.FashionMNIST.resources]
+
+
+def download_file(url: str, destination: Path) -> None:
+    """One dataset file from `url` (file:// URLs work too, which the tests use)."""
+    import shutil
+    import urllib.request
+
+    partial = destination.with_name(destination.name + ".partial")
+    with urllib.request.urlopen(url, timeout=60) as response, open(partial, "wb") as out:
+        shutil.copyfileobj(response, out)
+    os.replace(partial, destination)
+
+
+def fetch_native(dataset: str, folder: Path) -> None:
+    """Download and extract `dataset` into `folder` in torchvision's layout, checking each file's md5."""
+    from urllib.error import URLError
+
+    from torchvision.datasets.utils import check_integrity, extract_archive
+
+    offline = (f"offline, place {NATIVE_LAYOUT[dataset]} in {folder} (or ImageFolder trees {folder}/train/ "
+               f"and {folder}/test/), or point --data-root at a folder holding {dataset}/")
+    for url, name, md5 in native_files(dataset):
+        target = folder / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not check_integrity(str(target), md5):
+            print(f"downloading {url} -> {target}", flush=True)
+            try:
+                download_file(url, target)
+            except (URLError, OSError) as err:
+                raise UserError(f"cannot download {dataset} from {url} ({getattr(err, 'reason', err)}); "
+                                f"{offline}") from None
+            if not check_integrity(str(target), md5):
+                target.unlink()
+                raise UserError(f"{url} gave a file whose md5 is not {md5} (removed); try again, or {offline}")
+        if name.endswith((".tar.gz", ".gz")):
+            extract_archive(str(target), str(target.parent))
+
+
+def _use_native(dataset: str, folder: Path, marker: str, download: bool) -> bool:
+    """Read torchvision's native format when it is there (`marker`: its last file to be fetched); fetch it when
+    asked and no layout is there."""
+    if (folder / marker).exists():
+        return True
+    if (folder / "train").is_dir() or not download:
+        return False
+    fetch_native(dataset, folder)
+    return True
 
 
 def load_cifar10(root: Path, cache_dir: Path, download: bool) -> ImageDataset:
     import torchvision
 
     folder = root / "cifar10"
-    if (folder / "cifar-10-batches-py").is_dir() or download:
-        s = _torchvision_arrays(torchvision.datasets.CIFAR10, folder, download, train={"train": True},
+    if _use_native("cifar10", folder, "cifar-10-batches-py", download):
+        s = _torchvision_arrays(torchvision.datasets.CIFAR10, folder, train={"train": True},
                                 test={"train": False})
         return ImageDataset("cifar10", s["classes"], s["train"], s["test"], *CIFAR10_STATS)
     _require(folder / "train", "cifar10", "cifar-10-batches-py/ or train/ and test/ ImageFolder trees")
@@ -259,8 +330,8 @@ def load_cifar100(root: Path, cache_dir: Path, download: bool, labels: str = "fi
     import torchvision
 
     folder = root / "cifar100"
-    if (folder / "cifar-100-python").is_dir() or download:
-        s = _torchvision_arrays(torchvision.datasets.CIFAR100, folder, download, train={"train": True},
+    if _use_native("cifar100", folder, "cifar-100-python", download):
+        s = _torchvision_arrays(torchvision.datasets.CIFAR100, folder, train={"train": True},
                                 test={"train": False})
         dataset = ImageDataset("cifar100", s["classes"], s["train"], s["test"], *CIFAR100_STATS)
         superclass_of_class, names = _cifar100_superclasses_native(folder, dataset.train.targets)
@@ -281,8 +352,8 @@ def load_svhn(root: Path, cache_dir: Path, download: bool) -> ImageDataset:
 
     folder = root / "svhn"
     stats = ((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970))
-    if (folder / "train_32x32.mat").exists() or download:
-        s = _torchvision_arrays(torchvision.datasets.SVHN, folder, download, train={"split": "train"},
+    if _use_native("svhn", folder, "test_32x32.mat", download):
+        s = _torchvision_arrays(torchvision.datasets.SVHN, folder, train={"split": "train"},
                                 test={"split": "test"})
         return ImageDataset("svhn", [str(i) for i in range(10)], s["train"], s["test"], *stats)
     _require(folder / "train", "svhn", "train_32x32.mat and test_32x32.mat, or train/ and test/ trees")
@@ -294,8 +365,8 @@ def load_fashion_mnist(root: Path, cache_dir: Path, download: bool) -> ImageData
 
     folder = root / "fashion_mnist"
     stats = ((0.2860,), (0.3530,))
-    if (folder / "FashionMNIST" / "raw").is_dir() or download:
-        s = _torchvision_arrays(torchvision.datasets.FashionMNIST, folder, download, train={"train": True},
+    if _use_native("fashion_mnist", folder, "FashionMNIST/raw/t10k-labels-idx1-ubyte", download):
+        s = _torchvision_arrays(torchvision.datasets.FashionMNIST, folder, train={"train": True},
                                 test={"train": False})
         return ImageDataset("fashion_mnist", s["classes"], s["train"], s["test"], *stats)
     _require(folder / "train", "fashion_mnist", "FashionMNIST/raw/ (idx files) or train/ and test/ trees")

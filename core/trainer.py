@@ -23,7 +23,9 @@ class TrainHook:
 
     modules: list[nn.Module] = []
 
-    def loss(self, logits, features, blocks, per_sample_loss, epoch: int, total_epochs: int) -> torch.Tensor:
+    def loss(self, logits, features, blocks, per_sample_loss, progress: float) -> torch.Tensor:
+        """`progress`: the share of training done before this step, in [0, 1): epoch / epochs when
+        epoch-based, iteration / iterations when iteration-based."""
         raise NotImplementedError
 
     def wants_features(self) -> bool:
@@ -137,7 +139,7 @@ class Trainer:
                         logits, features, blocks = model(images), None, None
                     loss, per_sample = task_loss(logits.float(), targets, dense_loss)
                     for hook in hooks:
-                        loss = loss + hook.loss(logits, features, blocks, per_sample, epoch, cfg.epochs)
+                        loss = loss + hook.loss(logits, features, blocks, per_sample, unit / total_units)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

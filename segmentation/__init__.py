@@ -19,4 +19,4 @@ datasets.TEST_SIZE.update(data.TEST_SIZE)
 networks.ARCHITECTURES.update({variant: drn.drn_seg(variant) for variant in drn.VARIANTS})
 networks.ARCHITECTURES["smp"] = smp_model
 
-from segmentation import experiments  # noqa: E402,F401  (registers the experiments)
+from segmentation import bench, experiments  # noqa: E402,F401  (register the benchmark and the experiments)

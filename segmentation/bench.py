@@ -14,8 +14,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from core.bench import Benchmark, register
 from core.config import TrainConfig
-from core.datasets import Split, load_dataset
+from core.datasets import Split, load_dataset, resolve_data_root
 from core.evaluate import IGNORE_LABEL, evaluate
 from core.networks import build_network, parameter_count
 from core.sources import Augmentation
@@ -143,3 +144,13 @@ def bench_camvid_pipeline(data_root: Path, device: torch.device, arch: str, widt
         ours_rate, plain_rate = results[f"{kind}_ours"], results[f"{kind}_plain"]
         print(f"  {what}: ours {ours_rate:.2f}/s, plain {plain_rate:.2f}/s, ratio {ours_rate / plain_rate:.2f}x")
     return results
+
+
+def run_segmentation_benchmarks(args, device: torch.device) -> dict:
+    arch, width, batch_size = args.arch or "drn_d_22", args.width or 1.0, args.batch_size or 8
+    step = bench_segmentation(device, arch, width, args.steps, batch_size)
+    return {**step, **bench_camvid_pipeline(resolve_data_root(args.data_root), device, arch, width, batch_size)}
+
+
+register(Benchmark("segmentation", run_segmentation_benchmarks,
+                   "a full-size DRN-D-22 step (VAAL Fig. 3 setting) and the CamVid data path"))

@@ -186,16 +186,39 @@ def resize_pair(images: torch.Tensor, masks: torch.Tensor, shorter_side: int) ->
     return images.round().clamp(0, 255).to(torch.uint8), masks.to(torch.uint8)
 
 
+def fyu_reflection(size: int, before: int, after: int) -> np.ndarray:
+    """Source positions along one side padded as fyu/drn's `pad_reflection`: the start mirrored without its edge
+    pixel, the end with it, repeated while a pad exceeds the side."""
+    positions = np.arange(size)
+    while before or after:
+        last = len(positions) - 1
+        step_before, step_after = min(before, last), min(after, last)
+        positions = np.concatenate([positions[step_before:0:-1], positions,
+                                    positions[last:last - step_after:-1]])
+        before, after = before - step_before, after - step_after
+    return positions
+
+
+def pad_to_crop(images: torch.Tensor, masks: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """fyu/drn's RandomCrop padding of sides shorter than the crop: centred, images reflected, masks ignored."""
+    height, width = images.shape[-2:]
+    pad_h, pad_w = max(0, size - height), max(0, size - width)
+    if not (pad_h or pad_w):
+        return images, masks
+    top, left = pad_h // 2, pad_w // 2
+    rows = torch.as_tensor(fyu_reflection(height, top, pad_h - top), device=images.device)
+    cols = torch.as_tensor(fyu_reflection(width, left, pad_w - left), device=images.device)
+    images = images[:, :, rows[:, None], cols[None, :]]
+    masks = F.pad(masks, (left, pad_w - left, top, pad_h - top), value=IGNORE_LABEL)
+    return images, masks
+
+
 def crop_flip_pair(images: torch.Tensor, masks: torch.Tensor, size: int, hflip: bool, generator: torch.Generator
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """The same random `size` x `size` crop and horizontal flip for each image and its mask, the whole batch at
-    once; sides shorter than the crop are padded (image 0, mask ignored), as fyu/drn's RandomCrop."""
+    once; sides shorter than the crop are first padded as fyu/drn's RandomCrop does (`pad_to_crop`)."""
+    images, masks = pad_to_crop(images, masks, size)
     batch, _, height, width = images.shape
-    pad_h, pad_w = max(0, size - height), max(0, size - width)
-    if pad_h or pad_w:
-        images = F.pad(images, (0, pad_w, 0, pad_h))
-        masks = F.pad(masks, (0, pad_w, 0, pad_h), value=IGNORE_LABEL)
-        height, width = height + pad_h, width + pad_w
     device = images.device
     limits = torch.tensor([height - size + 1, width - size + 1], device=generator.device)
     offsets = (torch.rand(2, batch, device=generator.device, generator=generator) * limits[:, None]).long().to(device)

@@ -13,8 +13,10 @@ logits.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 from pathlib import Path
+from urllib.error import URLError
 
 import torch
 import torch.nn as nn
@@ -33,14 +35,56 @@ VARIANTS = {   # name: (arch, block, blocks per level) -- DRN paper Table 1 and 
     "drn_d_105": ("D", "bottleneck", (1, 1, 3, 4, 23, 3, 1, 1)),
 }
 OUTPUT_STRIDE = 8
-PRETRAINED_ROOT = "https://tigress-web.princeton.edu/~fy/drn/models/"      # fyu/drn's ImageNet checkpoints
+# fyu/drn's ImageNet checkpoints. Both of fyu's hosts, this one and the later http://dl.yf.io/drn/, have been
+# reported unreachable (fyu/drn#45). The hex in each name is the start of the file's sha256 (PyTorch's model-zoo
+# convention, which fyu's `model_zoo.load_url` enforced), so a copy from anywhere can be verified.
+PRETRAINED_ROOT = "https://tigress-web.princeton.edu/~fy/drn/models/"
 PRETRAINED = {"drn_c_26": "drn_c_26-ddedf421.pth", "drn_c_42": "drn_c_42-9d336e8c.pth",
               "drn_d_22": "drn_d_22-4bd2f8ea.pth", "drn_d_38": "drn_d_38-eebb45f0.pth",
               "drn_d_54": "drn_d_54-0e0534ff.pth", "drn_d_105": "drn_d_105-12b40979.pth"}
+WEIGHTS_HELP = ("get the file (e.g. drn_d_22-4bd2f8ea.pth from a copy of fyu/drn's models; see segmentation/README.md) "
+                "and pass --pretrained FILE, or --pretrained '' to start from random weights")
 
 
 def pretrained_url(variant: str) -> str:
     return PRETRAINED_ROOT + PRETRAINED[variant]
+
+
+def known_sha256_prefix(path: str) -> str | None:
+    """The sha256 prefix that one of fyu's file names carries, None for any other name."""
+    name = Path(path.rsplit("/", 1)[-1]).name
+    return name.rsplit("-", 1)[1].split(".")[0] if name in PRETRAINED.values() else None
+
+
+def verify_checksum(path: Path) -> None:
+    prefix = known_sha256_prefix(str(path))
+    if prefix is None:
+        return
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    if not digest.hexdigest().startswith(prefix):
+        raise UserError(f"{path} is not fyu's {path.name}: its sha256 does not start with {prefix}; "
+                        f"{WEIGHTS_HELP}")
+
+
+def read_checkpoint(pretrained: str) -> dict:
+    """A state dict from a local file or a URL, checked against the sha256 prefix of fyu's file names; the
+    "state_dict" entry and DataParallel's "module." prefix are unwrapped."""
+    if "://" in pretrained:
+        try:
+            state = torch.hub.load_state_dict_from_url(pretrained, map_location="cpu", progress=True,
+                                                       check_hash=known_sha256_prefix(pretrained) is not None)
+        except (URLError, OSError, RuntimeError) as err:
+            raise UserError(f"cannot download {pretrained} ({getattr(err, 'reason', err)}); {WEIGHTS_HELP}") from None
+    elif Path(pretrained).is_file():
+        verify_checksum(Path(pretrained))
+        state = torch.load(pretrained, map_location="cpu", weights_only=True)
+    else:
+        raise UserError(f"model.pretrained={pretrained} is neither a file nor a URL; {WEIGHTS_HELP}")
+    state = state.get("state_dict", state)
+    return {k.removeprefix("module."): v for k, v in state.items()}
 
 
 class BasicBlock(nn.Module):
@@ -152,10 +196,13 @@ class DRN(nn.Module):
             self.inplanes = channels
         return nn.Sequential(*modules)
 
+    def level_names(self) -> list[str]:
+        """The stem (DRN-C: its separate conv1, bn1, relu) and levels 1-8, in order: fyu's DRNSeg `base`."""
+        stem = ["layer0"] if hasattr(self, "layer0") else ["conv1", "bn1", "relu"]
+        return stem + [f"layer{k}" for k in range(1, 9)]
+
     def levels(self) -> list[nn.Module]:
-        """The stem (with level 1 for DRN-C's separate conv1/bn1/relu) and levels 1-8, in order."""
-        stem = [self.layer0] if hasattr(self, "layer0") else [self.conv1, self.bn1, self.relu]
-        return stem + [getattr(self, f"layer{k}") for k in range(1, 9)]
+        return [getattr(self, name) for name in self.level_names()]
 
     def forward_map(self, x: torch.Tensor) -> torch.Tensor:
         for level in self.levels():
@@ -174,23 +221,29 @@ def bilinear_upsampling_kernel(channels: int, size: int = 16) -> torch.Tensor:
     return (ramp[:, None] * ramp[None, :]).expand(channels, 1, size, size).clone()
 
 
-def load_backbone_weights(backbone: DRN, pretrained: str) -> None:
-    """ImageNet weights from a local file or a URL (fyu/drn checkpoints, optionally under "state_dict" or with
-    DataParallel's "module." prefix). The classifier `fc` may differ; every backbone weight must be present."""
-    if "://" in pretrained:
-        state = torch.hub.load_state_dict_from_url(pretrained, map_location="cpu", progress=True)
-    elif Path(pretrained).is_file():
-        state = torch.load(pretrained, map_location="cpu", weights_only=True)
-    else:
-        raise UserError(f"model.pretrained={pretrained} is neither a file nor a URL; give the path of a DRN "
-                        "ImageNet checkpoint (e.g. drn_d_22-4bd2f8ea.pth) or clear it with --set model.pretrained=")
-    state = state.get("state_dict", state)
-    state = {k.removeprefix("module."): v for k, v in state.items() if not k.removeprefix("module.").startswith("fc.")}
-    missing, unexpected = backbone.load_state_dict(state, strict=False)
+def backbone_state(backbone: DRN, state: dict) -> dict:
+    """The backbone's weights in `state`: an ImageNet DRN's (its classifier `fc` dropped) or those of fyu's trained
+    DRNSeg, whose `base.<i>` is level i of `level_names`."""
+    names = backbone.level_names()
+    renamed = {}
+    for key, value in state.items():
+        if key.startswith("base."):
+            index, rest = key.removeprefix("base.").split(".", 1)
+            renamed[f"{names[int(index)]}.{rest}"] = value
+        elif not key.startswith(("fc.", "seg.", "up.")):
+            renamed[key] = value
+    return renamed
+
+
+def load_backbone_weights(backbone: DRN, pretrained: str) -> dict:
+    """Loads a checkpoint's backbone weights (every one must be present) and returns the whole checkpoint."""
+    state = read_checkpoint(pretrained)
+    missing, unexpected = backbone.load_state_dict(backbone_state(backbone, state), strict=False)
     missing = [k for k in missing if not k.startswith("fc.")]
     if missing or unexpected:
         raise UserError(f"{pretrained} does not fit this DRN: missing {missing[:3]}, unexpected {unexpected[:3]}; "
                         "check model.arch and that model.width is 1")
+    return state
 
 
 class SegmentationNetwork(nn.Module):
@@ -218,24 +271,36 @@ class DRNSeg(SegmentationNetwork):
         super().__init__()
         self.variant = variant
         backbone = DRN(variant, in_channels, width)
-        if pretrained:
-            load_backbone_weights(backbone, pretrained)
+        state = load_backbone_weights(backbone, pretrained) if pretrained else {}
         self.base = nn.Sequential(*backbone.levels())
         self.classifier = nn.Conv2d(backbone.out_dim, num_classes, 1)
         nn.init.normal_(self.classifier.weight, 0, math.sqrt(2.0 / num_classes))
         nn.init.zeros_(self.classifier.bias)
+        self.load_fyu_classifier(state)
+        # fyu keeps this fixed kernel as the weight of a frozen `up` layer; here it is rebuilt, not stored
         self.register_buffer("up_kernel", bilinear_upsampling_kernel(num_classes), persistent=False)
         self.feature_dim = backbone.out_dim
+        self.input_size = None
+
+    def load_fyu_classifier(self, state: dict) -> None:
+        """fyu's trained DRNSeg names the 1x1 classifier `seg`; it is taken when its classes are these."""
+        head = {k.removeprefix("seg."): v for k, v in state.items() if k.startswith("seg.")}
+        if head and head["weight"].shape == self.classifier.weight.shape:
+            self.classifier.load_state_dict(head)
 
     def upsample(self, logits: torch.Tensor) -> torch.Tensor:
         return F.conv_transpose2d(logits, self.up_kernel.to(logits.dtype), stride=OUTPUT_STRIDE, padding=4,
                                   groups=logits.shape[1])
 
     def forward_trunk(self, x):
+        self.input_size = x.shape[-2:]      # the head crops the x8 up-sampling to it (sides not multiples of 8)
         return self.base(x)
 
     def forward_head(self, trunk):
-        return self.upsample(self.classifier(trunk)), trunk.mean((2, 3))
+        logits = self.upsample(self.classifier(trunk))
+        if self.input_size is not None:
+            logits = logits[..., :self.input_size[0], :self.input_size[1]]
+        return logits, trunk.mean((2, 3))
 
 
 def drn_seg(variant: str):

@@ -155,3 +155,50 @@ def test_full_data_trains_once_on_every_non_validation_image(data_root, tmp_path
     (row,) = run_job(config, "full_data", 0, RunSettings(data_root, tmp_path, torch.device("cpu"), "smoke",
                                                           progress=False))
     assert row["n_labeled"] == 600 - 50 and row["selected"] == []
+
+
+@pytest.mark.parametrize("experiment", ["ll4al_cifar10", "ll4al_cifar100"])
+def test_ll4al_protocol_normalises_with_the_codes_cifar10_statistics(experiment, monkeypatch):
+    """The LL4AL, TA-VAAL and LADA codes normalise with std (0.2023, 0.1994, 0.2010), for CIFAR-100 too."""
+    from core import loop
+    from core.datasets import CIFAR10_CODE_STATS, CIFAR100_STATS, ImageDataset
+
+    tiny = Split(targets=np.arange(4) % 2, images=np.zeros((4, 32, 32, 3), dtype=np.uint8))
+    monkeypatch.setattr(loop, "_loaded", lambda *args: ImageDataset("cifar100", ["a", "b"], tiny, tiny,
+                                                                      *CIFAR100_STATS))
+    config = get("baselines", experiment).config("paper")
+    assert (loop.prepare_dataset(config, "unused", 0).std) == CIFAR10_CODE_STATS[1] == (0.2023, 0.1994, 0.2010)
+    config = get("baselines", experiment).config("paper", {"data.normalization": "dataset"})
+    assert loop.prepare_dataset(config, "unused", 0).std == CIFAR100_STATS[1]
+
+
+@pytest.mark.parametrize("schedule", [{"epochs": 10}, {"iterations": 10}])
+def test_learning_loss_stops_the_backbone_gradient_after_60_percent_of_training(schedule, monkeypatch):
+    """One batch per epoch: the module's inputs carry the backbone's gradient in steps 0-6 of 10 (progress up to
+    0.6, as epochs 0-120 of 200) and are detached after, for epoch and iteration schedules alike."""
+    from baselines.learning_loss import LossPredictionHook, block_channels
+    from core.config import TrainConfig
+    from core.trainer import Trainer
+
+    images = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
+    split = Split(targets=np.arange(8) % 2, images=images)
+    source = TensorSource(split, (0.5,) * 3, (0.5,) * 3, Augmentation(hflip=False), "cpu")
+    model = build_network("resnet18_cifar", 2, width=0.0625)
+    module = LossPredictionModule(block_channels(model), 8)
+    backbone_gradient = []
+    forward = module.forward
+    monkeypatch.setattr(module, "forward", lambda blocks: backbone_gradient.append(blocks[0].requires_grad)
+                        or forward(blocks))
+    cfg = TrainConfig(optimizer="sgd", lr=0.01, batch_size=8, **schedule)
+    Trainer(cfg, "cpu", 2, progress=False).fit(model, source, np.arange(8), split.targets,
+                                               hooks=[LossPredictionHook(module, "margin", 1.0, 1.0, 0.6)])
+    assert backbone_gradient == [True] * 7 + [False] * 3
+
+
+@pytest.mark.parametrize("descriptors", ["zero", "duplicate"])
+@pytest.mark.parametrize("refresh", [1, 3, 16])
+def test_max_cover_never_picks_a_candidate_twice_when_the_gains_run_out(descriptors, refresh):
+    """Zero or duplicate descriptors leave zero gains after the first picks: every candidate still comes once."""
+    rows = torch.zeros(6, 4) if descriptors == "zero" else torch.tensor([[1.0, 0, 0, 0]] * 4 + [[0, 1.0, 0, 0]] * 2)
+    chosen = greedy_max_cover(rows, rows, 6, refresh=refresh).tolist()
+    assert sorted(chosen) == list(range(6))

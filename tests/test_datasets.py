@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torchvision
 
+from core import datasets
 from core.datasets import imbalanced, load_dataset, resolve_data_root, seeded_test_split
 from core.errors import UserError
 from tests.conftest import write_png_tree
@@ -108,6 +109,7 @@ def test_missing_dataset_is_a_one_line_error(tmp_path, name):
 
 def test_missing_data_root(monkeypatch, tmp_path):
     monkeypatch.delenv("AL_DATA_ROOT", raising=False)
+    monkeypatch.setattr(datasets, "DEFAULT_DATA_ROOT", tmp_path / "data")
     with pytest.raises(UserError, match="--data-root"):
         resolve_data_root(None)
     with pytest.raises(UserError, match="not a folder"):

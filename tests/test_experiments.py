@@ -18,7 +18,7 @@ def fixture_root(dataset: str, folder):
     if dataset == "cityscapes":
         return write_cityscapes_tree(folder)
     if dataset == "bdd100k":
-        return write_bdd100k_tree(folder)
+        return write_bdd100k_tree(folder, size=(18, 32))     # 16:9 as BDD100K's 720 x 1280: resized to 48 x 85
     if dataset == "caltech256":
         write_png_tree(folder / "caltech256" / "256_ObjectCategories", ["001.a", "002.b", "003.c"], 50, (40, 40))
     else:

@@ -245,3 +245,82 @@ def test_every_segmentation_method_runs_on_camvid_and_selects_otherwise_than_ran
     assert [r["n_labeled"] for r in rows] == [8, 12] and rows[0]["metric"] == "miou"
     assert len(set(rows[0]["selected"])) == 4 and 0 <= rows[1]["value"] <= 100
     assert sorted(rows[0]["selected"]) != sorted(random_selection)
+
+
+@pytest.mark.parametrize("variant", ["drn_c_26", "drn_d_22"])
+def test_drn_logits_are_cropped_to_odd_frame_sizes(variant):
+    """Sides that are not multiples of 8 (48 x 85, a 720 x 1280 frame resized) keep their size, in the full
+    forward, in MC-Dropout's trunk + head and in the loss against a mask of the frame's size."""
+    model = build_network(variant, 5, width=0.0625)
+    images, masks = torch.randn(2, 3, 48, 85), torch.randint(0, 5, (2, 48, 85))
+    logits, _, blocks = model.forward_features(images)
+    assert logits.shape == (2, 5, 48, 85) and blocks[0].shape[-2:] == (6, 11)
+    assert model.forward_head(model.forward_trunk(torch.randn(1, 3, 37, 50)))[0].shape == (1, 5, 37, 50)
+    assert torch.isfinite(task_loss(logits, masks)[0])
+
+
+def fyu_drnseg_checkpoint(variant: str, classes: int) -> tuple[DRN, dict]:
+    """A state dict laid out as fyu/drn's segment.py saves a trained DRNSeg: `base.<i>` for the levels, `seg`
+    for the 1x1 classifier, the frozen `up` kernel, under DataParallel's `module.` and "state_dict"."""
+    torch.manual_seed(2)
+    backbone = DRN(variant, width=0.125)
+    state = {f"base.{i}.{key}": value for i, name in enumerate(backbone.level_names())
+             for key, value in getattr(backbone, name).state_dict().items()}
+    state |= {"seg.weight": torch.randn(classes, backbone.out_dim, 1, 1), "seg.bias": torch.randn(classes),
+              "up.weight": bilinear_upsampling_kernel(classes)}
+    return backbone, {"epoch": 500, "state_dict": {f"module.{k}": v for k, v in state.items()}}
+
+
+def same_weights(a: nn.Module, b: nn.Module) -> bool:
+    first, second = a.state_dict(), b.state_dict()
+    return first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
+@pytest.mark.parametrize("variant", ["drn_c_26", "drn_d_22"])
+def test_fyus_trained_drnseg_checkpoints_load(variant, tmp_path):
+    backbone, checkpoint = fyu_drnseg_checkpoint(variant, 19)
+    torch.save(checkpoint, tmp_path / "drn_seg_best.pth")
+    model = build_network(variant, 19, width=0.125, pretrained=str(tmp_path / "drn_seg_best.pth"))
+    assert same_weights(model.base, nn.Sequential(*backbone.levels()))
+    assert torch.equal(model.classifier.weight, checkpoint["state_dict"]["module.seg.weight"])
+    other_classes = build_network(variant, 11, width=0.125, pretrained=str(tmp_path / "drn_seg_best.pth"))
+    assert same_weights(other_classes.base, nn.Sequential(*backbone.levels()))         # the backbone only
+
+
+def test_a_failed_weights_download_says_in_one_line_how_to_pass_a_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))             # no cached copy
+    url = (tmp_path / "gone" / "drn_d_22-4bd2f8ea.pth").as_uri()
+    with pytest.raises(UserError, match="cannot download") as err:
+        build_network("drn_d_22", 19, width=0.125, pretrained=url)
+    assert "--pretrained FILE" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_fyus_file_names_carry_a_checksum_that_is_verified(tmp_path, monkeypatch):
+    import hashlib
+
+    from segmentation import drn
+
+    torch.save(DRN("drn_d_22", width=0.125).state_dict(), tmp_path / "weights.pth")
+    corrupt = tmp_path / "drn_d_22-4bd2f8ea.pth"
+    corrupt.write_bytes((tmp_path / "weights.pth").read_bytes())
+    with pytest.raises(UserError, match="sha256 does not start with 4bd2f8ea"):
+        build_network("drn_d_22", 19, width=0.125, pretrained=str(corrupt))
+    prefix = hashlib.sha256((tmp_path / "weights.pth").read_bytes()).hexdigest()[:8]
+    genuine = (tmp_path / "weights.pth").rename(tmp_path / f"drn_d_22-{prefix}.pth")
+    monkeypatch.setitem(drn.PRETRAINED, "drn_d_22", genuine.name)
+    assert drn.known_sha256_prefix(str(genuine)) == prefix
+    build_network("drn_d_22", 19, width=0.125, pretrained=str(genuine))
+
+
+def test_short_sides_are_padded_as_fyu_centred_images_reflected_masks_ignored():
+    """3 x 4 to a 6 x 6 crop: rows pad 1 above, 2 below; columns 1 each side. fyu's `pad_reflection` mirrors the
+    start without its edge pixel and the end with it."""
+    rows, cols = torch.arange(3)[:, None], torch.arange(4)[None, :]
+    images = (10 * rows + cols).to(torch.uint8).expand(2, 3, 3, 4)
+    masks = torch.ones(2, 3, 4, dtype=torch.uint8)
+    padded, padded_masks = crop_flip_pair(images, masks, 6, False, torch.Generator().manual_seed(0))
+    expected_rows, expected_cols = torch.tensor([1, 0, 1, 2, 2, 1]), torch.tensor([1, 0, 1, 2, 3, 3])
+    assert torch.equal(padded[0, 0], (10 * expected_rows[:, None] + expected_cols[None, :]).to(torch.uint8))
+    inside = torch.zeros(6, 6, dtype=torch.bool)
+    inside[1:4, 1:5] = True
+    assert torch.equal(padded_masks[0] == 1, inside) and bool((padded_masks[0][~inside] == 255).all())

@@ -1,0 +1,54 @@
+"""The benchmark registry and `bench sampling`'s split of a selection into feature extraction and selection."""
+import ast
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from core import bench
+from core.cli import main
+from core.datasets import CIFAR10_STATS, ImageDataset, Split
+from core.strategy import PLUGIN_PACKAGES
+
+CORE = Path(__file__).resolve().parent.parent / "core"
+
+
+@pytest.mark.parametrize("module", sorted(p.name for p in CORE.glob("*.py")))
+def test_core_imports_no_paper_package_by_name(module):
+    tree = ast.parse((CORE / module).read_text())
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    assert not {name for name in imported if name.split(".")[0] in PLUGIN_PACKAGES}
+
+
+def test_packages_register_their_benchmarks_and_unknown_names_are_one_line_errors(capsys):
+    assert bench.get("segmentation").name == "segmentation"
+    assert main(["bench", "nonsense"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "unknown benchmark 'nonsense'" in error and "segmentation" in error
+
+
+def tiny_cifar(count: int = 360) -> ImageDataset:
+    rng = np.random.default_rng(0)
+    split = Split(targets=np.arange(count) % 10, images=rng.integers(0, 256, (count, 32, 32, 3), dtype=np.uint8))
+    return ImageDataset("cifar10", [str(c) for c in range(10)], split, split, *CIFAR10_STATS)
+
+
+def test_bench_sampling_times_feature_extraction_and_selection_apart(monkeypatch, tmp_path):
+    import core.strategy
+
+    core.strategy.load_plugins()
+    methods = ("random", "entropy", "coreset")
+    monkeypatch.setattr(core.strategy, "STRATEGIES", {m: core.strategy.STRATEGIES[m] for m in methods})
+    monkeypatch.setattr(bench, "load_dataset", lambda name, root: tiny_cifar())
+    times = bench.bench_sampling(tmp_path, torch.device("cpu"), "resnet18_cifar", 0.0625, 300, tmp_path, budget=20,
+                                 labeled_size=60)
+    assert times["random"]["features"] == 0
+    for name in ("entropy", "coreset"):
+        assert times[name]["features"] > 0 and times[name]["selection"] > 0, name
+        assert times[name]["features"] + times[name]["selection"] == pytest.approx(times[name]["total"])
+    table = (tmp_path / "sampling.md").read_text()
+    assert "| Feature extraction (s) | Selection (s) |" in table
+    assert json.loads((tmp_path / "sampling.json").read_text())["seconds"]["coreset"]["total"] > 0
