@@ -77,6 +77,22 @@ def test_one_vaal_iteration_changes_all_three_modules():
         assert all(changed), name
 
 
+def test_game_diagnostics_are_means_per_optimizer_step():
+    """Two VAE steps and one D step per iteration: each logged loss is its mean over the steps it was taken in."""
+    ctx = synthetic_context(shift=0)
+    strategy = VAAL({"iterations": 3, "latent_dim": 8})
+    strategy.size = 32
+    strategy.vae, strategy.disc = VAE(8, width=0.125), Discriminator(8)
+    anchor = next(strategy.vae.parameters())
+    strategy.vae_losses = lambda x_l, x_u: (anchor.sum() * 0 + 3.0, anchor.sum() * 0 + 0.5)
+    labeled = endless(ctx.source, ctx.pool.labeled, 32, torch.Generator().manual_seed(0), True)
+    unlabeled = endless(ctx.source, ctx.pool.unlabeled, 32, torch.Generator().manual_seed(1), False)
+    strategy.train_game(ctx, labeled, unlabeled, 3)
+    assert strategy.diagnostics["vae_transductive_loss"] == pytest.approx(3.0)
+    assert strategy.diagnostics["vae_adversarial_loss"] == pytest.approx(0.5)
+    assert strategy.diagnostics["game_iterations"] == 3
+
+
 @pytest.mark.parametrize("method", [FrozenVAEDiscriminator, PixelDiscriminator])
 def test_discriminator_separates_labeled_from_a_shifted_unlabeled_set(method):
     """The discriminator's training step and scoring on a case it must solve. (In the full game with the paper's
@@ -96,7 +112,7 @@ def test_sampling_takes_the_lowest_discriminator_outputs_and_keeps_the_pool_vali
     outputs = torch.rand(300, generator=torch.Generator().manual_seed(0))
     strategy = VAAL()
     strategy.vae = strategy.disc = None
-    strategy.discriminator_outputs = lambda ctx, indices: outputs[indices]
+    strategy.discriminator_outputs = lambda ctx, indices, tag: outputs[indices]
     ctx = SimpleNamespace(pool=pool, rng=np.random.default_rng(0), folder=None)
     chosen = strategy.select(None, ctx, pool.unlabeled, 20)
     expected = pool.unlabeled[np.argsort(outputs[pool.unlabeled].numpy())[:20]]
