@@ -39,12 +39,15 @@ def test_discriminators(layers, count):
     assert sum(isinstance(m, torch.nn.Linear) for m in disc.modules()) == layers and parameter_count(disc) == count
 
 
-def synthetic_context(shift: float, count: int = 256, seed: int = 0):
-    """Labeled images are dark noise, the unlabeled ones brighter: a discriminator can tell them apart."""
+def synthetic_context(shift: float, count: int = 256, seed: int = 0, shifted_share: float = 1.0):
+    """The first half is labeled, the second unlabeled; all images are dark noise (class 0) but the last
+    `shifted_share` of the unlabeled ones, which are brighter (class 1)."""
     rng = np.random.default_rng(seed)
     images = rng.integers(0, 100, (count, 32, 32, 3)).astype(np.float64)
-    images[count // 2:] += shift
-    split = Split(np.zeros(count, dtype=np.int64), np.clip(images, 0, 255).astype(np.uint8))
+    first_shifted = count - round(shifted_share * count / 2)
+    images[first_shifted:] += shift
+    targets = (np.arange(count) >= first_shifted).astype(np.int64)
+    split = Split(targets, np.clip(images, 0, 255).astype(np.uint8))
     source = TensorSource(split, (0.5,) * 3, (0.5,) * 3, Augmentation(hflip=True), "cpu")
     pool = SimpleNamespace(labeled=np.arange(count // 2), unlabeled=np.arange(count // 2, count))
     config = SimpleNamespace(train=TrainConfig(batch_size=32, iterations=1, eval_batch_size=64),
@@ -93,17 +96,61 @@ def test_game_diagnostics_are_means_per_optimizer_step():
     assert strategy.diagnostics["game_iterations"] == 3
 
 
+def test_per_batch_batchnorm_hides_a_brightness_shift_between_batches():
+    """Why a dark labeled set against a bright unlabeled one tests nothing about the game: the VAE sees labeled
+    and unlabeled images in separate batches, and train-mode BatchNorm normalises each batch by its own
+    statistics, so an untrained VAE already maps both batches to nearly the same latent distribution (only the
+    zero-padded borders keep a trace of the shift). With running statistics (eval mode) the shift shows."""
+    torch.manual_seed(0)
+    vae = VAE(8, width=0.125)
+    dark = torch.randint(0, 100, (32, 3, 32, 32), generator=torch.Generator().manual_seed(0)) / 127.5 - 1
+    bright = dark + 240 / 255
+
+    def gap(train_mode: bool) -> float:
+        vae.train(train_mode)
+        with torch.no_grad():
+            a, b = vae.encode(dark)[0], vae.encode(bright)[0]
+        return ((a.mean(0) - b.mean(0)).norm() / a.std(0).norm()).item()   # shift of the means / spread
+
+    assert gap(train_mode=True) < 0.4 and gap(train_mode=False) > 1.5
+
+
 @pytest.mark.parametrize("method", [FrozenVAEDiscriminator, PixelDiscriminator])
-def test_discriminator_separates_labeled_from_a_shifted_unlabeled_set(method):
-    """The discriminator's training step and scoring on a case it must solve. (In the full game with the paper's
-    summed KL and per-batch BatchNorm, this tiny case leaves D near chance: vaal/README.md, diagnostics.)"""
-    ctx = synthetic_context(shift=120)
-    strategy = method({"iterations": 60, "latent_dim": 8})
+def test_discriminator_finds_the_class_missing_from_the_labeled_set(method):
+    """The discriminator's training step and scoring on a case it must solve without BatchNorm statistics in
+    the way (pixels, or a frozen VAE in eval mode): the labeled set holds dark images only, the unlabeled pool
+    dark and bright ones, and the bright ones must be the least labeled-looking."""
+    ctx = synthetic_context(shift=120, shifted_share=0.5)
+    strategy = method({"iterations": 60, "latent_dim": 8, "health_check": True})
     strategy.prepare_selection(None, ctx)
-    scores = strategy.score(None, ctx, ctx.pool.unlabeled)
-    assert strategy.diagnostics["disc_auc_labeled_vs_unlabeled"] > 0.95
-    assert strategy.diagnostics["disc_mean_labeled"] > strategy.diagnostics["disc_mean_unlabeled"]
-    assert scores.shape == (128,)
+    chosen = strategy.select(None, ctx, ctx.pool.unlabeled, 32)
+    found = strategy.diagnostics
+    assert found["health_held_out_base_rate"] == 0.5 and found["health_eval_held_out_share"] == 1.0
+    assert (ctx.dataset.train.targets[chosen] == 1).all()
+    assert found["disc_auc_labeled_vs_unlabeled"] > 0.7 and found["disc_auc_labeled_vs_unlabeled"] == found["health_eval_auc"]
+    assert found["disc_mean_labeled"] > found["disc_mean_unlabeled"]
+
+
+def test_health_check_by_hand():
+    """Candidates 4-7: 4 and 5 of class 0, 6 and 7 of class 1, which the labeled set 0-3 (class 0) lacks."""
+    ctx = synthetic_context(shift=120, count=8, shifted_share=0.5)
+    strategy = VAAL({"health_check": True})
+    strategy.vae = strategy.disc = None
+    strategy.size = 32
+    outputs = {False: torch.tensor([0.1, 0.2, 0.9, 0.8]), True: torch.tensor([0.9, 0.8, 0.1, 0.2])}
+    labeled = {False: torch.tensor([0.5, 0.95]), True: torch.tensor([0.15, 0.05])}
+    mu = torch.tensor([[1.0, -1.0], [0.0, 2.0], [0.5, 0.5], [-3.0, 0.0]])
+    strategy.pool_outputs = lambda ctx, indices, train_mode, tag, details: {
+        "d": outputs[train_mode], "mu": mu * (2 if train_mode else 1), "recon": torch.tensor([1.0, 2.0, 3.0, 6.0])}
+    strategy.discriminator_outputs = lambda ctx, indices, tag, train_mode=False: labeled[train_mode]
+    found = strategy.health_check(ctx, ctx.pool.unlabeled, 2)
+    images = ctx.source.load(torch.arange(4, 8), False, None)
+    assert found["health_held_out_base_rate"] == 0.5
+    assert found["health_eval_held_out_share"] == 0.0 and found["health_train_held_out_share"] == 1.0
+    assert found["health_eval_auc"] == 0.75 and found["health_train_auc"] == 0.125   # 6/8 and 1/8 pairs
+    assert found["health_eval_mean_abs_mu"] == 1.0 and found["health_train_mean_abs_mu"] == 2.0
+    assert found["health_eval_recon_mse"] == found["health_train_recon_mse"] == 3.0
+    assert found["health_mean_image_mse"] == pytest.approx((images - images.mean(0)).pow(2).mean().item(), abs=1e-5)
 
 
 def test_sampling_takes_the_lowest_discriminator_outputs_and_keeps_the_pool_valid():

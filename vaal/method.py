@@ -291,8 +291,9 @@ class VAALFamily(ScoringStrategy):
             labeled = self.discriminator_outputs(ctx, shown, "labeled", train_mode)
             lowest = torch.topk(-pool["d"], budget).indices
             found.update({f"{mode}_auc": roc_auc(labeled, pool["d"]),
-                          f"{mode}_held_out_share": held_out[lowest].float().mean(),
-                          f"{mode}_mean_abs_mu": pool["mu"].abs().mean(), f"{mode}_recon_mse": pool["recon"].mean()})
+                          f"{mode}_held_out_share": held_out[lowest].float().mean()})
+            if "mu" in pool:     # not for the D-on-pixels ablation
+                found.update({f"{mode}_mean_abs_mu": pool["mu"].abs().mean(), f"{mode}_recon_mse": pool["recon"].mean()})
         images = torch.cat([images for images, _ in self.scoring_batches(ctx, candidates, False, "unlabeled")])
         found["mean_image_mse"] = (images - images.mean(0)).pow(2).mean()
         return {f"health_{key}": round(float(value), 5) for key, value in found.items()}
