@@ -11,7 +11,7 @@ from core.experiments import get
 from core.networks import build_network, parameter_count
 from core.pool import initial_pool
 from core.sources import Augmentation, TensorSource
-from core.trainer import Trainer
+from core.trainer import Trainer, lr_factor
 from vaal.method import (VAAL, FrozenVAEDiscriminator, PixelDiscriminator, VAEWasserstein, endless,
                          labeled_distribution, roc_auc, wasserstein_to_labeled)
 from vaal.networks import VAE, Discriminator
@@ -192,10 +192,44 @@ def test_wasserstein_ablation_scores_far_candidates_higher():
 
 def test_code_2020_profile_is_the_official_code_at_67263f3():
     config = get("vaal", "fig2_cifar10").config("code_2020")
-    assert (config.train.optimizer, config.train.lr, config.train.schedule, config.train.batch_size) == \
-        ("sgd", 0.01, "quarter", 128)
+    assert (config.train.optimizer, config.train.lr, config.train.batch_size) == ("sgd", 0.01, 128)
     assert config.train.iterations == 39062 and config.method_options["vaal"]["disc_layers"] == 3
     assert config.method_options["vaal"]["sample_in_train_mode"] is True
+    # solver.py divides the lr by 10 before iteration i when i > 0 and i % (39062 // 4) == 0: 4 times
+    factors = {i: lr_factor(config.train, i, 39062) for i in (0, 9764, 9765, 19529, 19530, 29294, 29295, 39059,
+                                                               39060, 39061)}
+    expected = [1, 1, 0.1, 0.1, 0.01, 0.01, 1e-3, 1e-3, 1e-4, 1e-4]
+    assert list(factors.values()) == pytest.approx(expected)
+
+
+def test_train_mode_scoring_draws_batches_as_the_official_sampler():
+    """Shuffled, flipped batches of the game's batch size, the outputs put back in the candidates' order, and
+    the VAE's BatchNorm running statistics left as they were."""
+    ctx = synthetic_context(shift=120)
+    images = ctx.source.load(torch.arange(256), False, None)
+    seen = []
+
+    class MeanPixel(torch.nn.Module):      # a flip-invariant "discriminator" that records what it is shown
+        def forward(self, x):
+            seen.append(x)
+            return x.flatten(1).mean(1)
+
+    strategy = PixelDiscriminator({"sample_in_train_mode": True})
+    strategy.size, strategy.batch_size, strategy.vae, strategy.disc = 32, 48, VAE(8, width=0.125), MeanPixel()
+    before = {name: buffer.clone() for name, buffer in strategy.vae.named_buffers()}
+    candidates = np.random.default_rng(0).permutation(256)[:150]
+    means = images[candidates].flatten(1).mean(1)
+    outputs = strategy.discriminator_outputs(ctx, candidates, "unlabeled")
+    assert torch.allclose(outputs, means, atol=1e-5)
+    shown = torch.cat(seen)
+    assert [len(x) for x in seen] == [48, 48, 48, 6]
+    assert not torch.allclose(shown.flatten(1).mean(1), means, atol=1e-5)                        # shuffled
+    assert not torch.allclose(shown.flatten(1).mean(1), images[np.sort(candidates)].flatten(1).mean(1), atol=1e-5)
+    unflipped = (shown[:, None] == images[None]).flatten(2).all(2).any(1)
+    assert 0.3 < 1 - unflipped.float().mean() < 0.7                                               # flipped
+    with strategy.vae_mode(True):
+        strategy.vae.encode(images[:64])
+    assert all(torch.equal(before[name], buffer) for name, buffer in strategy.vae.named_buffers())
 
 
 def test_table3_values_reach_the_method_options():
