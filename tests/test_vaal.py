@@ -7,6 +7,7 @@ import torch
 
 from core.config import TrainConfig
 from core.datasets import ImageDataset, Split
+from core.errors import UserError
 from core.experiments import get
 from core.networks import build_network, parameter_count
 from core.pool import initial_pool
@@ -174,6 +175,14 @@ def test_equation_5_against_a_hand_computation():
     assert wasserstein_to_labeled(mu, logvar, torch.zeros(2), torch.ones(2)).item() == pytest.approx(math.sqrt(6))
     mean, var = labeled_distribution(torch.tensor([[0.0], [2.0]]), torch.log(torch.tensor([[1.0], [1.0]])))
     assert mean.item() == 1.0 and var.item() == pytest.approx(2.0)      # E[sigma^2 + mu^2] - mean^2 = 3 - 1
+
+
+def test_kl_per_sample_is_the_summed_kl_over_the_batch_size():
+    mu, logvar = torch.tensor([[1.0, 0.0], [0.0, 2.0]]), torch.zeros(2, 2)
+    assert VAAL().kl(mu, logvar).item() == pytest.approx(2.5)                  # 0.5 * (1 + 4)
+    assert VAAL({"kl": "per_sample"}).kl(mu, logvar).item() == pytest.approx(1.25)
+    with pytest.raises(UserError, match="not one of sum, per_sample"):
+        VAAL({"kl": "mean"})
 
 
 def test_roc_auc_by_hand():

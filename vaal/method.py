@@ -90,6 +90,11 @@ class VAALFamily(ScoringStrategy):
     adversarial = True
     discriminates = "latent"       # "latent", "pixels" or None
 
+    def __init__(self, options: dict | None = None):
+        super().__init__(options)
+        if self.options["kl"] not in ("sum", "per_sample"):
+            raise UserError(f"method_options.{self.name}.kl='{self.options['kl']}' is not one of sum, per_sample")
+
     def vae_input(self, images: torch.Tensor) -> torch.Tensor:
         if images.shape[-2:] == (self.size, self.size):
             return images
@@ -180,8 +185,6 @@ class VAALFamily(ScoringStrategy):
 
     def kl(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
         """The code's KL, summed over the batch (V10), or with `kl: per_sample` its mean over the batch."""
-        if self.options["kl"] not in ("sum", "per_sample"):
-            raise UserError(f"method_options.{self.name}.kl='{self.options['kl']}' is not one of sum, per_sample")
         return kl_sum(mu, logvar) / (len(mu) if self.options["kl"] == "per_sample" else 1)
 
     def disc_input(self, images: torch.Tensor) -> torch.Tensor:
