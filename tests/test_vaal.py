@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from core.config import TrainConfig
+from core.config import TrainConfig, parse_assignments
 from core.datasets import ImageDataset, Split
 from core.errors import UserError
 from core.experiments import get
@@ -239,6 +239,14 @@ def test_train_mode_scoring_draws_batches_as_the_official_sampler():
     with strategy.vae_mode(True):
         strategy.vae.encode(images[:64])
     assert all(torch.equal(before[name], buffer) for name, buffer in strategy.vae.named_buffers())
+
+
+def test_method_options_given_as_text_get_their_types():
+    config = get("vaal", "fig2_cifar10").config("smoke", parse_assignments(
+        ["method_options.vaal.iterations=7", "method_options.vaal.sample_in_train_mode=false",
+         "method_options.vaal.kl=per_sample"]))
+    options = config.method_options["vaal"]
+    assert options["iterations"] == 7 and options["sample_in_train_mode"] is False and options["kl"] == "per_sample"
 
 
 def test_table3_values_reach_the_method_options():
