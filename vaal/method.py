@@ -27,8 +27,8 @@ from tqdm.auto import tqdm
 from core.datasets import SMALL_IMAGE_DATASETS, input_channels
 from core.errors import UserError
 from core.evaluate import autocast
-from core.seeding import seed_everything, stream_key
 from core.pool import Pool
+from core.seeding import seed_everything, stream_key
 from core.strategy import CycleContext, ScoringStrategy, register
 from vaal.networks import VAE, Discriminator
 
