@@ -119,9 +119,8 @@ def health_check() -> ExperimentConfig:
     return config
 
 
-# CPU minutes (about 2 min per seed, 10 min for the 5 seeds, on one idle core; a game iteration of the 1/8-width
-# VAE at batch 64 takes about 1 s): 5,000 images, one selection of 250 after a 120-iteration game; the task
-# model, which the check does not use, trains 20 iterations
+# CPU minutes (about 1 min of one idle core per seed, 5 min for the 5 seeds): 5,000 images, one selection of 250
+# after a 120-iteration game of the 1/8-width VAE; the task model, which the check does not use, trains 20 iterations
 HEALTH_CPU = mini_profile(**{"data.train_subset": 5000, "protocol.initial": 1000, "protocol.budget": 250,
                              "protocol.cycles": 2, "seeds": 5, "train.iterations": 20,
                              "method_options.vaal.iterations": 120})
