@@ -108,14 +108,16 @@ def health_check() -> ExperimentConfig:
     initial pool with m = 5 of CIFAR-10's 10 classes), the unlabeled pool all of them, so a working game must tell
     them apart. Each selection logs D's AUC (labeled vs unlabeled), the share of the held-out classes among the
     `budget` lowest D(mu) against their base rate, the mean |mu| and the reconstruction error, scored with the VAE
-    in eval mode (V9) and in train mode (the official sampler). Otherwise Fig. 2's CIFAR-10 protocol."""
+    in eval mode (V9) and in train mode (the official sampler). `vaal_frozen_vae` (D on an untrained VAE) is the
+    reference: what the discriminator finds without the game. Otherwise Fig. 2's CIFAR-10 protocol."""
     config = fig2("cifar10")
     config.title = "VAAL health check: a labeled set with half the classes"
     config.source = "issue 9; the biased initial pool of VAAL Sec. 5.2, Fig. 2 CIFAR-10 protocol"
-    config.methods = ["vaal"]
+    config.methods = ["vaal", "vaal_frozen_vae"]     # the frozen, untrained VAE: what D finds without the game
     config.protocol.cycles, config.protocol.initial_kind, config.protocol.missing_classes = 3, "biased", 5
     config.data.validation_size, config.train.select_on_validation = 0, False    # the check uses no task model
-    config.method_options = {"vaal": vaal_options("cifar10", health_check=True)["vaal"]}
+    options = vaal_options("cifar10", health_check=True)
+    config.method_options = {name: options[name] for name in config.methods}
     return config
 
 
@@ -123,7 +125,8 @@ def health_check() -> ExperimentConfig:
 # after a 120-iteration game of the 1/8-width VAE; the task model, which the check does not use, trains 20 iterations
 HEALTH_CPU = mini_profile(**{"data.train_subset": 5000, "protocol.initial": 1000, "protocol.budget": 250,
                              "protocol.cycles": 2, "seeds": 5, "train.iterations": 20,
-                             "method_options.vaal.iterations": 120})
+                             "method_options.vaal.iterations": 120,
+                             "method_options.vaal_frozen_vae.iterations": 120})
 SMALL_SMOKE = smoke_profile(**{"data.validation_size": 50, "train.iterations": 4, "train.validate_every": 2})
 SMALL_MINI = mini_profile(**{"data.validation_size": 1000, "protocol.cycles": 4, "train.iterations": 400,
                              "train.validate_every": 100})
