@@ -146,8 +146,8 @@ def set_value(config, key: str, value) -> None:
             raise UserError(f"unknown config key '{key}' ('{'.'.join(parts[:index + 1])}' does not exist); "
                             "see ./reproduce.sh describe <paper> <experiment> for the keys")
     name = parts[-1]
-    if isinstance(target, dict):
-        target[name] = value
+    if isinstance(target, dict):      # method options: `--set` gives text, read as JSON where it parses
+        target[name] = _scalar(value) if isinstance(value, str) else value
         return
     hints = typing.get_type_hints(type(target))
     if name not in hints or dataclasses.is_dataclass(getattr(target, name)):

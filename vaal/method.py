@@ -9,9 +9,15 @@ Each iteration takes `vae_steps` (2, V5) VAE steps and `disc_steps` (1) discrimi
 The first VAE step reuses the labeled batch and draws an unlabeled one; every further step draws fresh
 batches of both, and the discriminator uses the last ones, as the official code. The task model and the VAE/D
 never interact, so training them one after the other equals the code's interleaved loop.
-Sampling (Alg. 2): the `budget` candidates with the lowest D(mu), the VAE in eval mode (V9).
+Sampling (Alg. 2): the `budget` candidates with the lowest D(mu), the VAE in eval mode (V9); with
+`sample_in_train_mode`, as the official sampler: the VAE in train mode, on shuffled, flipped batches of the game's
+batch size (train-mode BatchNorm normalises each batch by its own statistics, so the batching changes the scores).
+With `health_check`, each selection also logs how well the game separates a labeled set that lacks some classes
+from the unlabeled pool, scored both ways (vaal/README.md, "Health check").
 """
 from __future__ import annotations
+
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -19,7 +25,9 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from core.datasets import SMALL_IMAGE_DATASETS, input_channels
+from core.errors import UserError
 from core.evaluate import autocast
+from core.pool import Pool
 from core.seeding import seed_everything, stream_key
 from core.strategy import CycleContext, ScoringStrategy, register
 from vaal.networks import VAE, Discriminator
@@ -29,7 +37,9 @@ VAAL_OPTIONS = {
     "vae_steps": 2, "disc_steps": 1, "disc_layers": 5,
     "iterations": 0,               # 0: as many as the task model's schedule
     "batch_size": 0,               # 0: the task model's batch size
-    "sample_in_train_mode": False,  # the official code scores with the VAE in train mode (V9)
+    "sample_in_train_mode": False,  # score as the official sampler: VAE in train mode, shuffled flipped batches (V9)
+    "kl": "sum",                   # "sum" over batch and dimensions (the code, V10) or "per_sample" (batch mean)
+    "health_check": False,         # log the health-check diagnostics for both scoring modes (vaal/README.md)
     "large_image_size": 64,        # inputs above 32 px are resized to this for the VAE only (V13)
 }
 
@@ -80,6 +90,11 @@ class VAALFamily(ScoringStrategy):
     adversarial = True
     discriminates = "latent"       # "latent", "pixels" or None
 
+    def __init__(self, options: dict | None = None):
+        super().__init__(options)
+        if self.options["kl"] not in ("sum", "per_sample"):
+            raise UserError(f"method_options.{self.name}.kl='{self.options['kl']}' is not one of sum, per_sample")
+
     def vae_input(self, images: torch.Tensor) -> torch.Tensor:
         if images.shape[-2:] == (self.size, self.size):
             return images
@@ -107,7 +122,7 @@ class VAALFamily(ScoringStrategy):
         modules = {k: m.to(ctx.device)
                    for k, m in self.build_modules(ctx.dataset.channels, self.size, config.model.width).items()}
         self.vae, self.disc = modules.get("VAE"), modules.get("discriminator")
-        batch = opts["batch_size"] or config.train.batch_size
+        self.batch_size = batch = opts["batch_size"] or config.train.batch_size
         iterations = opts["iterations"] or config.train.iterations or \
             config.train.epochs * ctx.trainer.steps_per_epoch(len(ctx.pool.labeled))
         streams = []
@@ -122,7 +137,8 @@ class VAALFamily(ScoringStrategy):
         opts, amp = self.options, ctx.config.train.amp
         vae_opt = torch.optim.Adam(self.vae.parameters(), lr=opts["vae_lr"]) if self.trains_vae else None
         disc_opt = torch.optim.Adam(self.disc.parameters(), lr=opts["disc_lr"]) if self.disc is not None else None
-        totals = torch.zeros(4, device=ctx.device)      # transductive, adversarial, discriminator, iterations
+        totals = torch.zeros(3, device=ctx.device)      # transductive, adversarial, discriminator
+        vae_steps = disc_steps = 0
         if self.vae is not None:
             self.vae.train(self.trains_vae)
         for _ in tqdm(range(iterations), desc=f"{self.name} game", leave=False, disable=not ctx.progress):
@@ -137,6 +153,7 @@ class VAALFamily(ScoringStrategy):
                 loss.backward()
                 vae_opt.step()
                 totals[:2] += torch.stack([transductive.detach(), adversarial.detach()])
+                vae_steps += 1
             for step in range(opts["disc_steps"] if disc_opt is not None else 0):
                 if step > 0:
                     x_l, x_u = self.vae_input(next(labeled)), self.vae_input(next(unlabeled))
@@ -148,22 +165,27 @@ class VAALFamily(ScoringStrategy):
                 loss.backward()
                 disc_opt.step()
                 totals[2] += loss.detach()
-            totals[3] += 1
-        means = (totals[:3] / totals[3].clamp(min=1)).tolist()
+                disc_steps += 1
+        # means per optimizer step (not per iteration, which holds `vae_steps` VAE steps)
+        means = (totals / torch.tensor([max(vae_steps, 1)] * 2 + [max(disc_steps, 1)], device=ctx.device)).tolist()
         self.diagnostics = {"vae_transductive_loss": round(means[0], 5), "vae_adversarial_loss": round(means[1], 5),
-                            "discriminator_loss": round(means[2], 5), "game_iterations": int(totals[3])}
+                            "discriminator_loss": round(means[2], 5), "game_iterations": iterations}
 
     def vae_losses(self, x_l, x_u):
         recon_l, _, mu_l, logvar_l = self.vae(x_l)
         recon_u, _, mu_u, logvar_u = self.vae(x_u)
         beta = self.options["beta"]
-        transductive = F.mse_loss(recon_l.float(), x_l) + beta * kl_sum(mu_l.float(), logvar_l.float()) + \
-            F.mse_loss(recon_u.float(), x_u) + beta * kl_sum(mu_u.float(), logvar_u.float())
+        transductive = F.mse_loss(recon_l.float(), x_l) + beta * self.kl(mu_l.float(), logvar_l.float()) + \
+            F.mse_loss(recon_u.float(), x_u) + beta * self.kl(mu_u.float(), logvar_u.float())
         if not self.adversarial:
             return transductive, torch.zeros((), device=x_l.device)
         d_l, d_u = self.disc(mu_l).float(), self.disc(mu_u).float()
         adversarial = F.binary_cross_entropy(d_l, torch.ones_like(d_l)) + F.binary_cross_entropy(d_u, torch.ones_like(d_u))
         return transductive, adversarial
+
+    def kl(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+        """The code's KL, summed over the batch (V10), or with `kl: per_sample` its mean over the batch."""
+        return kl_sum(mu, logvar) / (len(mu) if self.options["kl"] == "per_sample" else 1)
 
     def disc_input(self, images: torch.Tensor) -> torch.Tensor:
         if self.discriminates == "pixels":
@@ -171,48 +193,120 @@ class VAALFamily(ScoringStrategy):
         with torch.no_grad():
             return self.vae.encode(images)[0]
 
-    @torch.no_grad()
-    def latents(self, ctx: CycleContext, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        mus, logvars = [], []
-        for images, _ in ctx.source.batches(indices, ctx.eval_batch_size):
-            with autocast(ctx.device, ctx.config.train.amp):
-                mu, logvar = self.vae.encode(self.vae_input(images))
-            mus.append(mu.float())
-            logvars.append(logvar.float())
-        return torch.cat(mus), torch.cat(logvars)
+    def scoring_batches(self, ctx: CycleContext, indices: np.ndarray, train_mode: bool, tag: str):
+        """(VAE-sized images, their positions in `indices`). For train-mode scoring, batches as the official
+        sampler draws them, shuffled and flipped, of the game's batch size; otherwise ordered and unflipped."""
+        wanted = torch.as_tensor(np.asarray(indices), dtype=torch.long, device=ctx.device)
+        order = wanted.argsort()
+        if train_mode:
+            generator = torch.Generator(device=ctx.device)
+            generator.manual_seed(stream_key("vaal", "score", tag, ctx.seed, ctx.cycle) % 2**63)
+            batches = ctx.source.batches(indices, self.batch_size, augment=True, shuffle=generator)
+        else:
+            batches = ctx.source.batches(indices, ctx.eval_batch_size)
+        for images, chosen in batches:
+            yield self.vae_input(images), order[torch.searchsorted(wanted[order], chosen.to(wanted.device))]
 
-    @torch.no_grad()
-    def discriminator_outputs(self, ctx: CycleContext, indices: np.ndarray) -> torch.Tensor:
-        outputs = []
-        for images, _ in ctx.source.batches(indices, ctx.eval_batch_size):
-            with autocast(ctx.device, ctx.config.train.amp):
-                outputs.append(self.disc(self.disc_input(self.vae_input(images))).float())
-        return torch.cat(outputs)
-
-    def set_sampling_modes(self) -> None:
+    @contextmanager
+    def vae_mode(self, train_mode: bool):
+        """The VAE in train mode (BatchNorm on each batch's statistics, as the official sampler) or eval mode
+        (V9), D in eval mode; the BatchNorm running statistics a train-mode pass updates are put back after."""
+        saved = None
         if self.vae is not None:
-            self.vae.train(self.options["sample_in_train_mode"])
+            saved = {name: buffer.clone() for name, buffer in self.vae.named_buffers()}
+            self.vae.train(train_mode)
         if self.disc is not None:
             self.disc.eval()
+        try:
+            yield
+        finally:
+            if saved is not None:
+                for name, buffer in self.vae.named_buffers():
+                    buffer.copy_(saved[name])
+
+    @torch.no_grad()
+    def pool_outputs(self, ctx: CycleContext, indices: np.ndarray, train_mode: bool, tag: str,
+                     details: bool = False) -> dict[str, torch.Tensor]:
+        """Per image of `indices`, in their order: `mu`, `logvar` and, with a discriminator, D's output `d`;
+        with `details` also the reconstruction MSE of decoder(mu) (`recon`)."""
+        parts: dict[str, list] = {}
+        positions = []
+        with self.vae_mode(train_mode):
+            for images, where in self.scoring_batches(ctx, indices, train_mode, tag):
+                with autocast(ctx.device, ctx.config.train.amp):
+                    found = {}
+                    if self.vae is not None:
+                        found["mu"], found["logvar"] = self.vae.encode(images)
+                        if details:
+                            found["recon"] = (self.vae.decoder(found["mu"]).float() - images).pow(2).flatten(1).mean(1)
+                    if self.disc is not None:
+                        found["d"] = self.disc(found["mu"] if self.discriminates == "latent" else images)
+                for key, value in found.items():
+                    parts.setdefault(key, []).append(value.float())
+                positions.append(where)
+        inverse = torch.cat(positions).argsort()
+        return {key: torch.cat(values)[inverse] for key, values in parts.items()}
+
+    def latents(self, ctx: CycleContext, indices: np.ndarray, tag: str) -> tuple[torch.Tensor, torch.Tensor]:
+        found = self.pool_outputs(ctx, indices, self.options["sample_in_train_mode"], tag)
+        return found["mu"], found["logvar"]
+
+    def discriminator_outputs(self, ctx: CycleContext, indices: np.ndarray, tag: str,
+                              train_mode: bool | None = None) -> torch.Tensor:
+        train_mode = self.options["sample_in_train_mode"] if train_mode is None else train_mode
+        return self.pool_outputs(ctx, indices, train_mode, tag)["d"]
+
+    def shown_labeled(self, ctx: CycleContext) -> np.ndarray:
+        """Up to 5,000 labeled images, to compare D's outputs on labeled and unlabeled images."""
+        return ctx.rng.choice(ctx.pool.labeled, min(len(ctx.pool.labeled), 5000), replace=False)
 
     def score(self, model, ctx: CycleContext, candidates: np.ndarray) -> torch.Tensor:
         """Higher is selected first: minus D's output, so the `budget` lowest D(mu) are taken (Alg. 2)."""
-        self.set_sampling_modes()
-        unlabeled = self.discriminator_outputs(ctx, candidates)
-        shown = ctx.rng.choice(ctx.pool.labeled, min(len(ctx.pool.labeled), 5000), replace=False)
-        labeled = self.discriminator_outputs(ctx, shown)
+        unlabeled = self.discriminator_outputs(ctx, candidates, "unlabeled")
+        labeled = self.discriminator_outputs(ctx, self.shown_labeled(ctx), "labeled")
         summary = torch.stack([labeled.mean(), unlabeled.mean(), roc_auc(labeled, unlabeled)]).tolist()
         self.diagnostics.update({"disc_mean_labeled": round(summary[0], 5), "disc_mean_unlabeled": round(summary[1], 5),
                                  "disc_auc_labeled_vs_unlabeled": round(summary[2], 5)})
         self.save_reconstructions(ctx)
         return -unlabeled
 
+    def select(self, model, ctx: CycleContext, candidates: np.ndarray, budget: int) -> np.ndarray:
+        chosen = super().select(model, ctx, candidates, budget)
+        if self.options["health_check"]:
+            self.diagnostics.update(self.health_check(ctx, candidates, budget))
+        return chosen
+
+    def health_check(self, ctx: CycleContext, candidates: np.ndarray, budget: int) -> dict:
+        """How well the trained game tells the labeled set from the pool, scored with the VAE in eval mode (V9)
+        and in train mode (the official sampler): D's AUC (labeled vs unlabeled), the share of the held-out
+        classes (those absent from the cycle-0 labeled set) among the `budget` lowest D(mu) against their share
+        of the candidates, the mean |mu| and the reconstruction MSE of decoder(mu) over the candidates.
+        `mean_image_mse` is the MSE of predicting every candidate by their mean image: a VAE that reconstructs
+        no better has collapsed to the mean."""
+        targets = np.asarray(ctx.dataset.train.targets)
+        initial = ctx.folder / "pool_cycle0.npz" if ctx.folder is not None else None
+        labeled0 = Pool.load(initial).labeled if initial is not None and initial.exists() else ctx.pool.labeled
+        held_out = torch.as_tensor(~np.isin(targets[candidates], targets[labeled0]), device=ctx.device)
+        shown = self.shown_labeled(ctx)
+        found = {"held_out_base_rate": held_out.float().mean()}
+        for mode, train_mode in (("eval", False), ("train", True)):
+            pool = self.pool_outputs(ctx, candidates, train_mode, "unlabeled", details=True)
+            labeled = self.discriminator_outputs(ctx, shown, "labeled", train_mode)
+            lowest = torch.topk(-pool["d"], budget).indices
+            found.update({f"{mode}_auc": roc_auc(labeled, pool["d"]),
+                          f"{mode}_held_out_share": held_out[lowest].float().mean()})
+            if "mu" in pool:     # not for the D-on-pixels ablation
+                found.update({f"{mode}_mean_abs_mu": pool["mu"].abs().mean(), f"{mode}_recon_mse": pool["recon"].mean()})
+        images = torch.cat([images for images, _ in self.scoring_batches(ctx, candidates, False, "unlabeled")])
+        found["mean_image_mse"] = (images - images.mean(0)).pow(2).mean()
+        return {f"health_{key}": round(float(value), 5) for key, value in found.items()}
+
     def save_reconstructions(self, ctx: CycleContext) -> None:
         if self.vae is None or ctx.folder is None:
             return
         import torchvision
 
-        with torch.no_grad():
+        with torch.no_grad(), self.vae_mode(self.options["sample_in_train_mode"]):
             images = self.vae_input(self.last_batch[:8])
             recon = self.vae(images)[0]
         mean = torch.tensor(ctx.dataset.mean, device=images.device).view(1, -1, 1, 1)
@@ -254,8 +348,7 @@ class VAEWasserstein(VAALFamily):
     discriminates = None
 
     def score(self, model, ctx: CycleContext, candidates: np.ndarray) -> torch.Tensor:
-        self.set_sampling_modes()
-        labeled_mu, labeled_var = labeled_distribution(*self.latents(ctx, ctx.pool.labeled))
+        labeled_mu, labeled_var = labeled_distribution(*self.latents(ctx, ctx.pool.labeled, "labeled"))
         self.save_reconstructions(ctx)
-        return wasserstein_to_labeled(*self.latents(ctx, candidates), labeled_mu, labeled_var)
+        return wasserstein_to_labeled(*self.latents(ctx, candidates, "unlabeled"), labeled_mu, labeled_var)
 
