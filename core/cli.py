@@ -92,9 +92,10 @@ def command_run(args) -> int:
 
 
 def command_report(args) -> int:
-    from core.report import write_report
+    from core.report import Stats, write_report
 
-    for path in write_report(Path(args.results), args.out and Path(args.out), args.x_axis):
+    stats = Stats(args.test, args.alpha)
+    for path in write_report([Path(r) for r in args.results], args.out and Path(args.out), args.x_axis, stats):
         print(path)
     return 0
 
@@ -241,10 +242,13 @@ def build_parser() -> argparse.ArgumentParser:
     describe.add_argument("experiment")
     describe.add_argument("--profile", default="paper")
     describe.add_argument("--set", action="append", metavar="KEY=VALUE")
-    report = sub.add_parser("report", help="figures and tables from stored results, no training")
-    report.add_argument("results")
-    report.add_argument("--out", help="where to write (default: the results folder)")
+    report = sub.add_parser("report", help="figures, tables and paired comparisons from stored results, no training")
+    report.add_argument("results", nargs="+", help="one or more results folders (several: one summary table)")
+    report.add_argument("--out", help="where to write (default: the results folder; required with several)")
     report.add_argument("--x-axis", choices=["percent", "labels"], default="percent")
+    report.add_argument("--test", choices=["t", "wilcoxon"], default="t",
+                        help="paired test across seeds: t-test (default) or Wilcoxon signed-rank")
+    report.add_argument("--alpha", type=float, default=0.05, help="two-sided significance level (default 0.05)")
     compare = sub.add_parser("compare", help="reported vs reproduced numbers for paper-profile results")
     compare.add_argument("results")
     sub.add_parser("list", help="every paper, experiment, method and reported number, with status")
