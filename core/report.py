@@ -47,13 +47,16 @@ class Curve:
         metric over the budget range (seeds that have not finished every point are left out)."""
         return np.array(list(self.area_by_seed().values()))
 
-    def area_by_seed(self) -> dict[int, float]:
-        done = ~np.isnan(self.values).any(axis=1)
-        if len(self.fraction) < 2:
+    def area_by_seed(self, budgets: list[int] | None = None) -> dict[int, float]:
+        """{seed: area} over all budgets, or over the given ones (to pair with a method that has fewer)."""
+        keep = np.isin(self.n_labeled, self.n_labeled if budgets is None else budgets)
+        values, fraction = self.values[:, keep], self.fraction[keep]
+        done = ~np.isnan(values).any(axis=1)
+        if len(fraction) < 2:
             return {}
-        width = self.fraction[-1] - self.fraction[0]
-        heights = (self.values[:, 1:] + self.values[:, :-1]) / 2
-        areas = (heights * np.diff(self.fraction)).sum(axis=1) / width
+        width = fraction[-1] - fraction[0]
+        heights = (values[:, 1:] + values[:, :-1]) / 2
+        areas = (heights * np.diff(fraction)).sum(axis=1) / width
         return {seed: float(area) for seed, area, finished in zip(self.seeds, areas, done) if finished}
 
     def at(self, n_labeled: int) -> dict[int, float]:
@@ -140,6 +143,12 @@ def shared_budgets(a: Curve, b: Curve) -> list[int]:
 def budget_comparisons(a: Curve, b: Curve, stats: Stats) -> dict[int, Comparison]:
     """{n_labeled: a - b} at every labeled-set size both methods have."""
     return {n: compare_seeds(a.at(n), b.at(n), stats) for n in shared_budgets(a, b)}
+
+
+def paired_areas(a: Curve, b: Curve, stats: Stats) -> Comparison:
+    """a's AUBC minus b's, both over the budgets they share."""
+    budgets = shared_budgets(a, b)
+    return compare_seeds(a.area_by_seed(budgets), b.area_by_seed(budgets), stats)
 
 
 def learning_curves(curves: list[Curve]) -> list[Curve]:
@@ -272,7 +281,7 @@ def pairwise_table(curves: list[Curve], stats: Stats) -> str:
         paired = len(set(a.seeds) & set(b.seeds))
         by_budget = budget_comparisons(a, b, stats)
         cells = [difference_cell(by_budget[n], paired) if n in by_budget else "-" for n in labels]
-        area = difference_cell(compare_seeds(a.area_by_seed(), b.area_by_seed(), stats), paired)
+        area = difference_cell(paired_areas(a, b, stats), paired)
         lines.append(_row([f"{a.method} − {b.method}", str(paired)] + cells + [area]))
     return "\n".join(lines) + "\n"
 
@@ -291,16 +300,20 @@ def penalty_table(curves: list[Curve], stats: Stats) -> str:
               f"{MIN_SEEDS} paired seeds at some budget.", "",
               _row(["i beats j"] + methods), "|" + "---|" * (len(methods) + 1)]
     for method, row in zip(methods, matrix):
-        lines.append(_row([method] + ["-" if np.isnan(v) else f"{v:.2f}" for v in row]))
-    lines.append(_row(["column mean"] + [f"{v:.2f}" for v in column_means(matrix)]))
+        lines.append(_row([method] + [_fraction(v) for v in row]))
+    lines.append(_row(["column mean"] + [_fraction(v) for v in column_means(matrix)]))
     return "\n".join(lines) + "\n"
 
 
 def column_means(matrix: np.ndarray) -> np.ndarray:
-    """Mean of each column over the other methods (the diagonal is no comparison)."""
+    """Mean of each column over the other methods (NaN where none was computed; the diagonal is no comparison)."""
     off_diagonal = np.where(np.eye(len(matrix), dtype=bool), np.nan, matrix)
-    with np.errstate(all="ignore"):
-        return np.nanmean(off_diagonal, axis=0) if len(matrix) > 1 else np.full(len(matrix), np.nan)
+    counted = (~np.isnan(off_diagonal)).sum(axis=0)
+    return np.where(counted > 0, np.nansum(off_diagonal, axis=0) / np.maximum(counted, 1), np.nan)
+
+
+def _fraction(value: float) -> str:
+    return "-" if np.isnan(value) else f"{value:.2f}"
 
 
 def _pyplot():
@@ -359,6 +372,8 @@ def plot_improvement(key: tuple, curves: list[Curve], path: Path, stats: Stats, 
     for method, curve in sorted(by_method.items()):
         comparisons = budget_comparisons(curve, random, stats)
         budgets = [n for n, c in comparisons.items() if c.seeds]
+        if not budgets:
+            continue
         x = np.array([100 * fraction_of[n] if x_axis == "percent" else n for n in budgets])
         chosen = [comparisons[n] for n in budgets]
         seeds = max(c.seeds for c in chosen)
@@ -388,10 +403,10 @@ def plot_penalty(key: tuple, curves: list[Curve], path: Path, stats: Stats) -> b
     image = ax.imshow(np.where(np.eye(len(methods), dtype=bool), np.nan, matrix), cmap="Reds", vmin=0, vmax=1)
     for (i, j), value in np.ndenumerate(matrix):
         if i != j:
-            ax.text(j, i, "-" if np.isnan(value) else f"{value:.2f}", ha="center", va="center", fontsize=9,
+            ax.text(j, i, _fraction(value), ha="center", va="center", fontsize=9,
                     color="white" if value > 0.6 else "black")
     means = column_means(matrix)
-    ax.set_xticks(range(len(methods)), [f"{m}\n{v:.2f}" for m, v in zip(methods, means)], rotation=30, fontsize=8)
+    ax.set_xticks(range(len(methods)), [f"{m}\n{_fraction(v)}" for m, v in zip(methods, means)], rotation=30, fontsize=8)
     ax.set_yticks(range(len(methods)), methods, fontsize=8)
     ax.set_xlabel("j (beaten); below each name: column mean, lower is better")
     ax.set_ylabel("i (beats j)")
@@ -450,7 +465,7 @@ def summary_table(experiments: list[Experiment], stats: Stats) -> str:
     lines = ["## Summary: area under the budget curve (AUBC) and final value per method and experiment", "",
              f"mean ± std over seeds (n = seeds); {BETTER} / {WORSE}: significantly better / worse than random of "
              f"the same experiment ({stats.describe()}, paired by seed); n<3: no mark, {TOO_FEW_SEEDS}; no mark: no "
-             "significant difference. Final: the last budget of each method.", "",
+             "significant difference, or no random in that experiment. Final: the last budget of each method.", "",
              _row(header), "|" + "---|" * len(header)]
     for method in methods:
         cells = []
@@ -462,7 +477,7 @@ def summary_table(experiments: list[Experiment], stats: Stats) -> str:
                 continue
             area, final = curve.area_by_seed(), curve.at(final_budget(curve))
             versus = random is not None and method != "random"
-            cells.append(summary_cell(area, compare_seeds(area, random.area_by_seed(), stats) if versus and area else None))
+            cells.append(summary_cell(area, paired_areas(curve, random, stats) if versus and area else None))
             final_random = random.at(final_budget(curve)) if versus else {}
             cells.append(summary_cell(final, compare_seeds(final, final_random, stats) if final_random else None))
         lines.append(_row([method] + cells))

@@ -134,6 +134,16 @@ def test_fewer_than_three_seeds_gives_no_marks_and_says_why(tmp_path):
     assert "| better | 52.75 ± 1.05 (n=2) n<3 |" in (tmp_path / "out" / "report.md").read_text()
 
 
+def test_one_seed_like_the_demo_still_draws_the_improvement_over_random(tmp_path):
+    from core.cli import DEMO
+
+    assert "random" in DEMO["methods"].split(",") and DEMO["seeds"] == 1
+    written = {p.name for p in write_report(write_synthetic(tmp_path / "runs", seeds=1), tmp_path / "out")}
+    assert "vaal_fig2_cifar10_mini_vs_random.png" in written and "vaal_fig2_cifar10_mini_penalty.png" not in written
+    table = (tmp_path / "out" / "vaal_fig2_cifar10_mini.md").read_text()
+    assert "| better − random | 1 | +3.30 | +3.30 | +3.30 | +3.30 | +3.30 | +3.30 |" in table
+
+
 def test_wilcoxon_on_five_seeds_cannot_mark_and_the_report_says_so(tmp_path):
     curves = synthetic_curves(write_synthetic(tmp_path / "runs"))
     comparison = compare_seeds(curves["better"].at(3000), curves["random"].at(3000), Stats("wilcoxon"))
