@@ -377,13 +377,17 @@ def plot_improvement(key: tuple, curves: list[Curve], path: Path, stats: Stats, 
         x = np.array([100 * fraction_of[n] if x_axis == "percent" else n for n in budgets])
         chosen = [comparisons[n] for n in budgets]
         seeds = max(c.seeds for c in chosen)
-        line, = ax.plot(x, [c.mean for c in chosen], marker="o", markersize=3,
+        means = np.array([c.mean for c in chosen])
+        line, = ax.plot(x, means, marker="o", markersize=4, markerfacecolor="white",
                         label=f"{method} (n={seeds}{', no band' if seeds < 2 else ''})")
+        significant = np.array([bool(c.mark) for c in chosen])
+        ax.plot(x[significant], means[significant], "o", markersize=4, color=line.get_color())
         ax.fill_between(x, [c.low for c in chosen], [c.high for c in chosen], color=line.get_color(), alpha=0.18)
     ax.set_xlabel("labeled images (% of training set)" if x_axis == "percent" else "labeled images")
     ax.set_ylabel(f"{metric} minus random's (points)")
     ax.set_title(f"{paper} / {experiment} ({profile}): improvement over random\n"
-                 f"paired mean over seeds, {100 * (1 - stats.alpha):g}% CI band", fontsize=10)
+                 f"paired mean over seeds, {100 * (1 - stats.alpha):g}% CI band; filled: significant "
+                 f"({TESTS[stats.test]}, α={stats.alpha:g})", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -406,7 +410,8 @@ def plot_penalty(key: tuple, curves: list[Curve], path: Path, stats: Stats) -> b
             ax.text(j, i, _fraction(value), ha="center", va="center", fontsize=9,
                     color="white" if value > 0.6 else "black")
     means = column_means(matrix)
-    ax.set_xticks(range(len(methods)), [f"{m}\n{_fraction(v)}" for m, v in zip(methods, means)], rotation=30, fontsize=8)
+    ax.set_xticks(range(len(methods)), [f"{m}\n{_fraction(v)}" for m, v in zip(methods, means)], rotation=30,
+                  fontsize=8)
     ax.set_yticks(range(len(methods)), methods, fontsize=8)
     ax.set_xlabel("j (beaten); below each name: column mean, lower is better")
     ax.set_ylabel("i (beats j)")
@@ -501,10 +506,10 @@ def write_report(results: Path | list[Path], out: Path | None = None, x_axis: st
         reference = full_data_reference(key[0], key[1]) if key[2] == "paper" else {}
         plot_curves(key, curves, out / f"{stem}.png", x_axis, reference)
         written.append(out / f"{stem}.png")
-        for suffix, plot in (("vs_random", lambda p: plot_improvement(key, curves, p, stats, x_axis)),
-                             ("penalty", lambda p: plot_penalty(key, curves, p, stats))):
-            if plot(out / f"{stem}_{suffix}.png"):
-                written.append(out / f"{stem}_{suffix}.png")
+        if plot_improvement(key, curves, out / f"{stem}_vs_random.png", stats, x_axis):
+            written.append(out / f"{stem}_vs_random.png")
+        if plot_penalty(key, curves, out / f"{stem}_penalty.png", stats):
+            written.append(out / f"{stem}_penalty.png")
         table = "\n".join(part for part in (markdown_table(key, curves), pairwise_table(curves, stats),
                                             penalty_table(curves, stats)) if part)
         write_atomic(out / f"{stem}.md", table)

@@ -67,8 +67,8 @@ def write_synthetic(folder, seeds=5, experiment="fig2_cifar10"):
     for method, effect in EFFECTS.items():
         noise = (0,) * 5 if method in ("random", "copy") else NOISE
         for seed in range(seeds):
-            rows = [row(method, seed, n, 40 + 5 * k + SEED_OFFSET[seed] + effect[k] + noise[seed], experiment=experiment)
-                    for k, n in enumerate(BUDGETS)]
+            values = [40 + 5 * k + SEED_OFFSET[seed] + effect[k] + noise[seed] for k in range(len(BUDGETS))]
+            rows = [row(method, seed, n, value, experiment=experiment) for n, value in zip(BUDGETS, values)]
             write_atomic(folder / method / f"seed{seed}" / "results.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     return folder
 
@@ -118,7 +118,8 @@ def test_report_has_marks_matrix_and_improvement_figure(tmp_path):
     assert "| copy − random | 5 | +0.00 [+0.00, +0.00] p=1.000 |" in table
     assert "| late | 0.00 | 0.50 | - | 0.50 |" in table and "| column mean | 0.00 | 0.50 | 0.17 | 0.50 |" in table
     report = (tmp_path / "out" / "report.md").read_text()
-    assert report.startswith("## Summary") and "| better | 53.04 ± 1.09 (n=5) ▲ | 63.04 ± 1.09 (n=5) ▲ |" in report
+    assert report.startswith("## Summary")
+    assert "| better | 53.04 ± 1.09 (n=5) ▲ | 63.04 ± 1.09 (n=5) ▲ |" in report
     assert "| copy | 50.04 ± 0.91 (n=5) | 60.04 ± 0.91 (n=5) |" in report
 
 
@@ -171,6 +172,8 @@ def test_several_folders_need_an_output_folder(tmp_path, capsys):
     assert main(["report", str(tmp_path / "a"), str(tmp_path / "b"), "--test", "wilcoxon"]) == 2
     assert capsys.readouterr().err == "error: several results folders are reported together into one place: " \
                                       "pass --out DIR\n"
+    assert main(["report", str(tmp_path), "--alpha", "5"]) == 2
+    assert capsys.readouterr().err == "error: --alpha must be between 0 and 1, not 5.0\n"
 
 
 def test_compare_uses_paper_profile_rows_only():
