@@ -489,6 +489,39 @@ def summary_table(experiments: list[Experiment], stats: Stats) -> str:
     return "\n".join(lines) + "\n"
 
 
+def summed_penalty(experiments: list[Experiment], stats: Stats) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """BADGE Fig. 4 over several experiments: the sum of their penalty matrices (each experiment adds at most 1
+    to an entry) and, per entry, the number of experiments that computed it (both methods, enough seeds)."""
+    per_experiment = [penalty_matrix(e.curves, stats) for e in experiments]
+    methods = sorted({m for names, _ in per_experiment for m in names}, key=lambda m: (m == "random", m))
+    index = {m: k for k, m in enumerate(methods)}
+    total, counted = np.zeros((len(methods),) * 2), np.zeros((len(methods),) * 2, dtype=int)
+    for names, matrix in per_experiment:
+        for (i, j), value in np.ndenumerate(matrix):
+            if not np.isnan(value):
+                total[index[names[i]], index[names[j]]] += value
+                counted[index[names[i]], index[names[j]]] += 1
+    return methods, total, counted
+
+
+def summed_penalty_table(experiments: list[Experiment], stats: Stats) -> str:
+    """The summed matrix as markdown, when at least two experiments computed one."""
+    if sum(not np.isnan(m).all() for _, m in (penalty_matrix(e.curves, stats) for e in experiments)) < 2:
+        return ""
+    methods, total, counted = summed_penalty(experiments, stats)
+    beaten = total.sum(axis=0) / np.maximum(counted.sum(axis=0), 1)
+    lines = ["### Pairwise penalty matrix summed over experiments (Ash et al., BADGE, Fig. 4)", "",
+             "Row i, column j: the sum over experiments of the fraction of budgets at which i beats j, '/ k': the "
+             "k experiments that compared the pair. Bottom row: the column sum over the comparisons made, how "
+             "often that method is beaten (lower is better).", "",
+             _row(["i beats j"] + methods), "|" + "---|" * (len(methods) + 1)]
+    for i, method in enumerate(methods):
+        lines.append(_row([method] + ["-" if not counted[i, j] else f"{total[i, j]:.2f} / {counted[i, j]}"
+                                      for j in range(len(methods))]))
+    lines.append(_row(["beaten"] + [_fraction(v) if counted[:, j].any() else "-" for j, v in enumerate(beaten)]))
+    return "\n".join(lines) + "\n"
+
+
 def write_report(results: Path | list[Path], out: Path | None = None, x_axis: str = "percent",
                  stats: Stats = Stats()) -> list[Path]:
     """Regenerate every figure and table below the results folder(s) from their stored rows; no training.
@@ -500,7 +533,8 @@ def write_report(results: Path | list[Path], out: Path | None = None, x_axis: st
         raise UserError("several results folders are reported together into one place: pass --out DIR")
     out = Path(out or folders[0])
     experiments = collect(folders)
-    written, sections = [], [summary_table(experiments, stats)]
+    written, sections = [], [part for part in (summary_table(experiments, stats),
+                                               summed_penalty_table(experiments, stats)) if part]
     for experiment in experiments:
         key, curves, stem = experiment.key, experiment.curves, experiment.stem
         reference = full_data_reference(key[0], key[1]) if key[2] == "paper" else {}

@@ -5,8 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from core.report import (TOO_FEW_SEEDS, Stats, budget_comparisons, compare_seeds, group_curves, pairwise_table,
-                         penalty_matrix, write_report)
+from core.report import (TOO_FEW_SEEDS, Stats, budget_comparisons, collect, compare_seeds, group_curves,
+                         pairwise_table, penalty_matrix, summed_penalty, summed_penalty_table,
+                         write_report)
 from core.reported import REPORTED, compare, comparison_table
 from core.results import append_jsonl, read_jsonl, write_atomic
 
@@ -164,6 +165,19 @@ def test_several_folders_make_one_summary_table(tmp_path):
     assert "| better | 53.04 ± 1.09 (n=5) ▲ | 63.04 ± 1.09 (n=5) ▲ | 52.75 ± 1.05 (n=2) n<3 |" in \
         (tmp_path / "out" / "report.md").read_text()
     assert (tmp_path / "out" / "vaal_fig4_cifar100_mini.md").exists()
+
+
+def test_penalty_matrices_add_up_over_experiments(tmp_path):
+    write_synthetic(tmp_path / "a")
+    write_synthetic(tmp_path / "b", experiment="fig4_cifar100")
+    experiments = collect([tmp_path / "a", tmp_path / "b"])
+    methods, total, counted = summed_penalty(experiments, Stats())
+    assert methods == ["better", "copy", "late", "random"] and total[0, 2] == 1.0 and total[2, 3] == 1.0
+    assert (counted == 2 * (1 - np.eye(4))).all()
+    table = summed_penalty_table(experiments, Stats())
+    assert "| better | - | 2.00 / 2 | 1.00 / 2 | 2.00 / 2 |" in table
+    assert "| beaten | 0.00 | 0.50 | 0.17 | 0.50 |" in table
+    assert summed_penalty_table(experiments[:1], Stats()) == ""
 
 
 def test_several_folders_need_an_output_folder(tmp_path, capsys):
