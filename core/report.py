@@ -156,22 +156,36 @@ def learning_curves(curves: list[Curve]) -> list[Curve]:
     return [c for c in curves if len(c.n_labeled) > 1]
 
 
-def penalty_matrix(curves: list[Curve], stats: Stats) -> tuple[list[str], np.ndarray]:
+@dataclass
+class Penalty:
+    """A penalty matrix: the methods, the budgets it judged, those it left out for lack of seeds, the entries."""
+    methods: list[str]
+    budgets: list[int]
+    too_few_seeds: list[int]
+    matrix: np.ndarray           # (methods, methods); NaN on the diagonal and when no budget could be judged
+
+    @property
+    def computed(self) -> bool:
+        return len(self.methods) > 1 and bool(self.budgets)
+
+
+def penalty_matrix(curves: list[Curve], stats: Stats) -> Penalty:
     """Ash et al. (BADGE, Fig. 4): entry (i, j) is the number of budgets at which method i beats method j
-    significantly, divided by the number of budgets compared, so 1 means i beats j at every budget. The first
-    budget is left out: there no method has selected anything yet (same initial set, same first model). An
-    entry rests on MIN_SEEDS paired seeds at every budget or is NaN."""
+    significantly, divided by the number of budgets judged, so 1 means i beats j at every budget. The first
+    budget is left out: there no method has selected anything yet (same initial set, same first model). A budget
+    is judged when every pair has MIN_SEEDS paired seeds there; the others (runs still going) are listed."""
     competing = learning_curves(curves)
     initial = min((int(c.n_labeled[0]) for c in competing), default=0)
+    pairs = {(i, j): budget_comparisons(a, b, stats) for i, a in enumerate(competing)
+             for j, b in enumerate(competing) if i != j}
+    budgets = sorted({n for by_budget in pairs.values() for n in by_budget if n > initial})
+    judged = [n for n in budgets
+              if all(n in by_budget and by_budget[n].verdict is not None for by_budget in pairs.values())]
     matrix = np.full((len(competing), len(competing)), np.nan)
-    for i, a in enumerate(competing):
-        for j, b in enumerate(competing):
-            if i == j:
-                continue
-            verdicts = [c.verdict for n, c in budget_comparisons(a, b, stats).items() if n > initial]
-            if verdicts and None not in verdicts:
-                matrix[i, j] = sum(v == 1 for v in verdicts) / len(verdicts)
-    return [c.method for c in competing], matrix
+    for (i, j), by_budget in pairs.items():
+        if judged:
+            matrix[i, j] = sum(by_budget[n].verdict == 1 for n in judged) / len(judged)
+    return Penalty([c.method for c in competing], judged, [n for n in budgets if n not in judged], matrix)
 
 
 def group_curves(rows: list[dict]) -> dict[tuple, list[Curve]]:
@@ -287,21 +301,25 @@ def pairwise_table(curves: list[Curve], stats: Stats) -> str:
 
 
 def penalty_table(curves: list[Curve], stats: Stats) -> str:
-    methods, matrix = penalty_matrix(curves, stats)
+    penalty = penalty_matrix(curves, stats)
+    methods = penalty.methods
     if len(methods) < 2:
         return ""
     lines = ["#### Pairwise penalty matrix (Ash et al., BADGE, Fig. 4)", ""]
-    if np.isnan(matrix[~np.eye(len(methods), dtype=bool)]).all():
-        return "\n".join(lines + [f"Not computed: it counts significant wins, and {TOO_FEW_SEEDS} at every "
-                                   "budget."]) + "\n"
-    lines += ["Row i, column j: the fraction of budgets after the initial set at which i is significantly better "
-              f"than j ({stats.describe()}); 1 = at every budget. Bottom row: the column mean, how often that "
-              "method is beaten (lower is better). '-': fewer than "
-              f"{MIN_SEEDS} paired seeds at some budget.", "",
+    if not penalty.computed:
+        return "\n".join(lines + [f"Not computed: it counts significant wins, and {TOO_FEW_SEEDS} at some budget "
+                                   "after the initial set."]) + "\n"
+    left_out = (f" Left out, fewer than {MIN_SEEDS} paired seeds there so far: "
+                f"{', '.join(f'{n:,}' for n in penalty.too_few_seeds)}." if penalty.too_few_seeds else "")
+    lines += [f"Row i, column j: the fraction of the {len(penalty.budgets)} budgets judged "
+              f"({', '.join(f'{n:,}' for n in penalty.budgets)} labels) at which i is significantly better than j "
+              f"({stats.describe()}); 1 = at every budget. The initial budget is not judged: no method has "
+              f"selected anything there.{left_out} Bottom row: the column mean, how often that method is beaten "
+              "(lower is better).", "",
               _row(["i beats j"] + methods), "|" + "---|" * (len(methods) + 1)]
-    for method, row in zip(methods, matrix):
+    for method, row in zip(methods, penalty.matrix):
         lines.append(_row([method] + [_fraction(v) for v in row]))
-    lines.append(_row(["column mean"] + [_fraction(v) for v in column_means(matrix)]))
+    lines.append(_row(["column mean"] + [_fraction(v) for v in column_means(penalty.matrix)]))
     return "\n".join(lines) + "\n"
 
 
@@ -397,9 +415,10 @@ def plot_improvement(key: tuple, curves: list[Curve], path: Path, stats: Stats, 
 
 def plot_penalty(key: tuple, curves: list[Curve], path: Path, stats: Stats) -> bool:
     """The penalty matrix as a heat-map; False when it could not be computed (too few seeds or methods)."""
-    methods, matrix = penalty_matrix(curves, stats)
-    if len(methods) < 2 or np.isnan(matrix[~np.eye(len(methods), dtype=bool)]).all():
+    penalty = penalty_matrix(curves, stats)
+    if not penalty.computed:
         return False
+    methods, matrix = penalty.methods, penalty.matrix
     plt = _pyplot()
     paper, experiment, profile, _ = key
     size = 1.6 + 0.9 * len(methods)
@@ -493,20 +512,20 @@ def summed_penalty(experiments: list[Experiment], stats: Stats) -> tuple[list[st
     """BADGE Fig. 4 over several experiments: the sum of their penalty matrices (each experiment adds at most 1
     to an entry) and, per entry, the number of experiments that computed it (both methods, enough seeds)."""
     per_experiment = [penalty_matrix(e.curves, stats) for e in experiments]
-    methods = sorted({m for names, _ in per_experiment for m in names}, key=lambda m: (m == "random", m))
+    methods = sorted({m for p in per_experiment for m in p.methods}, key=lambda m: (m == "random", m))
     index = {m: k for k, m in enumerate(methods)}
     total, counted = np.zeros((len(methods),) * 2), np.zeros((len(methods),) * 2, dtype=int)
-    for names, matrix in per_experiment:
-        for (i, j), value in np.ndenumerate(matrix):
+    for penalty in per_experiment:
+        for (i, j), value in np.ndenumerate(penalty.matrix):
             if not np.isnan(value):
-                total[index[names[i]], index[names[j]]] += value
-                counted[index[names[i]], index[names[j]]] += 1
+                total[index[penalty.methods[i]], index[penalty.methods[j]]] += value
+                counted[index[penalty.methods[i]], index[penalty.methods[j]]] += 1
     return methods, total, counted
 
 
 def summed_penalty_table(experiments: list[Experiment], stats: Stats) -> str:
     """The summed matrix as markdown, when at least two experiments computed one."""
-    if sum(not np.isnan(m).all() for _, m in (penalty_matrix(e.curves, stats) for e in experiments)) < 2:
+    if sum(penalty_matrix(e.curves, stats).computed for e in experiments) < 2:
         return ""
     methods, total, counted = summed_penalty(experiments, stats)
     beaten = total.sum(axis=0) / np.maximum(counted.sum(axis=0), 1)

@@ -104,11 +104,22 @@ def test_an_identical_copy_is_never_marked(tmp_path):
 
 
 def test_penalty_matrix_of_the_known_effects(tmp_path):
-    methods, matrix = penalty_matrix(list(synthetic_curves(write_synthetic(tmp_path)).values()), Stats())
-    assert methods == ["better", "copy", "late", "random"]
-    # the initial budget is left out: 4 budgets; 'late' leads at 2 of them
+    penalty = penalty_matrix(list(synthetic_curves(write_synthetic(tmp_path)).values()), Stats())
+    assert penalty.methods == ["better", "copy", "late", "random"]
+    # the initial budget is not judged: 4 budgets; 'late' leads at 2 of them
+    assert penalty.budgets == [2000, 3000, 4000, 5000] and penalty.too_few_seeds == []
     expected = [[math.nan, 1, 0.5, 1], [0, math.nan, 0, 0], [0, 0.5, math.nan, 0.5], [0, 0, 0, math.nan]]
-    np.testing.assert_array_equal(matrix, np.array(expected))
+    np.testing.assert_array_equal(penalty.matrix, np.array(expected))
+
+
+def test_penalty_matrix_judges_only_budgets_every_pair_reached_with_three_seeds(tmp_path):
+    curves = synthetic_curves(write_synthetic(tmp_path))
+    for curve in curves.values():
+        curve.values[3:, 3:] = np.nan            # seeds 3 and 4 still running at 4,000 and 5,000 labels
+    curves["late"].values[2, 3:] = np.nan         # and 'late' seed 2 too: only 2 seeds there
+    penalty = penalty_matrix(list(curves.values()), Stats())
+    assert penalty.budgets == [2000, 3000] and penalty.too_few_seeds == [4000, 5000]
+    assert penalty.matrix[0, 3] == 1 and penalty.matrix[2, 3] == 0
 
 
 def test_report_has_marks_matrix_and_improvement_figure(tmp_path):
