@@ -178,14 +178,16 @@ def hold_report_lock(folder: Path, quiet: bool = False):
 
 
 def command_report(args) -> int:
-    from core.report import write_report
+    from core.report import Stats, write_report
 
-    results = user_path(args.results)
-    out = user_path(args.out) if args.out else results
-    if results.is_dir():
-        check_out_folder(out)
-    with hold_report_lock(out) if results.is_dir() else contextlib.nullcontext():
-        for path in write_report(results, out, args.x_axis):
+    stats = Stats(args.test, args.alpha)
+    results = [user_path(r) for r in args.results]
+    out = user_path(args.out) if args.out else None
+    folder = out or results[0]
+    if all(r.is_dir() for r in results):
+        check_out_folder(folder)
+    with hold_report_lock(folder) if folder.is_dir() else contextlib.nullcontext():
+        for path in write_report(results, out, args.x_axis, stats):
             print(path)
     return 0
 
@@ -338,10 +340,13 @@ def build_parser() -> argparse.ArgumentParser:
     describe.add_argument("experiment")
     describe.add_argument("--profile", default="paper")
     describe.add_argument("--set", action="append", metavar="KEY=VALUE")
-    report = sub.add_parser("report", help="figures and tables from stored results, no training")
-    report.add_argument("results")
-    report.add_argument("--out", help="where to write (default: the results folder)")
+    report = sub.add_parser("report", help="figures, tables and paired comparisons from stored results, no training")
+    report.add_argument("results", nargs="+", help="one or more results folders (several: one summary table)")
+    report.add_argument("--out", help="where to write (default: the results folder; required with several)")
     report.add_argument("--x-axis", choices=["percent", "labels"], default="percent")
+    report.add_argument("--test", choices=["t", "wilcoxon"], default="t",
+                        help="paired test across seeds: t-test (default) or Wilcoxon signed-rank")
+    report.add_argument("--alpha", type=float, default=0.05, help="two-sided significance level (default 0.05)")
     compare = sub.add_parser("compare", help="reported vs reproduced numbers for paper-profile results")
     compare.add_argument("results")
     sub.add_parser("list", help="every paper, experiment, method and reported number, with status")
