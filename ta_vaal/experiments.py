@@ -151,9 +151,9 @@ def game_sizes(**sizes) -> dict:
 
 SMOKE = smoke_profile(**{"protocol.initial": 40, "protocol.budget": 40, "protocol.subset": 200, "train.epochs": 2,
                          "train.milestones": [1], **game_sizes(iterations=3)})
-MINI = mini_profile(**{"protocol.initial": 1000, "protocol.budget": 500, "protocol.cycles": 4,
-                       "protocol.subset": 3000, "train.epochs": 15, "train.milestones": [12],
-                       **game_sizes(vae_epochs=15)})
+MINI = mini_profile(**{"protocol.initial": 400, "protocol.budget": 200, "protocol.cycles": 4,
+                       "protocol.subset": 2000, "train.epochs": 8, "train.milestones": [6],
+                       **game_sizes(vae_epochs=5)})
 LARGE_SMOKE = smoke_profile(**{"data.train_subset": 0, "data.test_size": 40, "data.image_size": 40,
                                "data.resize": 44, "data.workers": 0, "protocol.initial": 40, "protocol.budget": 20,
                                "protocol.subset": 60, "train.epochs": 1, "train.milestones": [], "train.batch_size": 16,

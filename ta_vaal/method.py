@@ -35,7 +35,7 @@ from core.strategy import STRATEGIES, CycleContext, Strategy, register
 from core.trainer import TrainHook
 from ta_vaal.networks import TaskAwareVAE
 from vaal.method import VAAL_OPTIONS, VAALFamily, kl_sum
-from vaal.networks import VAE, Discriminator
+from vaal.networks import Discriminator
 
 RANKER_OPTIONS = {**LearningLoss.default_options, "ranking_loss": "bce"}     # learning loss v2 (T7), eta = 1
 GAME_OPTIONS = {
@@ -112,11 +112,9 @@ class TaskAwareGame(VAALFamily):
         return side if side in (28, 32) else self.options["large_image_size"]
 
     def build_modules(self, channels: int, size: int, width: float) -> dict:
-        d = self.options["latent_dim"]
-        if not self.task_aware:
-            return {"VAE": VAE(d, channels, size, width), "discriminator": Discriminator(d, self.options["disc_layers"])}
-        return {"VAE": TaskAwareVAE(d, channels, size, width),
-                "discriminator": Discriminator(d + 1, self.options["disc_layers"])}
+        d, ranked = self.options["latent_dim"], int(self.task_aware)
+        return {"VAE": TaskAwareVAE(d, channels, size, width, ranked=self.task_aware),
+                "discriminator": Discriminator(d + ranked, self.options["disc_layers"])}
 
     def networks(self, config, num_classes: int) -> dict:
         dataset, width = config.data.dataset, config.model.width
@@ -179,9 +177,6 @@ class TaskAwareGame(VAALFamily):
     def discriminate(self, mu: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
         return self.disc(torch.cat([mu, r.to(mu.dtype)[:, None]], 1) if self.task_aware else mu).float()
 
-    def reconstruct(self, x: torch.Tensor, r: torch.Tensor):
-        return self.vae(x, r) if self.task_aware else self.vae(x)
-
     def train_game(self, ctx: CycleContext, labeled, unlabeled, iterations: int) -> None:
         opts, amp = self.options, ctx.config.train.amp
         vae_opt = torch.optim.Adam(self.vae.parameters(), lr=opts["vae_lr"])
@@ -221,8 +216,8 @@ class TaskAwareGame(VAALFamily):
 
     def vae_losses(self, x_l, x_u, decoder_r, disc_r):
         kl, beta = KL[self.options["kl"]], self.options["beta"]
-        recon_l, _, mu_l, logvar_l = self.reconstruct(x_l, decoder_r[0])
-        recon_u, _, mu_u, logvar_u = self.reconstruct(x_u, decoder_r[1])
+        recon_l, _, mu_l, logvar_l = self.vae(x_l, decoder_r[0])
+        recon_u, _, mu_u, logvar_u = self.vae(x_u, decoder_r[1])
         transductive = F.mse_loss(recon_l.float(), x_l) + beta * kl(mu_l.float(), logvar_l.float()) + \
             F.mse_loss(recon_u.float(), x_u) + beta * kl(mu_u.float(), logvar_u.float())
         d_l, d_u = self.discriminate(mu_l, disc_r[0]), self.discriminate(mu_u, disc_r[1])

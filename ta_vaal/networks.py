@@ -22,13 +22,15 @@ from vaal.networks import VAE
 
 class TaskAwareVAE(VAE):
     """forward(x, r) -> (reconstruction, z, mu, logvar); the decoder reads [z, r] with r already normalised
-    (sigmoid of the ranker's output, or the code's U(0, 1) draw at the game's first iteration)."""
+    (sigmoid of the ranker's output, or the code's U(0, 1) draw at the game's first iteration).
+    `ranked=False` is VAAL's VAE (forward(x)) with the 28x28 layout available, for VAAL in TA-VAAL's protocol."""
 
-    def __init__(self, latent_dim: int = 64, in_channels: int = 3, size: int = 32, width: float = 1.0):
+    def __init__(self, latent_dim: int = 64, in_channels: int = 3, size: int = 32, width: float = 1.0,
+                 ranked: bool = True):
         super().__init__(latent_dim, in_channels, 32 if size == 28 else size, width)
-        self.size = size
+        self.size, self.ranked = size, ranked
         first = self.decoder[0]
-        self.decoder[0] = nn.Linear(latent_dim + 1, first.out_features)
+        self.decoder[0] = nn.Linear(latent_dim + int(ranked), first.out_features)
         replaced = [self.decoder[0]]
         if size == 28:
             channels = [scaled(c, width) for c in (128, 256, 512, 1024)]
@@ -40,10 +42,11 @@ class TaskAwareVAE(VAE):
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
 
-    def forward(self, x, r):
+    def forward(self, x, r=None):
         mu, logvar = self.encode(x)
         z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
-        return self.decoder(torch.cat([z, r.to(z.dtype)[:, None]], 1)), z, mu, logvar
+        decoded = torch.cat([z, r.to(z.dtype)[:, None]], 1) if self.ranked else z
+        return self.decoder(decoded), z, mu, logvar
 
 
 class ResNet18(CifarResNet18):
