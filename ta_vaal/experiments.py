@@ -151,9 +151,9 @@ def game_sizes(**sizes) -> dict:
 
 SMOKE = smoke_profile(**{"protocol.initial": 40, "protocol.budget": 40, "protocol.subset": 200, "train.epochs": 2,
                          "train.milestones": [1], **game_sizes(iterations=3)})
-MINI = mini_profile(**{"protocol.initial": 400, "protocol.budget": 200, "protocol.cycles": 4,
-                       "protocol.subset": 2000, "train.epochs": 8, "train.milestones": [6],
-                       **game_sizes(vae_epochs=5)})
+MINI = mini_profile(**{"protocol.initial": 500, "protocol.budget": 250, "protocol.cycles": 3,
+                       "protocol.subset": 1000, "train.epochs": 10, "train.milestones": [8],
+                       **game_sizes(vae_epochs=4)})
 LARGE_SMOKE = smoke_profile(**{"data.train_subset": 0, "data.test_size": 40, "data.image_size": 40,
                                "data.resize": 44, "data.workers": 0, "protocol.initial": 40, "protocol.budget": 20,
                                "protocol.subset": 60, "train.epochs": 1, "train.milestones": [], "train.batch_size": 16,

@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -11,6 +12,7 @@ from core.loop import RunSettings, run_job
 from core.networks import build_network, parameter_count
 from core.pool import candidate_subset
 from ta_vaal.experiments import TABLE1
+from ta_vaal import figures
 from ta_vaal.figures import class_counts, improvement_over_random
 from ta_vaal.method import TAVAAL, VAALInTAVAAL, kl_mean
 from ta_vaal.networks import TaskAwareVAE
@@ -130,11 +132,20 @@ def test_lpm_for_all_methods_trains_a_ranker_beside_random(data_root, tmp_path):
                               "vaal_in_ta_vaal_lpm", "ta_vaal"]
 
 
-def test_ta_vaal_selects_otherwise_than_random(data_root, tmp_path):
+def test_ta_vaal_selects_otherwise_than_random_and_its_figures_draw(data_root, tmp_path):
     random = smoke_run(tmp_path, data_root, "random")
     ta_vaal = smoke_run(tmp_path, data_root, "ta_vaal")
     assert set(ta_vaal[0]["selected"]) != set(random[0]["selected"])
     assert len(ta_vaal[0]["diagnostics"]["ranking_loss_per_epoch"]) == 2
+    results, out = tmp_path / "ta_vaal" / "supp_fig5a_cifar10", tmp_path / "figures"
+    assert figures.main(["improvement", str(results), "--out", str(out)]) == 0
+    assert "| ta_vaal | +0.00 ± 0.00 |" in (out / "improvement_over_random.md").read_text()   # same initial set
+    assert figures.main(["ranking_loss", str(results), "--out", str(out)]) == 0
+    assert figures.main(["samples", str(results), "--out", str(out), "--data-root", str(data_root)]) == 0
+    counts = json.loads((out / "sampled_images_seed0.json").read_text())
+    assert {c["method"] for c in counts} == {"random", "ta_vaal"} and \
+        all(sum(c["counts"].values()) == 40 for c in counts)            # the smoke budget, below 100
+    assert figures.main(["ranking_loss", str(tmp_path / "missing")]) == 2
 
 
 def test_table1_values_reach_the_options():
