@@ -24,7 +24,7 @@ SUBSET = 10000            # M: the random unlabeled subset scored per cycle (the
 def ta_options(dataset: str) -> dict:
     """Table 1's row for the two games and, for eta, the learning-loss baseline (the code shares one weight)."""
     d, _, vae_lr, disc_lr, eta, lam, beta, *_ = TABLE1[dataset]
-    game = {"latent_dim": d, "vae_lr": vae_lr, "disc_lr": disc_lr, "lambda2": lam, "beta": beta}
+    game = {"latent_dim": d, "vae_lr": vae_lr, "disc_lr": disc_lr, "lambda2": lam, "beta": beta, "vae_epochs": 100}
     return {"ta_vaal": {**game, "weight": eta}, "vaal_in_ta_vaal": dict(game), "learning_loss": {"weight": eta}}
 
 

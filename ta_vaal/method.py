@@ -43,7 +43,8 @@ GAME_OPTIONS = {
     "latent_dim": 64,              # supplement Table 1 on CIFAR (T5); the code's VAE() has 32
     "vae_steps": 1, "disc_steps": 1,   # one VAE and one D step per iteration (the code's train_vaal)
     "kl": "mean",                  # the code; "sum" is VAAL's scale (V10)
-    "vae_epochs": 100,             # T = (labeled + subset) x vae_epochs / batch per cycle (the code, T4)
+    "vae_epochs": 0,               # T = (labeled + subset) x vae_epochs / batch per cycle (the code, T4); 0: half
+                                   # the task model's epochs (the code's 100 of 200), 100 if it trains by iterations
     "shuffle_vae_loaders": False,  # the code reads both sets in a fixed order (SubsetSequentialSampler, T10)
     "first_ranking": "uniform",    # iteration 0: r ~ U(0, 1) for decoder and D, as the code; "ranker"
 }
@@ -151,7 +152,8 @@ class TaskAwareGame(VAALFamily):
         labeled = ctx.pool.labeled
         subset = candidate_subset(ctx.pool.unlabeled, config.protocol.subset, ctx.seed, ctx.cycle)
         batch = opts["batch_size"] or config.train.batch_size
-        iterations = opts["iterations"] or (len(labeled) + len(subset)) * opts["vae_epochs"] // batch
+        epochs = opts["vae_epochs"] or (max(1, config.train.epochs // 2) if config.train.epochs else 100)
+        iterations = opts["iterations"] or (len(labeled) + len(subset)) * epochs // batch
         ranking = torch.zeros(len(ctx.dataset.train), device=ctx.device)
         ranking[torch.as_tensor(labeled, device=ctx.device)] = self.rankings(model, ctx, labeled)
         ranking[torch.as_tensor(subset, device=ctx.device)] = self.rankings(model, ctx, subset)
