@@ -181,3 +181,12 @@ def test_readme_table_is_the_generated_one():
     readme = (Path(__file__).resolve().parent.parent / "ta_vaal" / "README.md").read_text()
     assert markdown().strip() in readme
 
+
+
+def test_the_codes_to_tensor_only_normalisation_option(data_root):
+    from core.loop import prepare_dataset
+
+    paper = get("ta_vaal", "supp_fig5d_fashion_mnist").config("smoke")
+    code = get("ta_vaal", "supp_fig5d_fashion_mnist").config("smoke", {"data.normalization": "none"})
+    assert prepare_dataset(paper, data_root, 0).std == (0.3530,)
+    assert (prepare_dataset(code, data_root, 0).mean, prepare_dataset(code, data_root, 0).std) == ((0.0,), (1.0,))
