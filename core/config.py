@@ -20,7 +20,8 @@ class DataConfig:
     train_subset: int = 0                # profiles only: a fixed subset of the training images (0: all)
     test_subset: int = 0                 # profiles only: a fixed subset of the test images (0: all)
     normalization: str = "dataset"       # dataset mean/std; "half": Normalize(0.5, 0.5) as the VAAL code;
-                                         # "cifar10_code": the LL4AL/TA-VAAL/LADA codes' CIFAR-10 statistics
+                                         # "cifar10_code": the LL4AL/TA-VAAL/LADA codes' CIFAR-10 statistics;
+                                         # "none": pixels in [0, 1] (ToTensor only: TA-VAAL's SVHN/FMNIST)
     hflip: bool = True
     crop_padding: int = 0                # RandomCrop(size, padding) when > 0
     image_size: int = 224                # large-image datasets: crop size
@@ -89,7 +90,7 @@ class ExperimentConfig:
 
 CHOICES = {
     "data.labels": ("fine", "coarse"),
-    "data.normalization": ("dataset", "half", "cifar10_code"),
+    "data.normalization": ("dataset", "half", "cifar10_code", "none"),
     "protocol.initial_kind": ("random", "balanced", "biased"),
     "model.init": ("default", "xavier", "torchvision"),
     "train.optimizer": ("sgd", "adam"),

@@ -95,6 +95,8 @@ def prepare_dataset(config: ExperimentConfig, root: Path, seed: int, download: b
         mean, std = (0.5,) * len(mean), (0.5,) * len(std)
     elif data.normalization == "cifar10_code":
         mean, std = ds.CIFAR10_CODE_STATS
+    elif data.normalization == "none":
+        mean, std = (0.0,) * len(mean), (1.0,) * len(std)
     return dataclasses.replace(dataset, train=train, test=test, mean=mean, std=std)
 
 

@@ -60,7 +60,7 @@ REPORTED: list[Reported] = [
                metric="sampling_seconds", tolerance=None)
       for method, value in (("mc_dropout", 81.05), ("coreset", 75.33), ("ensemble_varratio", 20.48),
                             ("entropy", 10.95), ("vaal", 10.59))],
-    Reported("ta_vaal", "supp_independent_learner_cifar100", "ta_vaal", 68.83,
+    Reported("ta_vaal", "supp_fig1_independent_cifar100", "ta_vaal_independent", 68.83,
              "TA-VAAL supplement Sec. 2 (stage unclear: 10k vs 20k)", "CIFAR-100 2k+2k, learner without LPM",
              tolerance=None),
     *[Reported("lada", f"main_{dataset}", "lada", value, "LADA README.md (best accuracy)",

@@ -1,1 +1,2 @@
-"""TA-VAAL: Task-Aware Variational Adversarial Active Learning (Kim, Park, Kim, Chun; CVPR 2021). Experiments and methods arrive with this folder's issue."""
+"""TA-VAAL: Task-Aware Variational Adversarial Active Learning (Kim, Park, Kim, Chun; CVPR 2021)."""
+from ta_vaal import experiments, method, networks  # noqa: F401  (registration)

@@ -67,3 +67,16 @@ def write_bdd100k_tree(root: Path, counts=None, size=(16, 24), mask_values=(0, 5
             _save_pair(root / "bdd100k" / "images" / "10k" / split / f"{stem}.jpg",
                        root / "bdd100k" / "labels" / "sem_seg" / "masks" / split / f"{stem}.png", values, rng)
     return root
+
+
+def write_svhn_mat(root: Path, counts=None, seed: int = 0) -> Path:
+    """SVHN's official format: svhn/{train,test}_32x32.mat holding X (32, 32, 3, N) uint8 and y (N, 1) in 1-10."""
+    from scipy.io import savemat
+
+    rng = np.random.default_rng(seed)
+    (root / "svhn").mkdir(parents=True, exist_ok=True)
+    for split, count in (counts or {"train": 300, "test": 100}).items():
+        savemat(root / "svhn" / f"{split}_32x32.mat",
+                {"X": rng.integers(0, 256, (32, 32, 3, count), dtype=np.uint8),
+                 "y": (np.arange(count) % 10 + 1).astype(np.uint8)[:, None]})
+    return root

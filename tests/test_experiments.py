@@ -1,6 +1,6 @@
 """Every registered experiment's protocol runs end to end in the smoke profile: on the shared data where it
-exists, on tiny fixtures in the official layout where it does not (Caltech-256, ImageNet, Cityscapes, BDD100K). Every method is run
-end to end in tests/test_baselines.py."""
+exists, on tiny fixtures in the official layout where it does not (Caltech-256, ImageNet, Cityscapes, BDD100K,
+SVHN). Every method is run end to end in tests/test_baselines.py."""
 import numpy as np
 import pytest
 import torch
@@ -8,10 +8,11 @@ import torch
 from core.experiments import EXPERIMENTS, method_status, papers
 from core.loop import RunSettings, run_job
 from core.report import write_report
-from tests.conftest import write_bdd100k_tree, write_cityscapes_tree, write_png_tree
+from tests.conftest import write_bdd100k_tree, write_cityscapes_tree, write_png_tree, write_svhn_mat
 
 papers()
-FIXTURE_DATASETS = {"caltech256", "imagenet", "cityscapes", "bdd100k"}
+FIXTURE_DATASETS = {"caltech256", "imagenet", "cityscapes", "bdd100k", "svhn"}
+OWN_METHODS = {"vaal": {"vaal"}, "ta_vaal": {"ta_vaal", "learning_loss_v2"}}
 
 
 def fixture_root(dataset: str, folder):
@@ -19,6 +20,8 @@ def fixture_root(dataset: str, folder):
         return write_cityscapes_tree(folder)
     if dataset == "bdd100k":
         return write_bdd100k_tree(folder, size=(18, 32))     # 16:9 as BDD100K's 720 x 1280: resized to 48 x 85
+    if dataset == "svhn":
+        return write_svhn_mat(folder)
     if dataset == "caltech256":
         write_png_tree(folder / "caltech256" / "256_ObjectCategories", ["001.a", "002.b", "003.c"], 50, (40, 40))
     else:
@@ -36,8 +39,7 @@ def test_every_experiment_runs_in_the_smoke_profile(key, tmp_path, request):
         root = request.getfixturevalue("data_root")
     settings = RunSettings(root, tmp_path / "out", torch.device("cpu"), "smoke", progress=False)
     implemented, _ = method_status(config)
-    own = {"vaal"} if config.paper == "vaal" else set()
-    for method in sorted(({"random", "entropy"} | own) & set(implemented)):
+    for method in sorted(({"random", "entropy"} | OWN_METHODS.get(config.paper, set())) & set(implemented)):
         rows = run_job(config, method, 0, settings)
         assert len(rows) == config.protocol.cycles
         assert np.diff([r["n_labeled"] for r in rows]).min() > 0

@@ -1,0 +1,358 @@
+"""TA-VAAL (Kim et al., CVPR 2021; supplement Alg. 1, Sec. 7; REFERENCES 1.2, T1-T13) and the variants its
+comparisons need.
+
+Task learner: the shared trainer trains the task model with the loss-prediction module of
+baselines/learning_loss.py attached (the "ranker"), with learning loss v2:
+    L_task = CE_mean + eta * BCE(sigmoid(r_i - r_j), 1[l_i > l_j])     over the pairs (i, B-1-i)
+the ranker's input detached after epoch 120 of 200 (the module's `detach_fraction` 0.6).
+Game, per cycle, new VAE and discriminator, T = (|labeled| + |subset|) x 100 / batch iterations of one VAE step
+and one D step on a labeled and a subset batch (the code's train_vaal):
+    L_VAE = lambda1 [MSE_mean(x^_L, x_L) + beta KL_L + MSE_mean(x^_U, x_U) + beta KL_U]
+            + lambda2 [BCE(D(mu_L, r_L), 1) + BCE(D(mu_U, r_U), 1)],   x^ = Dec([z, sigmoid(r)])
+    L_D   = BCE(D(mu_L, r_L), 1) + BCE(D(mu_U, r_U), 0)
+KL is a mean over batch and dimensions (the code; option `kl: sum`, VAAL's). r is the ranker's output on the
+unaugmented image, fixed during the game, so it is computed once per image. At the first iteration the code
+feeds r ~ U(0, 1) to both the decoder and D instead (option `first_ranking: ranker` uses the ranker's).
+Selection (Alg. 1): the `budget` images of the random subset with the lowest D(mu, r); the rest of the subset
+stays in the pool.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from baselines.learning_loss import LearningLoss, LossPredictionModule, block_channels
+from core.datasets import SMALL_IMAGE_DATASETS, input_channels
+from core.errors import UserError
+from core.evaluate import autocast
+from core.loop import new_model
+from core.networks import build_network
+from core.pool import candidate_subset
+from core.seeding import seed_everything, stream_key
+from core.strategy import STRATEGIES, CycleContext, Strategy, register
+from core.trainer import TrainHook
+from ta_vaal.networks import TaskAwareVAE
+from vaal.method import VAAL_OPTIONS, VAALFamily, kl_sum
+from vaal.networks import Discriminator
+
+RANKER_OPTIONS = {**LearningLoss.default_options, "ranking_loss": "bce"}     # learning loss v2 (T7), eta = 1
+GAME_OPTIONS = {
+    **VAAL_OPTIONS,
+    "latent_dim": 64,              # supplement Table 1 on CIFAR (T5); the code's VAE() has 32
+    "vae_steps": 1, "disc_steps": 1,   # one VAE and one D step per iteration (the code's train_vaal)
+    "kl": "mean",                  # the code; "sum" is VAAL's scale (V10)
+    "vae_epochs": 0,               # T = (labeled + subset) x vae_epochs / batch per cycle (the code, T4); 0: half
+                                   # the task model's epochs (the code's 100 of 200), 100 if it trains by iterations
+    "shuffle_vae_loaders": False,  # the code reads both sets in a fixed order (SubsetSequentialSampler, T10)
+    "first_ranking": "uniform",    # iteration 0: r ~ U(0, 1) for decoder and D, as the code; "ranker"
+}
+
+
+def kl_mean(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(q(z|x) || N(0, I)) averaged over the batch and the latent dimensions, as TA-VAAL's code."""
+    return -0.5 * torch.mean(1 + logvar - mu.pow(2) - logvar.exp())
+
+
+KL = {"sum": kl_sum, "mean": kl_mean}
+
+
+class RankingLossLog(TrainHook):
+    """Wraps a loss-prediction hook and appends the mean of its term (eta x L_rank) over each epoch to
+    `log` (supplement Fig. 2); one host synchronisation per epoch."""
+
+    def __init__(self, hook: TrainHook, log: list, steps_per_epoch: int):
+        self.hook, self.modules, self.log, self.steps = hook, hook.modules, log, steps_per_epoch
+        self.total, self.count = 0.0, 0
+
+    def wants_features(self) -> bool:
+        return self.hook.wants_features()
+
+    def loss(self, logits, features, blocks, per_sample_loss, epoch, total_epochs):
+        term = self.hook.loss(logits, features, blocks, per_sample_loss, epoch, total_epochs)
+        self.total, self.count = self.total + term.detach(), self.count + 1
+        if self.count == self.steps:
+            self.log.append(round(float(self.total / self.count), 5))
+            self.total, self.count = 0.0, 0
+        return term
+
+
+def logged_hooks(strategy: Strategy, hooks: list, ctx: CycleContext) -> list:
+    log = strategy.diagnostics.setdefault("ranking_loss_per_epoch", [])
+    steps = ctx.trainer.steps_per_epoch(len(ctx.pool.labeled))
+    return [RankingLossLog(hook, log, steps) for hook in hooks]
+
+
+def endless_ranked(source, indices: np.ndarray, ranking: torch.Tensor, batch_size: int,
+                   generator: torch.Generator | None):
+    """(unaugmented images, ranker outputs) batches of `indices`, pass after pass: in the given order when
+    `generator` is None (the code's sequential samplers), reshuffled at each pass otherwise."""
+    while True:
+        for images, chosen in source.batches(indices, batch_size, augment=False, shuffle=generator):
+            yield images, ranking[chosen]
+
+
+class TaskAwareGame(VAALFamily):
+    """The TA-VAAL game and selection; `task_aware = False` is VAAL inside TA-VAAL's protocol (T2)."""
+
+    default_options = {**GAME_OPTIONS, **RANKER_OPTIONS}
+    task_aware = True
+
+    def __init__(self, options=None):
+        super().__init__(options)
+        for key, allowed in (("kl", KL), ("first_ranking", ("uniform", "ranker"))):
+            if self.options[key] not in allowed:
+                raise UserError(f"method_options.{self.name}.{key}='{self.options[key]}' is not one of "
+                                f"{', '.join(allowed)}")
+        self.ranker = None
+        if self.task_aware:
+            self.ranker = LearningLoss({key: self.options[key] for key in LearningLoss.default_options})
+
+    def vae_size(self, side: int) -> int:
+        return side if side in (28, 32) else self.options["large_image_size"]
+
+    def build_modules(self, channels: int, size: int, width: float) -> dict:
+        d, ranked = self.options["latent_dim"], int(self.task_aware)
+        return {"VAE": TaskAwareVAE(d, channels, size, width, ranked=self.task_aware),
+                "discriminator": Discriminator(d + ranked, self.options["disc_layers"])}
+
+    def networks(self, config, num_classes: int) -> dict:
+        dataset, width = config.data.dataset, config.model.width
+        size = 28 if dataset == "fashion_mnist" else 32 if dataset in SMALL_IMAGE_DATASETS else \
+            self.options["large_image_size"]
+        found = self.build_modules(input_channels(dataset), size, width)
+        if self.task_aware:
+            task = build_network(config.model.arch, num_classes, input_channels(dataset), width)
+            found = {"ranker (loss-prediction module)":
+                     LossPredictionModule(block_channels(task), self.options["hidden"]), **found}
+        other = 32 if self.options["latent_dim"] != 32 else 64
+        alternative = type(self)({"latent_dim": other}).build_modules(input_channels(dataset), size, width)["VAE"]
+        return {**found, f"VAE with latent_dim={other} (option)": alternative}
+
+    def train_hooks(self, model, ctx: CycleContext) -> list:
+        if not self.task_aware:
+            return []
+        return logged_hooks(self, self.ranker.train_hooks(model, ctx), ctx)
+
+    def rankings(self, model, ctx: CycleContext, indices: np.ndarray) -> torch.Tensor:
+        """The ranker's outputs on the unaugmented images (zeros for VAAL, which has no ranker)."""
+        if not self.task_aware:
+            return torch.zeros(len(indices), device=ctx.device)
+        return self.ranker.score(model, ctx, indices)
+
+    def prepare_selection(self, model, ctx: CycleContext) -> None:
+        config, opts = ctx.config, self.options
+        side = ctx.dataset.train.images.shape[1] if ctx.dataset.in_memory else config.data.image_size
+        self.size, self.task_model = self.vae_size(side), model
+        seed_everything(self.name, ctx.seed, ctx.cycle)
+        modules = {k: m.to(ctx.device)
+                   for k, m in self.build_modules(ctx.dataset.channels, self.size, config.model.width).items()}
+        self.vae, self.disc = modules["VAE"], modules["discriminator"]
+        labeled = ctx.pool.labeled
+        subset = candidate_subset(ctx.pool.unlabeled, config.protocol.subset, ctx.seed, ctx.cycle)
+        batch = opts["batch_size"] or config.train.batch_size
+        epochs = opts["vae_epochs"] or (max(1, config.train.epochs // 2) if config.train.epochs else 100)
+        iterations = opts["iterations"] or (len(labeled) + len(subset)) * epochs // batch
+        ranking = torch.zeros(len(ctx.dataset.train), device=ctx.device)
+        ranking[torch.as_tensor(labeled, device=ctx.device)] = self.rankings(model, ctx, labeled)
+        ranking[torch.as_tensor(subset, device=ctx.device)] = self.rankings(model, ctx, subset)
+        streams = []
+        for tag, indices in (("labeled", labeled), ("subset", subset)):
+            generator = None
+            if opts["shuffle_vae_loaders"]:
+                generator = torch.Generator(device=ctx.device)
+                generator.manual_seed(stream_key(self.name, tag, ctx.seed, ctx.cycle) % 2**63)
+            streams.append(endless_ranked(ctx.source, indices, ranking, batch, generator))
+        self.train_game(ctx, *streams, iterations)
+
+    def draw(self, labeled, unlabeled, first: bool, generator: torch.Generator):
+        """Next batches as (x_L, x_U, decoder inputs (r_L, r_U), discriminator inputs (r_L, r_U))."""
+        (x_l, r_l), (x_u, r_u) = next(labeled), next(unlabeled)
+        x_l, x_u = self.vae_input(x_l), self.vae_input(x_u)
+        if first and self.options["first_ranking"] == "uniform":
+            r_l = torch.rand(len(x_l), generator=generator, device=generator.device).to(x_l.device)
+            r_u = torch.rand(len(x_u), generator=generator, device=generator.device).to(x_u.device)
+            return x_l, x_u, (r_l, r_u), (r_l, r_u)
+        return x_l, x_u, (torch.sigmoid(r_l), torch.sigmoid(r_u)), (r_l, r_u)
+
+    def discriminate(self, mu: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        return self.disc(torch.cat([mu, r.to(mu.dtype)[:, None]], 1) if self.task_aware else mu).float()
+
+    def train_game(self, ctx: CycleContext, labeled, unlabeled, iterations: int) -> None:
+        opts, amp = self.options, ctx.config.train.amp
+        vae_opt = torch.optim.Adam(self.vae.parameters(), lr=opts["vae_lr"])
+        disc_opt = torch.optim.Adam(self.disc.parameters(), lr=opts["disc_lr"])
+        generator = torch.Generator(device=ctx.device)
+        generator.manual_seed(stream_key(self.name, "first-ranking", ctx.seed, ctx.cycle) % 2**63)
+        totals = torch.zeros(4, device=ctx.device)      # transductive, adversarial, discriminator, iterations
+        self.vae.train()
+        self.disc.train()
+        for iteration in tqdm(range(iterations), desc=f"{self.name} game", leave=False, disable=not ctx.progress):
+            for step in range(opts["vae_steps"]):       # every VAE step reads new batches; D the last ones
+                x_l, x_u, decoder_r, disc_r = self.draw(labeled, unlabeled, iteration == 0 and step == 0, generator)
+                with autocast(ctx.device, amp):
+                    transductive, adversarial = self.vae_losses(x_l, x_u, decoder_r, disc_r)
+                    loss = opts["lambda1"] * transductive + opts["lambda2"] * adversarial
+                vae_opt.zero_grad(set_to_none=True)
+                loss.backward()
+                vae_opt.step()
+                totals[:2] += torch.stack([transductive.detach(), adversarial.detach()])
+            for step in range(opts["disc_steps"]):
+                if step > 0:
+                    x_l, x_u, decoder_r, disc_r = self.draw(labeled, unlabeled, False, generator)
+                with torch.no_grad(), autocast(ctx.device, amp):
+                    mu_l, mu_u = self.vae.encode(x_l)[0], self.vae.encode(x_u)[0]
+                with autocast(ctx.device, amp):
+                    d_l, d_u = self.discriminate(mu_l, disc_r[0]), self.discriminate(mu_u, disc_r[1])
+                    loss = F.binary_cross_entropy(d_l, torch.ones_like(d_l)) + \
+                        F.binary_cross_entropy(d_u, torch.zeros_like(d_u))
+                disc_opt.zero_grad(set_to_none=True)
+                loss.backward()
+                disc_opt.step()
+                totals[2] += loss.detach()
+            totals[3] += 1
+        means = (totals[:3] / totals[3].clamp(min=1)).tolist()
+        self.diagnostics.update({"vae_transductive_loss": round(means[0], 5), "vae_adversarial_loss": round(means[1], 5),
+                                 "discriminator_loss": round(means[2], 5), "game_iterations": int(totals[3])})
+
+    def vae_losses(self, x_l, x_u, decoder_r, disc_r):
+        kl, beta = KL[self.options["kl"]], self.options["beta"]
+        recon_l, _, mu_l, logvar_l = self.vae(x_l, decoder_r[0])
+        recon_u, _, mu_u, logvar_u = self.vae(x_u, decoder_r[1])
+        transductive = F.mse_loss(recon_l.float(), x_l) + beta * kl(mu_l.float(), logvar_l.float()) + \
+            F.mse_loss(recon_u.float(), x_u) + beta * kl(mu_u.float(), logvar_u.float())
+        d_l, d_u = self.discriminate(mu_l, disc_r[0]), self.discriminate(mu_u, disc_r[1])
+        adversarial = F.binary_cross_entropy(d_l, torch.ones_like(d_l)) + F.binary_cross_entropy(d_u, torch.ones_like(d_u))
+        return transductive, adversarial
+
+    @torch.no_grad()
+    def discriminator_outputs(self, ctx: CycleContext, indices: np.ndarray) -> torch.Tensor:
+        """D(mu, r) in batches; r from the task model and ranker in eval mode, mu from the encoder."""
+        ranking = self.rankings(self.task_model, ctx, indices)
+        outputs, start = [], 0
+        for images, _ in ctx.source.batches(indices, ctx.eval_batch_size):
+            with autocast(ctx.device, ctx.config.train.amp):
+                mu = self.vae.encode(self.vae_input(images))[0]
+                outputs.append(self.discriminate(mu, ranking[start:start + len(images)]))
+            start += len(images)
+        return torch.cat(outputs)
+
+    def save_reconstructions(self, ctx: CycleContext) -> None:
+        """Not saved: the decoder needs each image's ranking; the diagnostics show a collapsed game."""
+
+
+@register
+class TAVAAL(TaskAwareGame):
+    name = "ta_vaal"
+
+
+@register
+class VAALInTAVAAL(TaskAwareGame):
+    """VAAL as TA-VAAL's baseline (T2): TA-VAAL without r and without the ranker: the same T, labeled +
+    subset loaders, latent size, KL mean, 1:1 steps and ResNet-18 task learner (no loss-prediction module, T1)."""
+
+    name = "vaal_in_ta_vaal"
+    default_options = GAME_OPTIONS
+    task_aware = False
+
+
+class LoggedLearningLoss(LearningLoss):
+    """LL4AL with the per-epoch ranking loss in `diagnostics` (supplement Fig. 2)."""
+
+    def train_hooks(self, model, ctx: CycleContext) -> list:
+        return logged_hooks(self, super().train_hooks(model, ctx), ctx)
+
+
+@register
+class LearningLossV1(LoggedLearningLoss):
+    name = "learning_loss_v1"             # the original margin loss
+
+
+@register
+class LearningLossV2(LoggedLearningLoss):
+    name = "learning_loss_v2"             # TA-VAAL's BCE ranking loss
+    default_options = {**LearningLoss.default_options, "ranking_loss": "bce"}
+
+
+class Wrapped(Strategy):
+    """A registered method run unchanged except for what a subclass overrides; options are the method's."""
+
+    base_class: type[Strategy]
+
+    def __init__(self, options=None):
+        self.base = self.base_class(options)
+        super().__init__(options)
+
+    @property
+    def diagnostics(self) -> dict:
+        return self.base.diagnostics
+
+    @diagnostics.setter
+    def diagnostics(self, value: dict) -> None:
+        self.base.diagnostics = value
+
+    def networks(self, config, num_classes: int) -> dict:
+        return self.base.networks(config, num_classes)
+
+    def adjust_config(self, config, train_size: int):
+        return self.base.adjust_config(config, train_size)
+
+    def prepare_model(self, model, ctx: CycleContext):
+        return self.base.prepare_model(model, ctx)
+
+    def train_hooks(self, model, ctx: CycleContext) -> list:
+        return self.base.train_hooks(model, ctx)
+
+    def prepare_selection(self, model, ctx: CycleContext) -> None:
+        self.base.prepare_selection(model, ctx)
+
+    def select(self, model, ctx: CycleContext, candidates: np.ndarray, budget: int) -> np.ndarray:
+        return self.base.select(model, ctx, candidates, budget)
+
+
+class WithLossPrediction(Wrapped):
+    """The code's behaviour for a method without a ranker (T1, `lpm_for_all_methods`): a loss-prediction
+    module trained jointly with the task model (learning loss v2, eta = 1, detached after epoch 120 of 200),
+    its gradient reaching the backbone, its output never used."""
+
+    def train_hooks(self, model, ctx: CycleContext) -> list:
+        ranker = LearningLoss(RANKER_OPTIONS)
+        return self.base.train_hooks(model, ctx) + logged_hooks(self, ranker.train_hooks(model, ctx), ctx)
+
+
+class IndependentLearner(Wrapped):
+    """Supplement Sec. 2 / Fig. 1: the tested task model trains without the ranker; the selection comes from a
+    second learner trained with it, from the same initial weights and batch order as the method's own run, so
+    the labeled sets equal that run's."""
+
+    def train_hooks(self, model, ctx: CycleContext) -> list:
+        return []
+
+    def prepare_selection(self, model, ctx: CycleContext) -> None:
+        ranked = self.base.prepare_model(new_model(ctx.config, ctx.dataset, ctx.seed, ctx.cycle, ctx.device), ctx)
+        generator = torch.Generator(device=ctx.device)
+        generator.manual_seed(stream_key("train", ctx.seed, ctx.cycle) % 2**63)
+        ctx.trainer.fit(ranked, ctx.source, ctx.pool.labeled, ctx.answers, ctx.pool.validation, ctx.answers,
+                        hooks=self.base.train_hooks(ranked, ctx), generator=generator,
+                        desc=f"{self.name} seed {ctx.seed} cycle {ctx.cycle} learner with ranker")
+        self.ranked_model = ranked
+        self.base.prepare_selection(ranked, ctx)
+
+    def select(self, model, ctx: CycleContext, candidates: np.ndarray, budget: int) -> np.ndarray:
+        return self.base.select(self.ranked_model, ctx, candidates, budget)
+
+
+def variant(wrapper: type[Wrapped], base_name: str, suffix: str) -> type[Wrapped]:
+    base = STRATEGIES[base_name]
+    return register(type(f"{base.__name__}{wrapper.__name__}", (wrapper,),
+                         {"name": f"{base_name}_{suffix}", "base_class": base,
+                          "default_options": base.default_options, "__doc__": wrapper.__doc__}))
+
+
+LPM_FOR_ALL = ("random", "mc_dropout", "coreset", "vaal", "vaal_in_ta_vaal")
+INDEPENDENT = ("learning_loss", "ta_vaal")
+for method in LPM_FOR_ALL:
+    variant(WithLossPrediction, method, "lpm")
+for method in INDEPENDENT:
+    variant(IndependentLearner, method, "independent")
