@@ -78,11 +78,16 @@ def table5(dataset: str) -> ExperimentConfig:
         method_options=lada_options(dataset, TABLE5_METHODS))
 
 
-SMOKE_SMALL = smoke_profile(**{"protocol.subset": 60, "train.epochs": 2, "method_options.lada.generator_epochs": 2})
+
+def short_generators(methods) -> dict:
+    return {f"method_options.{m}.generator_epochs": 2 for m in methods if m.startswith("lada")}
+
+
+SMOKE_SMALL = smoke_profile(**{"protocol.subset": 60, "train.epochs": 2, **short_generators(TABLE1_METHODS)})
 SMOKE_CIFAR100 = smoke_profile(**{"protocol.initial": 100, "protocol.budget": 20, "protocol.subset": 100,
-                                  "train.epochs": 2, "method_options.lada.generator_epochs": 2})
-SMOKE_TABLE5 = smoke_profile(**{"protocol.initial": 40, "protocol.budget": 20, "protocol.subset": 100,
-                                "train.epochs": 2, "train.batch_size": 20})
+                                  "train.epochs": 2, **short_generators(TABLE1_METHODS)})
+SMOKE_TABLE5 = smoke_profile(**{"protocol.initial": 40, "protocol.budget": 20, "protocol.subset": 60,
+                                "train.epochs": 2, "train.batch_size": 20, **short_generators(TABLE5_METHODS)})
 # The mini profiles run on a shared 2-core CPU: fewer acquisitions, a smaller candidate subset and a 1/8-width
 # ResNet; the per-acquisition algorithm (50 epochs, batch 10, generator, numLambda) is the paper's.
 MINI_SMALL = mini_profile(**{"data.train_subset": 0, "data.test_subset": 2000, "protocol.cycles": 8,

@@ -11,10 +11,26 @@ from core.report import write_report
 from tests.conftest import write_bdd100k_tree, write_cityscapes_tree, write_png_tree
 
 papers()
-FIXTURE_DATASETS = {"caltech256", "imagenet", "cityscapes", "bdd100k"}
+FIXTURE_DATASETS = {"caltech256", "imagenet", "cityscapes", "bdd100k", "svhn"}
+OWN_METHODS = {"vaal": {"vaal"}, "lada": {"lada", "lada_vaalmix", "lada_ll4almix"}}
+
+
+def write_svhn_mat(folder, counts=(("train", 200), ("test", 50))):
+    """SVHN's official train_32x32.mat / test_32x32.mat layout: X (32, 32, 3, N), y (N, 1) with 10 for digit 0."""
+    import scipy.io
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for split, count in counts:
+        labels = (np.arange(count) % 10 + 1).astype(np.uint8)[:, None]
+        scipy.io.savemat(folder / f"{split}_32x32.mat",
+                         {"X": rng.integers(0, 256, (32, 32, 3, count), dtype=np.uint8), "y": labels})
 
 
 def fixture_root(dataset: str, folder):
+    if dataset == "svhn":
+        write_svhn_mat(folder / "svhn")
+        return folder
     if dataset == "cityscapes":
         return write_cityscapes_tree(folder)
     if dataset == "bdd100k":
@@ -28,7 +44,10 @@ def fixture_root(dataset: str, folder):
 
 
 @pytest.mark.parametrize("key", sorted(EXPERIMENTS), ids="/".join)
-def test_every_experiment_runs_in_the_smoke_profile(key, tmp_path, request):
+def test_every_experiment_runs_in_the_smoke_profile(key, tmp_path, request, monkeypatch):
+    import torchvision
+
+    monkeypatch.setattr(torchvision.datasets.SVHN, "_check_integrity", lambda self: True)   # fixture md5s
     config = EXPERIMENTS[key].config("smoke", {"seeds": 1})
     if config.data.dataset in FIXTURE_DATASETS:
         root = fixture_root(config.data.dataset, tmp_path / "data")
@@ -36,7 +55,7 @@ def test_every_experiment_runs_in_the_smoke_profile(key, tmp_path, request):
         root = request.getfixturevalue("data_root")
     settings = RunSettings(root, tmp_path / "out", torch.device("cpu"), "smoke", progress=False)
     implemented, _ = method_status(config)
-    own = {"vaal"} if config.paper == "vaal" else set()
+    own = OWN_METHODS.get(config.paper, set())
     for method in sorted(({"random", "entropy"} | own) & set(implemented)):
         rows = run_job(config, method, 0, settings)
         assert len(rows) == config.protocol.cycles
