@@ -88,10 +88,10 @@ SMOKE_CIFAR100 = smoke_profile(**{"protocol.initial": 100, "protocol.budget": 20
                                   "train.epochs": 2, **short_generators(TABLE1_METHODS)})
 SMOKE_TABLE5 = smoke_profile(**{"protocol.initial": 40, "protocol.budget": 20, "protocol.subset": 60,
                                 "train.epochs": 2, "train.batch_size": 20, **short_generators(TABLE5_METHODS)})
-# The mini profiles run on a shared 2-core CPU: fewer acquisitions, a smaller candidate subset and a 1/8-width
+# The mini profiles run on a shared 2-core CPU: 5 acquisitions, 200 candidates (100 pairs) and a 1/16-width
 # ResNet; the per-acquisition algorithm (50 epochs, batch 10, generator, numLambda) is the paper's.
-MINI_SMALL = mini_profile(**{"data.train_subset": 0, "data.test_subset": 2000, "protocol.cycles": 8,
-                             "protocol.subset": 200})
+MINI_SMALL = mini_profile(**{"data.train_subset": 0, "data.test_subset": 2000, "model.width": 0.0625,
+                             "protocol.cycles": 6, "protocol.subset": 200})
 MINI_CIFAR100 = mini_profile(**{"protocol.initial": 1000, "protocol.cycles": 4, "protocol.subset": 400,
                                 "train.epochs": 20})
 MINI_TABLE5 = mini_profile(**{"protocol.initial": 500, "protocol.budget": 500, "protocol.cycles": 4,
