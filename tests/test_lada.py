@@ -153,3 +153,39 @@ def test_table1_reaches_the_options():
     options = lada_options("cifar10", ["lada_fixed", "lada_fixed_vaalmix", "lada_ll4almix", "entropy"])
     assert options["lada_fixed"]["fixed_tau"] == 2.0 and options["lada_fixed_vaalmix"]["fixed_tau"] == 0.2
     assert "entropy" not in options and options["lada_ll4almix"]["num_lambda"] == 10
+
+
+def result_row(method, seed, cycle, value, **extra):
+    return {"paper": "lada", "experiment": "table1_x", "profile": "smoke", "metric": "accuracy", "method": method,
+            "seed": seed, "cycle": cycle, "n_labeled": 20 + 10 * cycle, "fraction_labeled": (20 + 10 * cycle) / 100,
+            "value": value, "selected": [1] if cycle < 2 else [], "select_seconds": 0.5, "train_seconds": 2.0,
+            "diagnostics": extra}
+
+
+def test_best_final_aubc_and_table4_on_hand_rows():
+    from lada.tables import summary, table4
+
+    rows = [result_row("entropy", 0, c, v) for c, v in enumerate((10.0, 30.0, 20.0))]
+    rows += [result_row("lada", 0, c, 40.0, scoring_seconds=1.5, sorting_seconds=0.001, generator_seconds=1.0)
+             for c in range(2)] + [result_row("lada", 0, 2, 40.0)]
+    text = summary(rows)
+    assert "| entropy | 30.00 | 20.00 | 22.50 | 1 |" in text          # AUBC: (20 + 25) / 2 over the range
+    assert "| lada | 40.00 | 40.00 | 40.00 | 1 |" in text
+    times = table4(rows)
+    assert "| table1_x | smoke | entropy | 0.500 (with sorting) | - | 2.00 | 2 |" in times
+    assert "| table1_x | smoke | lada | 1.500 (1.000) | 0.00100 | 2.00 | 2 |" in times
+
+
+@pytest.mark.slow
+def test_figures_from_smoke_runs(data_root, tmp_path):
+    from core.experiments import get
+    from core.loop import RunSettings, run_job
+    from lada.figures import main
+
+    config = get("lada", "table1_fashion_mnist").config("smoke", {"seeds": 1})
+    settings = RunSettings(data_root, tmp_path, torch.device("cpu"), "smoke", progress=False)
+    for method in ("entropy", "lada"):
+        run_job(config, method, 0, settings)
+    assert main(["fig2", str(tmp_path)]) == 0 and (tmp_path / "lada_fig2_tau.png").exists()
+    assert main(["tables", str(tmp_path)]) == 0 and "Table 4" in (tmp_path / "lada_tables.md").read_text()
+    assert main(["tsne", str(tmp_path), "--cycle", "1", "--data-root", str(data_root)]) == 0
