@@ -22,7 +22,7 @@ DATA = {
     "cifar10": dict(normalization="cifar10_code", hflip=True, crop_padding=4),
     "cifar100": dict(normalization="cifar10_code", hflip=True, crop_padding=4),
 }
-TABLE1_METHODS = ["lada", "lada_fixed", "vanilla_mixup", "entropy", "random"]
+TABLE1_METHODS = ["lada", "lada_fixed", "vanilla_mixup", "lada_stn", "entropy", "random"]
 LADA_MANIFOLD = ("lada", "lada_fixed", "vanilla_mixup")
 TABLE5_METHODS = ["vaal", "lada_fixed_vaalmix", "lada_vaalmix", "learning_loss", "lada_fixed_ll4almix",
                   "lada_ll4almix"]
@@ -37,7 +37,7 @@ def lada_options(dataset: str, methods) -> dict:
     for method in methods:
         if method in LADA_MANIFOLD:
             options[method] = {"num_lambda": draws, "fixed_tau": tau}
-        elif method.startswith("lada_"):
+        elif method.endswith("mix"):
             options[method] = {"num_lambda": draws, "fixed_tau": input_tau}
     return options
 
@@ -80,7 +80,9 @@ def table5(dataset: str) -> ExperimentConfig:
 
 
 def short_generators(methods) -> dict:
-    return {f"method_options.{m}.generator_epochs": 2 for m in methods if m.startswith("lada")}
+    """Smoke runs: 2 epochs for the policy generator and the STN's tau* search."""
+    return {f"method_options.{m}.{'stn' if m == 'lada_stn' else 'generator'}_epochs": 2
+            for m in methods if m.startswith("lada")}
 
 
 SMOKE_SMALL = smoke_profile(**{"protocol.subset": 60, "train.epochs": 2, **short_generators(TABLE1_METHODS)})

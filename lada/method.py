@@ -18,11 +18,13 @@ the mixing at the same layer k; the gradient is zeroed before it (L3 fixed; `rep
 Variants: `lada_fixed` (tau = 2.0, no generator), `vanilla_mixup` (max entropy, then manifold mixup of randomly
 re-paired queried images), and the supplement's Eq. 6-7: LADA on VAAL (`lada_vaalmix`: the acquisition is
 P(mix in X_U) = 1 - D(mu(mix))) and on LL4AL (`lada_ll4almix`: the predicted loss of the mix), both mixing the
-pixels (k = 0) with the fixed tau 0.2 in their `_fixed_` versions (supplement Table 1).
+pixels (k = 0) with the fixed tau 0.2 in their `_fixed_` versions (supplement Table 1); `lada_stn`, LADA with
+max entropy and an STN augmentation (supplement Alg. 1).
 """
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import time
 from dataclasses import dataclass
@@ -39,7 +41,7 @@ from core.evaluate import map_batches
 from core.seeding import seed_everything, stream_key
 from core.strategy import CycleContext, Strategy, register
 from core.trainer import TrainHook
-from lada.networks import PolicyGenerator
+from lada.networks import PolicyGenerator, SpatialTransformer, STNClassifier
 from vaal.method import VAAL, VAAL_OPTIONS
 
 LOOKAHEAD_OPTIONS = {
@@ -392,3 +394,103 @@ class LADAFixedLL4ALMix(LADALL4ALMix):
     name = "lada_fixed_ll4almix"
     learns_tau = False
     default_options = {**LADALL4ALMix.default_options, "fixed_tau": 0.2}
+
+
+STN_OPTIONS = {
+    "stn_lr": 5e-5,                  # tau* search (Alg. 1 line 4): unspecified, the policy generator's (L7)
+    "stn_epochs": 10,
+    "stn_batch": 100,
+}
+
+
+class AugmentedStepHook(TrainHook):
+    """Alg. 1 line 12: after each epoch over the labeled set (STN and classifier end to end, line 11), one step of
+    the classifier alone on the STN-augmented queried images, which were warped with tau* at acquisition."""
+
+    modules = []
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
+        self.images, self.labels, self.losses = images, labels, []
+
+    def wants_features(self) -> bool:
+        return False
+
+    def loss(self, logits, features, blocks, per_sample_loss, epoch, total_epochs):
+        return 0.0
+
+    def after_epoch(self, model, optimizer, epoch: int) -> None:
+        model.train()
+        loss = F.cross_entropy(model.task(self.images), self.labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        self.losses.append(loss.detach())
+
+
+@register
+class LADASTN(Strategy):
+    """LADA with max entropy and STN (supplement Alg. 1). tau (the STN's localisation network) is part of the
+    task model; per acquisition a copy is trained to tau* = argmax mean H[f_theta(STN(x_U; tau))] over the
+    candidates, the b candidates with the highest H(x) + H(STN(x; tau*)) are queried, their STN(x; tau*) images
+    kept, and the model's own tau is left as saved (line 9)."""
+
+    name = "lada_stn"
+    default_options = STN_OPTIONS
+
+    def networks(self, config, num_classes: int) -> dict:
+        side = 28 if config.data.dataset == "fashion_mnist" else 32
+        return {"STN": SpatialTransformer(input_channels(config.data.dataset), side)}
+
+    def prepare_model(self, model, ctx: CycleContext):
+        seed_everything("lada-stn", ctx.seed, ctx.cycle)
+        images = ctx.dataset.train.images
+        return STNClassifier(SpatialTransformer(images.shape[-1], images.shape[1]), model).to(ctx.device)
+
+    def learn_stn(self, model, ctx: CycleContext, candidates: np.ndarray) -> torch.nn.Module:
+        opts = self.options
+        stn = copy.deepcopy(model.stn).train()
+        optimizer = torch.optim.Adam(stn.parameters(), lr=opts["stn_lr"])
+        shuffle = torch.Generator(device=ctx.device)
+        shuffle.manual_seed(stream_key("lada-stn-order", ctx.seed, ctx.cycle) % 2**63)
+        losses = []
+        with frozen(model):
+            for _ in range(opts["stn_epochs"]):
+                total = torch.zeros((), device=ctx.device)
+                for images, _ in ctx.source.batches(candidates, opts["stn_batch"], shuffle=shuffle):
+                    loss = -entropy_bits(model.task(stn(images))).mean()
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    total += loss.detach()
+                losses.append(round(float(total), 5))
+        self.diagnostics["stn_losses"] = losses
+        return stn.eval()
+
+    def select(self, model, ctx: CycleContext, candidates: np.ndarray, budget: int) -> np.ndarray:
+        started = time.perf_counter()
+        stn = self.learn_stn(model, ctx, candidates)
+        with frozen(model), torch.no_grad():
+            scores = map_batches(ctx.source, candidates, ctx.eval_batch_size,
+                                 lambda x: entropy_bits(model(x)) + entropy_bits(model.task(stn(x))))
+            scored = time.perf_counter()
+            chosen = candidates[torch.topk(scores, budget).indices.cpu().numpy()]
+            sorted_at = time.perf_counter()
+            augmented = map_batches(ctx.source, chosen, ctx.eval_batch_size, stn)
+        self.pending = (chosen, augmented)
+        if ctx.folder is not None:
+            np.savez(ctx.folder / f"lada_stn_cycle{ctx.cycle}.npz", indices=chosen, images=augmented.cpu().numpy())
+        self.diagnostics.update({"scoring_seconds": round(scored - started, 4),
+                                 "sorting_seconds": round(sorted_at - scored, 4)})
+        return chosen
+
+    def train_hooks(self, model, ctx: CycleContext) -> list:
+        if ctx.cycle == 0:
+            return []
+        stored = ctx.folder / f"lada_stn_cycle{ctx.cycle - 1}.npz" if ctx.folder is not None else None
+        if stored is not None and stored.exists():
+            with np.load(stored) as found:
+                chosen, images = found["indices"], torch.as_tensor(found["images"], device=ctx.device)
+        else:
+            chosen, images = self.pending
+        labels = torch.as_tensor(np.asarray(ctx.answers)[chosen], dtype=torch.long, device=ctx.device)
+        return [AugmentedStepHook(images, labels)]

@@ -19,6 +19,42 @@ def flattened_size(side: int) -> int:
     return 16 * ((side // 2 - 4) // 2) ** 2
 
 
+class SpatialTransformer(nn.Module):
+    """The STN augmentation f_aug^STN(x; tau) of supplement Sec. E (Eq. 8-11): a localisation network f_tau
+    gives the affine nu, the grid generator f_T and the bilinear sampler f_S warp x. The supplement does not
+    give the localisation network; this is the PyTorch STN tutorial's (conv 7x7 -> 8, pool, ReLU, conv 5x5 -> 10,
+    pool, ReLU, FC 32, ReLU, FC 6), started at the identity transform."""
+
+    def __init__(self, channels: int, side: int):
+        super().__init__()
+        self.localization = nn.Sequential(nn.Conv2d(channels, 8, 7), nn.MaxPool2d(2), nn.ReLU(True),
+                                          nn.Conv2d(8, 10, 5), nn.MaxPool2d(2), nn.ReLU(True))
+        left = ((side - 6) // 2 - 4) // 2
+        self.affine = nn.Sequential(nn.Linear(10 * left * left, 32), nn.ReLU(True), nn.Linear(32, 6))
+        nn.init.zeros_(self.affine[2].weight)
+        with torch.no_grad():
+            self.affine[2].bias.copy_(torch.tensor([1.0, 0, 0, 0, 1, 0]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        nu = self.affine(torch.flatten(self.localization(x), 1)).view(-1, 2, 3)
+        grid = F.affine_grid(nu, list(x.shape), align_corners=False)
+        return F.grid_sample(x, grid, align_corners=False)
+
+
+class STNClassifier(nn.Module):
+    """The STN inserted in front of the classifier f_theta (supplement Fig. 5), trained end to end with it."""
+
+    def __init__(self, stn: SpatialTransformer, task: nn.Module):
+        super().__init__()
+        self.stn, self.task = stn, task
+
+    def forward(self, x):
+        return self.task(self.stn(x))
+
+    def forward_features(self, x):
+        return self.task.forward_features(self.stn(x))
+
+
 class PolicyGenerator(nn.Module):
     def __init__(self, in_channels: int, side: int, sharp: float = 1.0):
         super().__init__()

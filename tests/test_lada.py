@@ -189,3 +189,34 @@ def test_figures_from_smoke_runs(data_root, tmp_path):
     assert main(["fig2", str(tmp_path)]) == 0 and (tmp_path / "lada_fig2_tau.png").exists()
     assert main(["tables", str(tmp_path)]) == 0 and "Table 4" in (tmp_path / "lada_tables.md").read_text()
     assert main(["tsne", str(tmp_path), "--cycle", "1", "--data-root", str(data_root)]) == 0
+
+
+@pytest.mark.parametrize("channels,side", [(3, 32), (1, 28)])
+def test_stn_starts_at_the_identity_transform(channels, side):
+    from lada.networks import SpatialTransformer
+
+    x = torch.rand(2, channels, side, side)
+    torch.testing.assert_close(SpatialTransformer(channels, side)(x), x, atol=1e-5, rtol=0)
+
+
+def test_lada_stn_keeps_the_saved_tau_and_trains_the_classifier_alone_on_augmented_images():
+    """Alg. 1: tau* is searched on a copy (line 9 reloads tau); line 12 updates theta only."""
+    from lada.method import LADASTN
+
+    torch.manual_seed(0)
+    ctx = context()
+    ctx.dataset = SimpleNamespace(train=SimpleNamespace(images=np.zeros((1, 32, 32, 3), dtype=np.uint8)))
+    strategy = LADASTN({"stn_epochs": 2, "stn_batch": 50})
+    model = strategy.prepare_model(CifarResNet18(10, width=0.125), ctx)
+    saved = [p.detach().clone() for p in model.stn.parameters()]
+    chosen = strategy.select(model, ctx, ctx.pool.unlabeled, 10)
+    assert len(np.unique(chosen)) == 10 and all(torch.equal(a, b) for a, b in zip(saved, model.stn.parameters()))
+    assert len(strategy.diagnostics["stn_losses"]) == 2
+    ctx.pool.label(chosen, 10)
+    ctx.cycle = 1
+    hook, = strategy.train_hooks(model, ctx)
+    assert hook.images.shape == (10, 3, 32, 32) and hook.labels.tolist() == (chosen % 10).tolist()
+    task = [p.detach().clone() for p in model.task.parameters()]
+    hook.after_epoch(model, torch.optim.SGD(model.parameters(), lr=0.1), 0)
+    assert all(torch.equal(a, b) for a, b in zip(saved, model.stn.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(task, model.task.parameters()))
