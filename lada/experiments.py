@@ -22,7 +22,7 @@ DATA = {
     "cifar10": dict(normalization="cifar10_code", hflip=True, crop_padding=4),
     "cifar100": dict(normalization="cifar10_code", hflip=True, crop_padding=4),
 }
-TABLE1_METHODS = ["lada", "lada_fixed", "vanilla_mixup", "lada_stn", "entropy", "random"]
+TABLE1_METHODS = ["lada", "lada_fixed", "vanilla_mixup", "ada_mixup", "lada_stn", "entropy", "random"]
 LADA_MANIFOLD = ("lada", "lada_fixed", "vanilla_mixup")
 TABLE5_METHODS = ["vaal", "lada_fixed_vaalmix", "lada_vaalmix", "learning_loss", "lada_fixed_ll4almix",
                   "lada_ll4almix"]

@@ -19,7 +19,7 @@ Variants: `lada_fixed` (tau = 2.0, no generator), `vanilla_mixup` (max entropy, 
 re-paired queried images), and the supplement's Eq. 6-7: LADA on VAAL (`lada_vaalmix`: the acquisition is
 P(mix in X_U) = 1 - D(mu(mix))) and on LL4AL (`lada_ll4almix`: the predicted loss of the mix), both mixing the
 pixels (k = 0) with the fixed tau 0.2 in their `_fixed_` versions (supplement Table 1); `lada_stn`, LADA with
-max entropy and an STN augmentation (supplement Alg. 1).
+max entropy and an STN augmentation (supplement Alg. 1); `ada_mixup`, the code's AdaMixup baseline.
 """
 from __future__ import annotations
 
@@ -34,14 +34,15 @@ import torch
 import torch.nn.functional as F
 
 from baselines.learning_loss import LearningLoss
-from baselines.uncertainty import entropy
+from baselines.uncertainty import EntropySampling, entropy
 from core.datasets import input_channels
 from core.errors import UserError
 from core.evaluate import map_batches
 from core.seeding import seed_everything, stream_key
 from core.strategy import CycleContext, Strategy, register
 from core.trainer import TrainHook
-from lada.networks import PolicyGenerator, SpatialTransformer, STNClassifier
+from lada.networks import (AdaMixupPolicy, IntrusionDiscriminator, PolicyGenerator, SpatialTransformer,
+                           STNClassifier)
 from vaal.method import VAAL, VAAL_OPTIONS
 
 LOOKAHEAD_OPTIONS = {
@@ -494,3 +495,105 @@ class LADASTN(Strategy):
             chosen, images = self.pending
         labels = torch.as_tensor(np.asarray(ctx.answers)[chosen], dtype=torch.long, device=ctx.device)
         return [AugmentedStepHook(images, labels)]
+
+
+def truncated_normal(shape, generator: torch.Generator, device) -> torch.Tensor:
+    """N(0, 1) truncated to [-2, 2] (the code's scipy truncnorm(-2, 2)), by resampling the rejected draws."""
+    values = torch.randn(shape, generator=generator, device=generator.device)
+    outside = values.abs() > 2
+    while outside.any():
+        values[outside] = torch.randn(int(outside.sum()), generator=generator, device=generator.device)
+        outside = values.abs() > 2
+    return values.to(device)
+
+
+class AdaMixupHook(TrainHook):
+    """`train_adamixed` of the code: after each epoch over the labeled set, one pass over the queried images in
+    batches; each batch is split into a first half mixed with a shuffled partner and a second, unseen half.
+        gate = (m1 x1 + m2 x2) / 2, m ~ TruncNormal(-2, 2);  (alpha, delta, alpha') = policy(gate)
+        gamma = alpha + delta eps, eps ~ U(0, 1);  x_mix = gamma x1 + (1 - gamma) x2
+        L_class = mean over [x1, x_mix] of gamma' CE(y1) + (1 - gamma') CE(y2), gamma' = [1, gamma]
+        L_intrusion = CE(D(features), [1 for unseen and x1, 0 for x_mix])
+    Both gradients are taken at the same parameters and applied as two optimizer steps, as the code meant (its
+    retain_graph backward after the first step fails on current PyTorch)."""
+
+    def __init__(self, policy, discriminator, queried: np.ndarray, source, answers, batch_size: int, device,
+                 seed: int, cycle: int):
+        self.policy, self.discriminator, self.modules = policy, discriminator, [policy, discriminator]
+        self.queried, self.source, self.batch_size, self.device = queried, source, batch_size, device
+        self.answers = torch.as_tensor(np.asarray(answers), dtype=torch.long, device=device)
+        self.generator = torch.Generator(device=device)
+        self.generator.manual_seed(stream_key("ada-mixup", seed, cycle) % 2**63)
+        self.losses: list[torch.Tensor] = []
+
+    def wants_features(self) -> bool:
+        return False
+
+    def loss(self, logits, features, blocks, per_sample_loss, epoch, total_epochs):
+        return 0.0
+
+    def batch_losses(self, model, images: torch.Tensor, labels: torch.Tensor):
+        half = -(-len(images) // 2)
+        partner = torch.randperm(len(images), generator=self.generator, device=self.generator.device).to(self.device)
+        x1, x2, y1, y2 = images[:half], images[partner][:half], labels[:half], labels[partner][:half]
+        unseen = images[half:]
+        gate = (truncated_normal(x1.shape, self.generator, self.device) * x1 +
+                truncated_normal(x1.shape, self.generator, self.device) * x2) / 2
+        alpha, delta, _ = self.policy(gate).unbind(1)
+        eps = torch.rand(alpha.shape, generator=self.generator, device=self.generator.device).to(self.device)
+        gamma = alpha + delta * eps
+        mixed = mix(x1, x2, gamma)
+        log_p = F.log_softmax(model(torch.cat([x1, mixed])).float(), dim=1)
+        weight = torch.cat([torch.ones_like(gamma), gamma])
+        first, second = torch.cat([y1, y1]), torch.cat([y2, y2])
+        class_loss = -(weight * log_p.gather(1, first[:, None]).squeeze(1) +
+                       (1 - weight) * log_p.gather(1, second[:, None]).squeeze(1)).mean()
+        _, features, _ = model.forward_features(torch.cat([unseen, x1, mixed]))
+        truth = torch.cat([torch.ones(len(unseen) + len(x1), dtype=torch.long, device=self.device),
+                           torch.zeros(len(mixed), dtype=torch.long, device=self.device)])
+        return class_loss, F.cross_entropy(self.discriminator(features), truth)
+
+    def after_epoch(self, model, optimizer, epoch: int) -> None:
+        model.train()
+        self.policy.train()
+        self.discriminator.train()
+        parameters = [p for group in optimizer.param_groups for p in group["params"]]
+        for images, labels in self.source.labeled_batches(self.queried, self.answers, self.batch_size, augment=True,
+                                                          shuffle=self.generator):
+            if len(images) < 2:
+                continue
+            losses = self.batch_losses(model, images, labels)
+            gradients = [torch.autograd.grad(loss, parameters, retain_graph=True, allow_unused=True)
+                         for loss in losses]
+            for found in gradients:
+                for parameter, gradient in zip(parameters, found):
+                    parameter.grad = gradient
+                optimizer.step()
+            self.losses.append(sum(loss.detach() for loss in losses))
+
+
+@register
+class AdaMixup(EntropySampling):
+    """The code's `AdaMixup` baseline: max entropy acquisition, then AdaMixup training on the queried images."""
+
+    name = "ada_mixup"
+
+    def networks(self, config, num_classes: int) -> dict:
+        side = 28 if config.data.dataset == "fashion_mnist" else 32
+        from core.networks import scaled
+
+        return {"AdaMixup policy": AdaMixupPolicy(input_channels(config.data.dataset), side),
+                "intrusion discriminator": IntrusionDiscriminator(scaled(512, config.model.width), num_classes)}
+
+    def train_hooks(self, model, ctx: CycleContext) -> list:
+        if ctx.cycle == 0:
+            return []
+        from core.loop import resolve_count
+
+        budget = resolve_count(ctx.config.protocol.budget, len(ctx.dataset.train))
+        images = ctx.dataset.train.images
+        seed_everything("ada-mixup-modules", ctx.seed, ctx.cycle)
+        policy = AdaMixupPolicy(images.shape[-1], images.shape[1]).to(ctx.device)
+        discriminator = IntrusionDiscriminator(model.feature_dim, ctx.dataset.num_classes).to(ctx.device)
+        return [AdaMixupHook(policy, discriminator, ctx.pool.labeled[-budget:], ctx.source, ctx.answers,
+                             ctx.config.train.batch_size, ctx.device, ctx.seed, ctx.cycle)]

@@ -71,3 +71,33 @@ class PolicyGenerator(nn.Module):
         x = F.max_pool2d(F.relu(self.conv2(x)), 2)
         x = torch.tanh(self.fc2(torch.tanh(self.fc1(torch.flatten(x, 1)))))
         return torch.sigmoid(self.fc3(x)).squeeze(1) * self.sharp
+
+
+class AdaMixupPolicy(nn.Module):
+    """AdaMixup's policy region generator (Guo et al. 2019) as the LADA code's `PolicyGenerator`
+    (model_SharedResNet.py): four 3x3 convolutions (32 maps, no padding, pools after the 1st and 3rd),
+    FC 512 ReLU, dropout 0.5, FC 100, FC 3, softmax -> (alpha, delta, alpha')."""
+
+    def __init__(self, channels: int, side: int):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(channels, 32, 3), nn.ReLU(True), nn.MaxPool2d(2), nn.Conv2d(32, 32, 3), nn.ReLU(True),
+            nn.Conv2d(32, 32, 3), nn.ReLU(True), nn.MaxPool2d(2), nn.Conv2d(32, 32, 3), nn.ReLU(True))
+        left = (((side - 2) // 2 - 4) // 2) - 2
+        self.head = nn.Sequential(nn.Linear(32 * left * left, 512), nn.ReLU(True), nn.Dropout(0.5),
+                                  nn.Linear(512, 100), nn.Linear(100, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.head(torch.flatten(self.features(x), 1)), dim=1)
+
+
+class IntrusionDiscriminator(nn.Module):
+    """AdaMixup's intrusion discriminator on the classifier's pooled features: FC to the class count, FC to 2."""
+
+    def __init__(self, feature_dim: int, num_classes: int):
+        super().__init__()
+        self.fc1 = nn.Linear(feature_dim, num_classes)
+        self.fc2 = nn.Linear(num_classes, 2)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.fc1(features))

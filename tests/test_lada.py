@@ -220,3 +220,25 @@ def test_lada_stn_keeps_the_saved_tau_and_trains_the_classifier_alone_on_augment
     hook.after_epoch(model, torch.optim.SGD(model.parameters(), lr=0.1), 0)
     assert all(torch.equal(a, b) for a, b in zip(saved, model.stn.parameters()))
     assert any(not torch.equal(a, b) for a, b in zip(task, model.task.parameters()))
+
+
+def test_ada_mixup_step_trains_classifier_policy_and_discriminator_on_the_queried_images_only():
+    from lada.method import AdaMixupHook
+    from lada.networks import AdaMixupPolicy, IntrusionDiscriminator
+
+    torch.manual_seed(0)
+    ctx, model = context(), CifarResNet18(10, width=0.125)
+    policy, discriminator = AdaMixupPolicy(3, 32), IntrusionDiscriminator(model.feature_dim, 10)
+    assert parameter_count(AdaMixupPolicy(3, 32)) == 228_211 and parameter_count(AdaMixupPolicy(1, 28)) == 145_715
+    queried = np.arange(30, 40)
+    hook = AdaMixupHook(policy, discriminator, queried, ctx.source, ctx.answers, 10, ctx.device, 0, 1)
+    loaded, original = [], ctx.source.batches
+    ctx.source.batches = lambda indices, *a, **k: loaded.append(np.asarray(indices).tolist()) or original(
+        indices, *a, **k)
+    modules = (model, policy, discriminator)
+    before = [[p.detach().clone() for p in m.parameters()] for m in modules]
+    optimizer = torch.optim.Adam([p for m in modules for p in m.parameters()], lr=1e-3)
+    hook.after_epoch(model, optimizer, 0)
+    assert loaded == [queried.tolist()] and len(hook.losses) == 1
+    for module, old in zip(modules, before):
+        assert any(not torch.equal(a, b) for a, b in zip(old, module.parameters())), type(module).__name__
