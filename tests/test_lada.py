@@ -242,3 +242,11 @@ def test_ada_mixup_step_trains_classifier_policy_and_discriminator_on_the_querie
     assert loaded == [queried.tolist()] and len(hook.losses) == 1
     for module, old in zip(modules, before):
         assert any(not torch.equal(a, b) for a, b in zip(old, module.parameters())), type(module).__name__
+
+
+def test_readme_table1_is_the_generated_one():
+    from pathlib import Path
+
+    from lada.tables import markdown
+
+    assert markdown() in (Path(__file__).resolve().parent.parent / "lada" / "README.md").read_text()
