@@ -36,9 +36,10 @@ def fig2(rows: list[dict], path: Path) -> Path:
     (experiment, profile) of the learned-tau methods."""
     curves = defaultdict(lambda: defaultdict(list))
     for row in rows:
-        if row["paper"] == "lada" and "tau_mean" in (row.get("diagnostics") or {}) and "generator_losses" in row["diagnostics"]:
+        diagnostics = row.get("diagnostics") or {}
+        if row["paper"] == "lada" and "generator_losses" in diagnostics:
             key = f"{row['experiment']} {row['method']} ({row.get('profile', 'paper')})"
-            curves[key][row["cycle"] + 1].append((row["diagnostics"]["tau_mean"], row["diagnostics"]["tau_selected_mean"]))
+            curves[key][row["cycle"] + 1].append((diagnostics["tau_mean"], diagnostics["tau_selected_mean"]))
     if not curves:
         raise UserError("no learned-tau diagnostics (lada, lada_vaalmix, lada_ll4almix) under the results folder")
     plt = _pyplot()
@@ -103,7 +104,8 @@ def tsne(results: Path, data_root: Path, experiment: str, cycle: int, seed: int,
     try:
         from sklearn.manifold import TSNE
     except ModuleNotFoundError:
-        raise UserError("the t-SNE figures need scikit-learn: install the optional extra, pip install -e .[tsne]") from None
+        raise UserError("the t-SNE figures need scikit-learn: install the optional extra, "
+                        "pip install -e .[tsne]") from None
     from core.loop import prepare_dataset
     from core.pool import Pool, candidate_subset
     from core.sources import Augmentation

@@ -35,7 +35,8 @@ def table1() -> str:
 
 
 def table5_setting() -> str:
-    lines = ["| Dataset | Initial | Budget | Last labeled size | Subset | Epochs | Optimizer |", "|---|---|---|---|---|---|---|"]
+    lines = ["| Dataset | Initial | Budget | Last labeled size | Subset | Epochs | Optimizer |",
+             "|---|---|---|---|---|---|---|"]
     for dataset, (initial, budget, cycles) in TABLE5.items():
         config = get("lada", f"table5_{dataset}").config()
         lines.append(f"| {dataset} | {initial} | {budget} | {initial + budget * (cycles - 1)} | "
