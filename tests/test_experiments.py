@@ -12,7 +12,7 @@ from tests.conftest import write_bdd100k_tree, write_cityscapes_tree, write_png_
 
 papers()
 FIXTURE_DATASETS = {"caltech256", "imagenet", "cityscapes", "bdd100k", "svhn"}
-OWN_METHODS = {"vaal": {"vaal"}, "lada": {"lada", "lada_vaalmix", "lada_ll4almix"}}
+OWN_METHODS = {"vaal": {"vaal"}, "lada": {"lada", "lada_fixed_ll4almix"}}   # every lada method: test_baselines
 
 
 def write_svhn_mat(folder, counts=(("train", 200), ("test", 50))):
