@@ -250,3 +250,14 @@ def test_readme_table1_is_the_generated_one():
     from lada.tables import markdown
 
     assert markdown() in (Path(__file__).resolve().parent.parent / "lada" / "README.md").read_text()
+
+
+def test_tsne_without_scikit_learn_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+    import sys
+
+    from lada.figures import main
+
+    monkeypatch.setitem(sys.modules, "sklearn.manifold", None)
+    assert main(["tsne", str(tmp_path), "--data-root", str(tmp_path)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and "[tsne]" in error and error.count("\n") == 1
