@@ -133,6 +133,24 @@ class CifarResNet18(TaskNetwork):
     def stem(self, x):
         return F.relu(self.bn1(self.conv1(x)))
 
+    def kth_featuremap(self, x, k: int):
+        """LADA's mixing points (REFERENCES 1.3): k=0 the input, k=1 the stem's output, k=2 layer1's output."""
+        if k not in (0, 1, 2):
+            raise UserError(f"mixing layer k={k} is not one of 0 (input), 1 (stem), 2 (layer1)")
+        if k == 0:
+            return x
+        out = self.stem(x)
+        return self.layer1(out) if k == 2 else out
+
+    def forward_rest(self, hidden, k: int):
+        """Logits from `kth_featuremap(x, k)`: the forward pass continued after layer k."""
+        if k == 0:
+            return self(hidden)
+        stages = (self.layer1, self.layer2, self.layer3, self.layer4)[k - 1:]
+        for stage in stages:
+            hidden = stage(hidden)
+        return self.classifier(torch.flatten(F.adaptive_avg_pool2d(hidden, 1), 1))
+
     def forward_features(self, x):
         out, blocks = self.stem(x), []
         for stage in (self.layer1, self.layer2, self.layer3, self.layer4):

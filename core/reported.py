@@ -63,7 +63,7 @@ REPORTED: list[Reported] = [
     Reported("ta_vaal", "supp_fig1_independent_cifar100", "ta_vaal_independent", 68.83,
              "TA-VAAL supplement Sec. 2 (stage unclear: 10k vs 20k)", "CIFAR-100 2k+2k, learner without LPM",
              tolerance=None),
-    *[Reported("lada", f"main_{dataset}", "lada", value, "LADA README.md (best accuracy)",
+    *[Reported("lada", f"table1_{dataset}", "lada", value, "LADA README.md (best accuracy)",
                "balanced initial, 100 acquisitions, subset 2,000", metric="best_accuracy")
       for dataset, value in (("fashion_mnist", 83.68), ("svhn", 75.72), ("cifar10", 53.45), ("cifar100", 46.92))],
     *[Reported("lada", f"table5_{dataset}", method, value, "LADA supplement Table 5", LADA_T5,

@@ -31,6 +31,9 @@ class TrainHook:
     def wants_features(self) -> bool:
         return True
 
+    def after_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int) -> None:
+        """An optimizer step of the hook's own after each epoch over the labeled set (LADA's mixup step)."""
+
 
 @dataclass
 class TrainReport:
@@ -147,6 +150,9 @@ class Trainer:
                 step += 1
                 bar.update()
                 end_of_unit = iteration_based or step % per_epoch == 0
+                if step % per_epoch == 0:
+                    for hook in hooks:
+                        hook.after_epoch(model, optimizer, epoch)
                 if validate and end_of_unit and self._due(unit, total_units):
                     score = evaluate(model, source, validation, validation_labels, self.num_classes,
                                      cfg.eval_batch_size, cfg.amp)["value"]

@@ -1,1 +1,2 @@
-"""LADA: Look-Ahead Data Acquisition via Augmentation (Kim, Song, Jang, Moon; NeurIPS 2021). Experiments and methods arrive with this folder's issue."""
+"""LADA: Look-Ahead Data Acquisition via Augmentation for Active Learning (Kim, Song, Jang, Moon; NeurIPS 2021)."""
+from lada import experiments, method  # noqa: F401  (registration)
