@@ -36,7 +36,7 @@ def test_every_experiment_runs_in_the_smoke_profile(key, tmp_path, request):
         root = request.getfixturevalue("data_root")
     settings = RunSettings(root, tmp_path / "out", torch.device("cpu"), "smoke", progress=False)
     implemented, _ = method_status(config)
-    own = {"vaal"} if config.paper == "vaal" else set()
+    own = {"vaal": {"vaal"}, "daal": {"daal", "ll_rd"}}.get(config.paper, set())
     for method in sorted(({"random", "entropy"} | own) & set(implemented)):
         rows = run_job(config, method, 0, settings)
         assert len(rows) == config.protocol.cycles
