@@ -16,7 +16,8 @@ def test_profiles_change_only_sizes():
     for experiment in EXPERIMENTS.values():
         for profile in SIZE_PROFILES:
             overrides = experiment.profiles.get(profile, {})
-            keys = {k for k in overrides if not (k.startswith("method_options.") and k.endswith(".iterations"))}
+            keys = {k for k in overrides
+                    if not (k.startswith("method_options.") and k.endswith((".iterations", ".subset")))}
             assert keys <= SIZE_KEYS | OFFLINE_KEYS, (experiment.name, profile, keys - SIZE_KEYS)
 
 
