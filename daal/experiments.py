@@ -104,8 +104,8 @@ def game_sizes(methods: list[str], iterations: int, subset: int) -> dict:
 
 def profiles(dataset: str, methods: list[str], budget: float) -> dict:
     if dataset == "cityscapes":
-        return {"smoke": segmentation_smoke(**{"train.epochs": 1, **game_sizes(methods, 2, 16)})}
-    smoke = smoke_profile(**{"train.epochs": 1, "train.milestones": [1], "protocol.budget": 20,
+        return {"smoke": segmentation_smoke(**{"protocol.cycles": 2, "train.epochs": 1, **game_sizes(methods, 2, 16)})}
+    smoke = smoke_profile(**{"protocol.cycles": 2, "train.epochs": 1, "train.milestones": [1], "protocol.budget": 20,
                              **game_sizes(methods, 3, 200)})
     # the mini run (a quarter of an hour on an idle 2-core CPU for daal, vaal, coreset, random and 2 seeds):
     # 10,000 images, 1,000 + 500 per cycle to 2,000, a quarter-width WRN-28-2 (32-d features, more than the
