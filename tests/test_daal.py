@@ -196,3 +196,12 @@ def test_reported_numbers_attach_to_registered_experiments_and_methods():
     assert len(daal) == 6
     for reported in daal:
         assert reported.method in EXPERIMENTS[("daal", reported.experiment)].config().methods
+
+
+def test_readme_tables_are_the_generated_ones():
+    from pathlib import Path
+
+    from daal.tables import markdown
+
+    readme = (Path(__file__).resolve().parent.parent / "daal" / "README.md").read_text()
+    assert markdown().strip() in readme
