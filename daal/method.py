@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from baselines.uncertainty import entropy
-from core.datasets import input_channels
+from core.datasets import SMALL_IMAGE_DATASETS, input_channels
 from core.errors import UserError
 from core.evaluate import autocast, class_last, image_scores, map_batches
 from core.networks import build_network, scaled
@@ -155,7 +155,7 @@ def feature_dim(config, num_classes: int, layer: str = "penultimate") -> int:
     task = build_network(config.model.arch, num_classes, input_channels(config.data.dataset), config.model.width)
     if layer == "penultimate":
         return task.feature_dim
-    side = 32 if config.data.dataset in ("cifar10", "cifar100", "svhn") else config.data.image_size
+    side = 32 if config.data.dataset in SMALL_IMAGE_DATASETS else config.data.image_size
     with torch.no_grad():
         blocks = task.eval().forward_features(torch.zeros(1, input_channels(config.data.dataset), side, side))[2]
     return blocks[int(BLOCK.match(layer).group(1))].shape[1]

@@ -205,3 +205,12 @@ def test_readme_tables_are_the_generated_ones():
 
     readme = (Path(__file__).resolve().parent.parent / "daal" / "README.md").read_text()
     assert markdown().strip() in readme
+
+
+def test_feature_layer_option_pools_the_chosen_block():
+    ctx = synthetic_context(shift=0, count=64)
+    model = build_network("wrn28_2", 2, width=0.25)
+    bank = FeatureBank(model, ctx, np.arange(64), "block1")
+    with torch.no_grad():
+        block = model.eval().forward_features(ctx.source.load(torch.arange(64), False, None))[2][1]
+    assert bank.features.shape == (64, 16) and torch.allclose(bank.features, block.mean((2, 3)), atol=1e-5)
