@@ -152,6 +152,6 @@ class LearningLossRD(DAALRepresentativenessOnly):
         return self.loss_prediction.train_hooks(model, ctx)
 
     def score(self, model, ctx: CycleContext, candidates: np.ndarray) -> torch.Tensor:
-        representativeness = super().score(model, ctx, candidates)
+        representativeness = torch.sigmoid(super().score(model, ctx, candidates))
         predicted_loss = self.loss_prediction.score(model, ctx, candidates)
         return COMBINE[self.options["combine"]](representativeness, predicted_loss.to(representativeness.dtype))

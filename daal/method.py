@@ -14,8 +14,8 @@ Alg. 1, one forward per batch (lines 10-12), then three updates from that forwar
     {ScoreNet, encoder} <- L_recon + L_prior + L_sparsity;   {decoder} <- L_recon + L_GAN (line 12's w_r is
     the decoder w_d);   {uDis, rDis} <- maximise L_GAN.
 Each group has its own Adam and receives only the gradient of its own objective.
-Selection (Sec. 3.1): the `budget` candidates with the highest ScoreNet score (ScoreNet in eval mode); the
-experiments score the whole unlabeled pool (protocol.subset = 0: one stage, no random subset).
+Selection (Sec. 3.1): the `budget` candidates with the highest ScoreNet score (ScoreNet in eval mode, ranked by
+its logit); the experiments score the whole unlabeled pool (protocol.subset = 0: one stage, no random subset).
 """
 from __future__ import annotations
 
@@ -325,21 +325,23 @@ class DAAL(ScoringStrategy):
 
     @torch.no_grad()
     def score(self, model, ctx: CycleContext, candidates: np.ndarray) -> torch.Tensor:
-        """The ScoreNet scores of the candidates (eval mode: no dropout); higher is selected first."""
+        """The ScoreNet logits of the candidates (eval mode: no dropout): the order of the scores s, without the
+        ties of a sigmoid saturated at 0 or 1 in float32, which a trained ScoreNet produces by the thousand."""
         self.nets.train(False)
-        scores = self.nets.scorer(self.bank[candidates])
-        self.log_scores(scores, self.bank.entropy[self.bank.rows(candidates)], ctx)
-        return scores
+        logits = self.nets.scorer.logit_and_hidden(self.bank[candidates])[0]
+        self.log_scores(torch.sigmoid(logits), self.bank.entropy[self.bank.rows(candidates)], ctx)
+        return logits
 
     def log_scores(self, scores: torch.Tensor, entropies: torch.Tensor, ctx: CycleContext) -> None:
-        """The spread of the pool's scores, and how they relate to the task model's uncertainty: whether the
-        game produced a ranking at all."""
+        """The spread of the pool's scores (and the share within 1e-3 of 0 or 1), and how they relate to the task
+        model's uncertainty: whether the game produced a ranking at all."""
         quantiles = torch.quantile(scores.double(), torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64,
                                                                   device=scores.device))
         summary = torch.stack([scores.mean(), scores.std() if len(scores) > 1 else scores.new_zeros(()),
                                scores.min(), scores.max()]).tolist() + quantiles.tolist()
         names = ("score_mean", "score_std", "score_min", "score_max", "score_p10", "score_p50", "score_p90")
         self.diagnostics.update({name: round(value, 5) for name, value in zip(names, summary)})
+        self.diagnostics["score_saturated"] = round(float(((scores < 1e-3) | (scores > 1 - 1e-3)).double().mean()), 4)
         self.diagnostics["score_entropy_spearman"] = round(rank_correlation(scores, entropies), 4)
 
 

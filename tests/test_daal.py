@@ -147,6 +147,7 @@ def test_selection_is_the_top_budget_scorenet_scores_over_the_whole_pool():
         features = FeatureBank(model, ctx, pool).features
         scores = strategy.nets.scorer.eval()(features)
     assert sorted(chosen) == sorted(pool[torch.topk(scores, 10).indices.numpy()])
+    assert torch.equal(torch.sigmoid(strategy.score(model, ctx, pool)), scores)   # ranked by the logit of s
     assert strategy.bank[pool[::-1].copy()].equal(features.flip(0))  # index lookup, any order
     assert 0 <= strategy.diagnostics["score_min"] <= strategy.diagnostics["score_max"] <= 1
     assert strategy.diagnostics["game_iterations"] == 5 and "dpp_last" in strategy.diagnostics
