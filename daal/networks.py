@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 SCORENET_LAYERS, VAE_LAYERS, DROPOUT = 5, 7, 0.4     # Sec. 3.1
 
@@ -82,7 +81,3 @@ def encoder_parameters(vae: FeatureVAE) -> list[nn.Parameter]:
     """w_e of Alg. 1: the encoder stack and the (mu, logvar) layer; the decoder is w_d."""
     return [*vae.encoder.parameters(), *vae.fc_mu.parameters(), *vae.fc_logvar.parameters()]
 
-
-def log_sigmoid_pair(logit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(log D, log (1 - D)) for D = sigmoid(logit), without overflow."""
-    return F.logsigmoid(logit), F.logsigmoid(-logit)
