@@ -1,1 +1,2 @@
-"""DAAL: Dual Adversarial Network for Deep Active Learning (Wang et al.; ECCV 2020). Experiments and methods arrive with this folder's issue."""
+"""DAAL: Dual Adversarial Network for Deep Active Learning (Wang, Li, Ma, Ma, Guan, Zheng; ECCV 2020)."""
+from daal import ablations, experiments, method  # noqa: F401  (registration)

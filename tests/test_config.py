@@ -17,7 +17,7 @@ def test_profiles_change_only_sizes():
         for profile in SIZE_PROFILES:
             overrides = experiment.profiles.get(profile, {})
             keys = {k for k in overrides
-                    if not (k.startswith("method_options.") and k.endswith((".iterations", "_epochs")))}
+                    if not (k.startswith("method_options.") and k.endswith((".iterations", "_epochs", ".subset")))}
             assert keys <= SIZE_KEYS | OFFLINE_KEYS, (experiment.name, profile, keys - SIZE_KEYS)
 
 

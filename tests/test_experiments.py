@@ -13,7 +13,8 @@ from tests.conftest import write_bdd100k_tree, write_cityscapes_tree, write_png_
 papers()
 FIXTURE_DATASETS = {"caltech256", "imagenet", "cityscapes", "bdd100k", "svhn"}
 OWN_METHODS = {"vaal": {"vaal"}, "ta_vaal": {"ta_vaal", "learning_loss_v2"},
-               "lada": {"lada", "lada_fixed_ll4almix"}}   # every lada method: test_baselines
+               "lada": {"lada", "lada_fixed_ll4almix"},   # every lada method: test_baselines
+               "daal": {"daal", "ll_rd"}}
 
 
 def fixture_root(dataset: str, folder):

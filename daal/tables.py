@@ -1,0 +1,36 @@
+"""DAAL's settings (Sec. 4.2), generated from the Fig. 3 configs so the code and the documentation cannot disagree
+(`./reproduce.sh tables daal`; daal/README.md embeds the table)."""
+from core.experiments import get
+from core.loop import resolve_count
+from core.reported import REPORTED
+from daal.method import DAAL_OPTIONS
+
+TRAIN_IMAGES = {"cifar10": 50000, "cifar100": 50000, "cityscapes": 2975}
+
+
+def settings() -> str:
+    lines = ["| Experiment | Task model | Task optimiser | Task epochs (lr decays) | DAAL epochs | DAAL Adam lr | "
+             "DAAL batch | sigma | Initial + budget x acquisitions | Runs |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for dataset, images in TRAIN_IMAGES.items():
+        config = get("daal", f"fig3_{dataset}").config()
+        train, protocol, daal = config.train, config.protocol, {**DAAL_OPTIONS, **config.method_options["daal"]}
+        decays = f" ({', '.join(map(str, train.milestones))})" if train.milestones else ""
+        lines.append(f"| fig3_{dataset} | {config.model.arch} | {train.optimizer} {train.lr:g} | "
+                     f"{train.epochs}{decays} | {daal['epochs']} | {daal['lr']:g} | {daal['batch_size']} | "
+                     f"{daal['sigma']:g} | "
+                     f"{resolve_count(protocol.initial, images)} + {resolve_count(protocol.budget, images)} x "
+                     f"{protocol.cycles - 1} | {config.seeds} |")
+    return "\n".join(lines)
+
+
+def reported() -> str:
+    lines = ["| Experiment | Method | Labeled | Reported |", "|---|---|---|---|"]
+    for r in REPORTED:
+        if r.paper == "daal":
+            lines.append(f"| {r.experiment} | {r.method} | {100 * r.fraction:.0f}% | {r.value:.2f} ± {r.std:.2f} |")
+    return "\n".join(lines)
+
+
+def markdown() -> str:
+    return f"Settings (Sec. 4.2)\n\n{settings()}\n\nReported numbers (core/reported.py)\n\n{reported()}\n"
