@@ -40,14 +40,14 @@ def classification(dataset: str, title: str, source: str, data: DataConfig | Non
                    step: tuple[int, int] | None = None, cycles: int = 10, methods=METHODS) -> ExperimentConfig:
     """The LL4AL protocol (baselines/experiments.py) with Table 1's row: ResNet-18, a 10,000 subset,
     10 stages, flip + crop(32, 4) and the codes' CIFAR-10 normalisation (also on CIFAR-100, as the code)."""
-    row = TABLE1.get(dataset, TABLE1["cifar10"])
-    initial, budget = step or (row[9], row[10])
+    row = dataset if dataset in TABLE1 else "cifar10"      # SVHN, Fashion-MNIST: "other settings equal main"
+    initial, budget = step or TABLE1[row][9:11]
     config = ll4al(dataset, initial)
     config.title, config.source, config.methods = title, source, list(methods)
     config.data = data or DataConfig(dataset=dataset, crop_padding=4, hflip=True, normalization="cifar10_code")
     config.protocol = ProtocolConfig(initial=initial, budget=budget, cycles=cycles, subset=SUBSET)
-    config.train = task_training(dataset if dataset in TABLE1 else "cifar10")
-    config.method_options = ta_options(dataset if dataset in TABLE1 else "cifar10")
+    config.train = task_training(row)
+    config.method_options = ta_options(row)
     return config
 
 
