@@ -468,8 +468,13 @@ def collect(folders: list[Path]) -> list[Experiment]:
     return experiments
 
 
-def final_budget(curve: Curve) -> int:
-    return int(curve.n_labeled[-1])
+def common_budgets(curves: list[Curve]) -> list[int]:
+    """The labeled-set sizes every learning curve of an experiment has, so that its methods' AUBC and final
+    values cover the same range while some runs are still going."""
+    competing = learning_curves(curves)
+    if not competing:
+        return []
+    return [int(n) for n in sorted(set.intersection(*(set(c.n_labeled.tolist()) for c in competing)))]
 
 
 def summary_cell(values: dict[int, float], against: Comparison | None) -> str:
@@ -483,26 +488,32 @@ def summary_cell(values: dict[int, float], against: Comparison | None) -> str:
 
 
 def summary_table(experiments: list[Experiment], stats: Stats) -> str:
-    """One row per method, for each experiment its AUBC and final value, marked against that experiment's random."""
+    """One row per method, for each experiment its AUBC and final value over the budgets all its methods reached,
+    marked against that experiment's random."""
     methods = sorted({c.method for e in experiments for c in e.curves}, key=lambda m: (m != "random", m))
-    header = ["method"] + [f"{e.label} {part}" for e in experiments for part in ("AUBC", f"final {e.key[3]}")]
+    budgets = [common_budgets(e.curves) for e in experiments]
+    header = ["method"]
+    for experiment, common in zip(experiments, budgets):
+        final = f" ({common[-1]:,})" if common else ""
+        header += [f"{experiment.label} AUBC", f"{experiment.label} final {experiment.key[3]}{final}"]
     lines = ["## Summary: area under the budget curve (AUBC) and final value per method and experiment", "",
              f"mean ± std over seeds (n = seeds); {BETTER} / {WORSE}: significantly better / worse than random of "
              f"the same experiment ({stats.describe()}, paired by seed); n<3: no mark, {TOO_FEW_SEEDS}; no mark: no "
-             "significant difference, or no random in that experiment. Final: the last budget of each method.", "",
+             "significant difference, or no random in that experiment. AUBC and final value over the budgets every "
+             "method of the experiment has reached (final: the largest, in brackets).", "",
              _row(header), "|" + "---|" * len(header)]
     for method in methods:
         cells = []
-        for experiment in experiments:
+        for experiment, common in zip(experiments, budgets):
             by_method = {c.method: c for c in experiment.curves}
             curve, random = by_method.get(method), by_method.get("random")
-            if curve is None:
+            if curve is None or not common or len(curve.n_labeled) < 2:
                 cells += ["-", "-"]
                 continue
-            area, final = curve.area_by_seed(), curve.at(final_budget(curve))
             versus = random is not None and method != "random"
-            cells.append(summary_cell(area, paired_areas(curve, random, stats) if versus and area else None))
-            final_random = random.at(final_budget(curve)) if versus else {}
+            area, final = curve.area_by_seed(common), curve.at(common[-1])
+            area_random, final_random = (random.area_by_seed(common), random.at(common[-1])) if versus else ({}, {})
+            cells.append(summary_cell(area, compare_seeds(area, area_random, stats) if area_random else None))
             cells.append(summary_cell(final, compare_seeds(final, final_random, stats) if final_random else None))
         lines.append(_row([method] + cells))
     return "\n".join(lines) + "\n"

@@ -171,8 +171,8 @@ def test_several_folders_make_one_summary_table(tmp_path):
     write_report([tmp_path / "a", tmp_path / "b"], tmp_path / "out")
     header = next(line for line in (tmp_path / "out" / "report.md").read_text().splitlines()
                   if line.startswith("| method"))
-    assert header == ("| method | vaal/fig2_cifar10 (mini) AUBC | vaal/fig2_cifar10 (mini) final accuracy "
-                      "| vaal/fig4_cifar100 (mini) AUBC | vaal/fig4_cifar100 (mini) final accuracy |")
+    assert header == ("| method | vaal/fig2_cifar10 (mini) AUBC | vaal/fig2_cifar10 (mini) final accuracy (5,000) "
+                      "| vaal/fig4_cifar100 (mini) AUBC | vaal/fig4_cifar100 (mini) final accuracy (5,000) |")
     assert "| better | 53.04 ± 1.09 (n=5) ▲ | 63.04 ± 1.09 (n=5) ▲ | 52.75 ± 1.05 (n=2) n<3 |" in \
         (tmp_path / "out" / "report.md").read_text()
     assert (tmp_path / "out" / "vaal_fig4_cifar100_mini.md").exists()
