@@ -122,7 +122,7 @@ class PairMixupHook(TrainHook):
     def wants_features(self) -> bool:
         return False
 
-    def loss(self, logits, features, blocks, per_sample_loss, epoch, total_epochs):
+    def loss(self, logits, features, blocks, per_sample_loss, progress):
         return 0.0
 
     def members(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -416,7 +416,7 @@ class AugmentedStepHook(TrainHook):
     def wants_features(self) -> bool:
         return False
 
-    def loss(self, logits, features, blocks, per_sample_loss, epoch, total_epochs):
+    def loss(self, logits, features, blocks, per_sample_loss, progress):
         return 0.0
 
     def after_epoch(self, model, optimizer, epoch: int) -> None:
@@ -529,7 +529,7 @@ class AdaMixupHook(TrainHook):
     def wants_features(self) -> bool:
         return False
 
-    def loss(self, logits, features, blocks, per_sample_loss, epoch, total_epochs):
+    def loss(self, logits, features, blocks, per_sample_loss, progress):
         return 0.0
 
     def batch_losses(self, model, images: torch.Tensor, labels: torch.Tensor):

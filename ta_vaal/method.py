@@ -69,8 +69,8 @@ class RankingLossLog(TrainHook):
     def wants_features(self) -> bool:
         return self.hook.wants_features()
 
-    def loss(self, logits, features, blocks, per_sample_loss, epoch, total_epochs):
-        term = self.hook.loss(logits, features, blocks, per_sample_loss, epoch, total_epochs)
+    def loss(self, logits, features, blocks, per_sample_loss, progress):
+        term = self.hook.loss(logits, features, blocks, per_sample_loss, progress)
         self.total, self.count = self.total + term.detach(), self.count + 1
         if self.count == self.steps:
             self.log.append(round(float(self.total / self.count), 5))
