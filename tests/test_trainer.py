@@ -31,7 +31,7 @@ def test_training_decreases_the_loss_on_real_images(small_cifar):
     split, source = small_cifar
     torch.manual_seed(0)
     model = build_network("resnet18_cifar", 10, width=0.125)
-    cfg = TrainConfig(optimizer="sgd", lr=0.05, batch_size=50, epochs=1)
+    cfg = TrainConfig(optimizer="sgd", lr=0.1, batch_size=50, epochs=1)   # 0.05 sat at the 0.8 bar (2.30 -> 2.02)
     trainer = Trainer(cfg, "cpu", 10, progress=False)
     labeled = np.arange(300)
     loss_of = lambda: torch.nn.functional.cross_entropy(
