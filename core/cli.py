@@ -278,6 +278,23 @@ def command_tables(args) -> int:
     return 0
 
 
+def command_figures(args) -> int:
+    """A paper's figures drawn from stored results (`<paper>/figures.py`, `main(argv)`), run from the caller's
+    directory so that relative paths mean what the user typed."""
+    import importlib
+
+    from core.experiments import papers
+
+    if args.paper not in papers():
+        raise UserError(f"unknown paper '{args.paper}'; known: {', '.join(papers())}")
+    try:
+        module = importlib.import_module(f"{args.paper}.figures")
+    except ModuleNotFoundError:
+        raise UserError(f"{args.paper} draws its figures in ./reproduce.sh report; it has no figures command") from None
+    os.chdir(os.environ.get(CALLER_CWD_ENV) or os.getcwd())
+    return module.main(args.args)
+
+
 def command_bench(args) -> int:
     from core.bench import get
 
@@ -352,6 +369,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="every paper, experiment, method and reported number, with status")
     tables = sub.add_parser("tables", help="a paper's setting tables generated from its configs (VAAL Tables 2, 3)")
     tables.add_argument("paper")
+    figures = sub.add_parser("figures", help="a paper's figures from stored results (ta_vaal, lada); "
+                                             "'./reproduce.sh figures PAPER --help' lists them")
+    figures.add_argument("paper")
+    figures.add_argument("args", nargs=argparse.REMAINDER, help="the paper's figure command and its arguments")
     bench = sub.add_parser("bench", help="benchmarks: 'train' (one epoch vs a plain DataLoader loop), 'sampling' "
                                          "(VAAL Table 1), and those the paper packages register")
     bench.add_argument("what", help="train, sampling, or a package's benchmark (segmentation)")
@@ -372,7 +393,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"run": command_run, "report": command_report, "compare": command_compare, "describe": command_describe,
-            "list": command_list, "tables": command_tables, "bench": command_bench, "demo": command_demo}
+            "list": command_list, "tables": command_tables, "figures": command_figures, "bench": command_bench,
+            "demo": command_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

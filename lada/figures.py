@@ -1,9 +1,9 @@
 """LADA's figures and result tables from stored runs, no training:
 
-    python -m lada.figures fig2 RESULTS            tau* over acquisitions (supplement Fig. 2), from diagnostics
-    python -m lada.figures tsne RESULTS --experiment table1_fashion_mnist --cycle 1
+    ./reproduce.sh figures lada fig2 RESULTS            tau* over acquisitions (supplement Fig. 2), from diagnostics
+    ./reproduce.sh figures lada tsne RESULTS --experiment table1_fashion_mnist --cycle 1
                                                    acquired (star) vs augmented (x) instances (Figs. 6-8)
-    python -m lada.figures tables RESULTS          best / final / AUBC (L6), Table 4 times, Table 5 vs reported
+    ./reproduce.sh figures lada tables RESULTS          best / final / AUBC (L6), Table 4 times, Table 5 vs reported
 
 RESULTS is a run's --out folder. Fig. 1 and Fig. 3 are the learning curves `./reproduce.sh run` writes.
 The t-SNE needs scikit-learn (optional extra `tsne`)."""
@@ -172,7 +172,7 @@ def tables(rows: list[dict], out: Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     from core.datasets import resolve_data_root
 
-    parser = argparse.ArgumentParser(prog="python -m lada.figures", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="./reproduce.sh figures lada", description=__doc__.split("\n\n")[0])
     parser.add_argument("what", choices=("fig2", "tsne", "tables"))
     parser.add_argument("results", type=Path)
     parser.add_argument("--out", type=Path, help="output file (default: next to the results)")

@@ -1,6 +1,6 @@
 """LADA's tables: the scenarios of supplement Table 1 generated from the configs (`./reproduce.sh tables lada`), and,
 from stored results only, the best / final / AUBC summary (L6), Table 4's measured times and Table 5 beside the
-reported values (`python -m lada.figures ...`)."""
+reported values (`./reproduce.sh figures lada ...`)."""
 from __future__ import annotations
 
 from collections import defaultdict

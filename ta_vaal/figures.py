@@ -7,9 +7,9 @@
 - `samples`: supp. Fig. 7, the first 100 images of each selection (the highest scores: the loop stores a selection
   in score order) at stages 1-3, with their per-class counts, from the stored indices and the images.
 
-    python -m ta_vaal.figures improvement results/ta_vaal/supp_fig5a_cifar10
-    python -m ta_vaal.figures ranking_loss results/ta_vaal/supp_fig2_ranking_loss_cifar10
-    python -m ta_vaal.figures samples results/ta_vaal/supp_fig6a_cifar10_imb100 [--seed 0] [--data-root DIR]
+    ./reproduce.sh figures ta_vaal improvement results/ta_vaal/supp_fig5a_cifar10
+    ./reproduce.sh figures ta_vaal ranking_loss results/ta_vaal/supp_fig2_ranking_loss_cifar10
+    ./reproduce.sh figures ta_vaal samples results/ta_vaal/supp_fig6a_cifar10_imb100 [--seed 0] [--data-root DIR]
 """
 from __future__ import annotations
 
@@ -161,7 +161,7 @@ def plot_samples(results: Path, out: Path, data_root: Path, seed: int, shown: in
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ta_vaal.figures", description=__doc__,
+    parser = argparse.ArgumentParser(prog="./reproduce.sh figures ta_vaal", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("figure", choices=["improvement", "ranking_loss", "samples"])
     parser.add_argument("results", help="an experiment's results folder, e.g. results/ta_vaal/supp_fig5a_cifar10")

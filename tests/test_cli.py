@@ -20,6 +20,7 @@ def cli(*args, env=None):
     (("run", "vaal", "fig2_cifar10", "--set", "train.lr=fast"), "train.lr must be float"),
     (("run", "vaal", "fig2_cifar10", "--data-root", "/no/such/folder"), "is not a folder"),
     (("report", "/no/such/results"), "does not exist"),
+    (("figures", "vaal", "x"), "vaal draws its figures in ./reproduce.sh report"),
 ])
 def test_user_errors_are_one_line_exit_2_no_traceback(args, message):
     result = cli(*args)
