@@ -136,6 +136,12 @@ class PairMixupHook(TrainHook):
         return everyone[:len(first)], everyone[len(first):]
 
     def after_epoch(self, model, optimizer, epoch: int) -> None:
+        # oneDNN's CPU convolution backward corrupted the heap on this step in the Fashion-MNIST smoke run (torch
+        # 2.14.1: "corrupted size vs. prev_size"); PyTorch's own CPU kernels run it instead. No effect on CUDA.
+        with torch.backends.mkldnn.flags(enabled=False):
+            self.mixup_step(model, optimizer)
+
+    def mixup_step(self, model, optimizer) -> None:
         first, second = self.members()
         lam = torch.distributions.Beta(self.tau, self.tau).sample()
         model.train()
@@ -348,7 +354,6 @@ class LADAVAALMix(LookAhead, VAAL):
     default_options = {**VAAL_OPTIONS, **INPUT_LEVEL}
 
     def scoring_modules(self, model) -> list:
-        self.set_sampling_modes()
         return [model] + [m for m in (self.vae, self.disc) if m is not None]
 
     def disc_unlabeled(self, images: torch.Tensor) -> torch.Tensor:
