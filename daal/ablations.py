@@ -95,8 +95,11 @@ class VAALTaskFeatures(VAALFamily):
         self.train_game(ctx, *streams, iterations)
 
     @torch.no_grad()
-    def discriminator_outputs(self, ctx: CycleContext, indices: np.ndarray) -> torch.Tensor:
-        return self.disc(self.vae.encode(self.bank[indices])[0]).float()
+    @torch.no_grad()
+    def discriminator_outputs(self, ctx: CycleContext, indices: np.ndarray, tag: str,
+                              train_mode: bool | None = None) -> torch.Tensor:
+        with self.vae_mode(self.options["sample_in_train_mode"] if train_mode is None else train_mode):
+            return self.disc(self.vae.encode(self.bank[indices])[0]).float()
 
     def save_reconstructions(self, ctx: CycleContext) -> None:
         """Features have no picture to save."""

@@ -98,13 +98,13 @@ class TaskAwareGame(VAALFamily):
 
     default_options = {**GAME_OPTIONS, **RANKER_OPTIONS}
     task_aware = True
+    kl_reductions = tuple(KL)
 
     def __init__(self, options=None):
         super().__init__(options)
-        for key, allowed in (("kl", KL), ("first_ranking", ("uniform", "ranker"))):
-            if self.options[key] not in allowed:
-                raise UserError(f"method_options.{self.name}.{key}='{self.options[key]}' is not one of "
-                                f"{', '.join(allowed)}")
+        if self.options["first_ranking"] not in ("uniform", "ranker"):
+            raise UserError(f"method_options.{self.name}.first_ranking='{self.options['first_ranking']}' is not "
+                            "one of uniform, ranker")
         self.ranker = None
         if self.task_aware:
             self.ranker = LearningLoss({key: self.options[key] for key in LearningLoss.default_options})
@@ -227,15 +227,19 @@ class TaskAwareGame(VAALFamily):
         return transductive, adversarial
 
     @torch.no_grad()
-    def discriminator_outputs(self, ctx: CycleContext, indices: np.ndarray) -> torch.Tensor:
-        """D(mu, r) in batches; r from the task model and ranker in eval mode, mu from the encoder."""
+    @torch.no_grad()
+    def discriminator_outputs(self, ctx: CycleContext, indices: np.ndarray, tag: str,
+                              train_mode: bool | None = None) -> torch.Tensor:
+        """D(mu, r) in ordered batches; r from the task model and ranker in eval mode, mu from the encoder (in
+        eval mode unless `sample_in_train_mode`)."""
         ranking = self.rankings(self.task_model, ctx, indices)
         outputs, start = [], 0
-        for images, _ in ctx.source.batches(indices, ctx.eval_batch_size):
-            with autocast(ctx.device, ctx.config.train.amp):
-                mu = self.vae.encode(self.vae_input(images))[0]
-                outputs.append(self.discriminate(mu, ranking[start:start + len(images)]))
-            start += len(images)
+        with self.vae_mode(self.options["sample_in_train_mode"] if train_mode is None else train_mode):
+            for images, _ in ctx.source.batches(indices, ctx.eval_batch_size):
+                with autocast(ctx.device, ctx.config.train.amp):
+                    mu = self.vae.encode(self.vae_input(images))[0]
+                    outputs.append(self.discriminate(mu, ranking[start:start + len(images)]))
+                start += len(images)
         return torch.cat(outputs)
 
     def save_reconstructions(self, ctx: CycleContext) -> None:

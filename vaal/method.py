@@ -89,11 +89,13 @@ class VAALFamily(ScoringStrategy):
     trains_vae = True
     adversarial = True
     discriminates = "latent"       # "latent", "pixels" or None
+    kl_reductions = ("sum", "per_sample")
 
     def __init__(self, options: dict | None = None):
         super().__init__(options)
-        if self.options["kl"] not in ("sum", "per_sample"):
-            raise UserError(f"method_options.{self.name}.kl='{self.options['kl']}' is not one of sum, per_sample")
+        if self.options["kl"] not in self.kl_reductions:
+            raise UserError(f"method_options.{self.name}.kl='{self.options['kl']}' is not one of "
+                            f"{', '.join(self.kl_reductions)}")
 
     def vae_input(self, images: torch.Tensor) -> torch.Tensor:
         if images.shape[-2:] == (self.size, self.size):
