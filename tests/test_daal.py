@@ -166,7 +166,7 @@ def test_random_subset_variants_score_only_the_protocol_subset_stream():
     outputs = torch.rand(300, generator=torch.Generator().manual_seed(0))
     strategy = VAALRSS({"subset": 50})
     strategy.vae = strategy.disc = None
-    strategy.discriminator_outputs = lambda ctx, indices: outputs[indices]
+    strategy.discriminator_outputs = lambda ctx, indices, tag: outputs[indices]
     ctx = SimpleNamespace(pool=pool, rng=np.random.default_rng(0), folder=None, seed=0, cycle=1)
     chosen = strategy.select(None, ctx, pool.unlabeled, 10)
     subset = candidate_subset(pool.unlabeled, 50, 0, 1)
