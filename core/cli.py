@@ -263,34 +263,32 @@ def command_list(args) -> int:
     return 0
 
 
-def command_tables(args) -> int:
+def paper_module(paper: str, part: str, missing: str):
+    """`<paper>.<part>`: the module through which a paper adds to a command (tables, figures)."""
     import importlib
 
     from core.experiments import papers
 
-    if args.paper not in papers():
-        raise UserError(f"unknown paper '{args.paper}'; known: {', '.join(papers())}")
+    if paper not in papers():
+        raise UserError(f"unknown paper '{paper}'; known: {', '.join(papers())}")
     try:
-        module = importlib.import_module(f"{args.paper}.tables")
-    except ModuleNotFoundError:
-        raise UserError(f"{args.paper} has no generated tables") from None
-    print(module.markdown())
+        return importlib.import_module(f"{paper}.{part}")
+    except ModuleNotFoundError as err:
+        if err.name != f"{paper}.{part}":
+            raise
+        raise UserError(missing) from None
+
+
+def command_tables(args) -> int:
+    print(paper_module(args.paper, "tables", f"{args.paper} has no generated tables").markdown())
     return 0
 
 
 def command_figures(args) -> int:
     """A paper's figures drawn from stored results (`<paper>/figures.py`, `main(argv)`), run from the caller's
     directory so that relative paths mean what the user typed."""
-    import importlib
-
-    from core.experiments import papers
-
-    if args.paper not in papers():
-        raise UserError(f"unknown paper '{args.paper}'; known: {', '.join(papers())}")
-    try:
-        module = importlib.import_module(f"{args.paper}.figures")
-    except ModuleNotFoundError:
-        raise UserError(f"{args.paper} draws its figures in ./reproduce.sh report; it has no figures command") from None
+    module = paper_module(args.paper, "figures",
+                          f"{args.paper} draws its figures in ./reproduce.sh report; it has no figures command")
     os.chdir(os.environ.get(CALLER_CWD_ENV) or os.getcwd())
     return module.main(args.args)
 
