@@ -34,7 +34,7 @@ from core.seeding import seed_everything, stream_key
 from core.strategy import STRATEGIES, CycleContext, Strategy, register
 from core.trainer import TrainHook
 from ta_vaal.networks import TaskAwareVAE
-from vaal.method import VAAL_OPTIONS, VAALFamily, kl_sum
+from vaal.method import VAAL_OPTIONS, VAALFamily, discriminator_loss, game_diagnostics, kl_sum
 from vaal.networks import Discriminator
 
 RANKER_OPTIONS = {**LearningLoss.default_options, "ranking_loss": "bce"}     # learning loss v2 (T7), eta = 1
@@ -185,7 +185,7 @@ class TaskAwareGame(VAALFamily):
         disc_opt = torch.optim.Adam(self.disc.parameters(), lr=opts["disc_lr"])
         generator = torch.Generator(device=ctx.device)
         generator.manual_seed(stream_key(self.name, "first-ranking", ctx.seed, ctx.cycle) % 2**63)
-        totals = torch.zeros(4, device=ctx.device)      # transductive, adversarial, discriminator, iterations
+        totals = torch.zeros(3, device=ctx.device)      # transductive, adversarial, discriminator
         self.vae.train()
         self.disc.train()
         for iteration in tqdm(range(iterations), desc=f"{self.name} game", leave=False, disable=not ctx.progress):
@@ -205,16 +205,13 @@ class TaskAwareGame(VAALFamily):
                     mu_l, mu_u = self.vae.encode(x_l)[0], self.vae.encode(x_u)[0]
                 with autocast(ctx.device, amp):
                     d_l, d_u = self.discriminate(mu_l, disc_r[0]), self.discriminate(mu_u, disc_r[1])
-                    loss = F.binary_cross_entropy(d_l, torch.ones_like(d_l)) + \
-                        F.binary_cross_entropy(d_u, torch.zeros_like(d_u))
+                    loss = discriminator_loss(d_l, d_u)
                 disc_opt.zero_grad(set_to_none=True)
                 loss.backward()
                 disc_opt.step()
                 totals[2] += loss.detach()
-            totals[3] += 1
-        means = (totals[:3] / totals[3].clamp(min=1)).tolist()
-        self.diagnostics.update({"vae_transductive_loss": round(means[0], 5), "vae_adversarial_loss": round(means[1], 5),
-                                 "discriminator_loss": round(means[2], 5), "game_iterations": int(totals[3])})
+        self.diagnostics.update(game_diagnostics(totals, iterations * opts["vae_steps"], iterations * opts["disc_steps"],
+                                                 iterations))
 
     def vae_losses(self, x_l, x_u, decoder_r, disc_r):
         kl, beta = KL[self.options["kl"]], self.options["beta"]
@@ -226,7 +223,6 @@ class TaskAwareGame(VAALFamily):
         adversarial = F.binary_cross_entropy(d_l, torch.ones_like(d_l)) + F.binary_cross_entropy(d_u, torch.ones_like(d_u))
         return transductive, adversarial
 
-    @torch.no_grad()
     @torch.no_grad()
     def discriminator_outputs(self, ctx: CycleContext, indices: np.ndarray, tag: str,
                               train_mode: bool | None = None) -> torch.Tensor:

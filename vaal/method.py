@@ -49,6 +49,20 @@ def kl_sum(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
 
 
+def discriminator_loss(d_labeled: torch.Tensor, d_unlabeled: torch.Tensor) -> torch.Tensor:
+    """L_D = BCE(D(labeled), 1) + BCE(D(unlabeled), 0) (Eq. 4)."""
+    return F.binary_cross_entropy(d_labeled, torch.ones_like(d_labeled)) + \
+        F.binary_cross_entropy(d_unlabeled, torch.zeros_like(d_unlabeled))
+
+
+def game_diagnostics(totals: torch.Tensor, vae_steps: int, disc_steps: int, iterations: int) -> dict:
+    """The game's loss terms (summed: transductive, adversarial, discriminator) as means per optimizer step, not
+    per iteration, which may hold several VAE or D steps."""
+    means = (totals / torch.tensor([max(vae_steps, 1)] * 2 + [max(disc_steps, 1)], device=totals.device)).tolist()
+    return {"vae_transductive_loss": round(means[0], 5), "vae_adversarial_loss": round(means[1], 5),
+            "discriminator_loss": round(means[2], 5), "game_iterations": iterations}
+
+
 def wasserstein_to_labeled(mu: torch.Tensor, logvar: torch.Tensor, labeled_mu: torch.Tensor,
                            labeled_var: torch.Tensor) -> torch.Tensor:
     """Eq. 5 for diagonal Gaussians: sqrt(||mu_i - mu_j||^2 + ||Sigma_i^1/2 - Sigma_j^1/2||_F^2)."""
@@ -161,17 +175,13 @@ class VAALFamily(ScoringStrategy):
                     x_l, x_u = self.vae_input(next(labeled)), self.vae_input(next(unlabeled))
                 with autocast(ctx.device, amp):
                     d_l, d_u = self.disc(self.disc_input(x_l)).float(), self.disc(self.disc_input(x_u)).float()
-                    loss = F.binary_cross_entropy(d_l, torch.ones_like(d_l)) + \
-                        F.binary_cross_entropy(d_u, torch.zeros_like(d_u))
+                    loss = discriminator_loss(d_l, d_u)
                 disc_opt.zero_grad(set_to_none=True)
                 loss.backward()
                 disc_opt.step()
                 totals[2] += loss.detach()
                 disc_steps += 1
-        # means per optimizer step (not per iteration, which holds `vae_steps` VAE steps)
-        means = (totals / torch.tensor([max(vae_steps, 1)] * 2 + [max(disc_steps, 1)], device=ctx.device)).tolist()
-        self.diagnostics = {"vae_transductive_loss": round(means[0], 5), "vae_adversarial_loss": round(means[1], 5),
-                            "discriminator_loss": round(means[2], 5), "game_iterations": iterations}
+        self.diagnostics = game_diagnostics(totals, vae_steps, disc_steps, iterations)
 
     def vae_losses(self, x_l, x_u):
         recon_l, _, mu_l, logvar_l = self.vae(x_l)
