@@ -64,12 +64,21 @@ class TrainConfig:
     step_size: int = 0
     gamma: float = 0.1
     reinit: bool = True                  # new model every cycle; False warm-starts from the last cycle's model
+    init_seed: str = "cycle"             # a new model's weights come from (seed, cycle), or from the seed only
+                                         # ("seed": every cycle restarts from the same weights, LADA L5)
     select_on_validation: bool = False   # test the checkpoint that is best on the validation set
     validate_every: int = 0              # in epochs or iterations; 0 validates only at the end
     amp: bool = False                    # bfloat16 autocast on CUDA
     loss: str = "cross_entropy"          # masks only: smp's dice, focal or lovasz instead (fyu/drn: cross-entropy)
     deterministic: bool = True
     eval_batch_size: int = 500
+
+
+@dataclass
+class RuntimeConfig:
+    """How a job runs, not what it computes: left out of the run hash, so a job may resume under other values."""
+
+    checkpoint_every: int = 0            # mid-cycle checkpoint every N training steps (0: only finished cycles)
 
 
 @dataclass
@@ -86,7 +95,11 @@ class ExperimentConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     method_options: dict = field(default_factory=dict)   # {method: {option: value}}
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
+
+SECTIONS = {"data": DataConfig, "protocol": ProtocolConfig, "model": ModelConfig, "train": TrainConfig,
+            "runtime": RuntimeConfig}
 
 CHOICES = {
     "data.labels": ("fine", "coarse"),
@@ -94,6 +107,7 @@ CHOICES = {
     "protocol.initial_kind": ("random", "balanced", "biased"),
     "model.init": ("default", "xavier", "torchvision"),
     "train.optimizer": ("sgd", "adam"),
+    "train.init_seed": ("cycle", "seed"),
     "train.schedule": ("constant", "multistep", "step", "quarter", "poly"),
     "train.loss": ("cross_entropy", "dice", "focal", "lovasz"),
 }
@@ -180,7 +194,7 @@ def validate(config: ExperimentConfig) -> None:
         value = getattr(getattr(config, section), name)
         if value not in allowed:
             raise UserError(f"config value {key}='{value}' is not one of {', '.join(allowed)}")
-    for section in ("data", "protocol", "model", "train"):
+    for section in SECTIONS:
         for item in dataclasses.fields(getattr(config, section)):
             value = getattr(getattr(config, section), item.name)
             values = value if isinstance(value, list) else [value]
@@ -204,7 +218,8 @@ def validate(config: ExperimentConfig) -> None:
                     "data.workers": data.workers, "protocol.subset": protocol.subset,
                     "protocol.missing_classes": protocol.missing_classes,
                     "protocol.fraction_base": protocol.fraction_base, "train.gamma": train.gamma,
-                    "data.image_size": data.image_size, "data.resize": data.resize}
+                    "data.image_size": data.image_size, "data.resize": data.resize,
+                    "runtime.checkpoint_every": config.runtime.checkpoint_every}
     for key, value in not_negative.items():
         if value < 0:
             raise UserError(f"config value {key}={value} must not be negative (0 keeps the default behaviour)")
@@ -221,16 +236,24 @@ def to_dict(config) -> dict:
 
 
 def from_dict(data: dict) -> ExperimentConfig:
-    sections = {"data": DataConfig, "protocol": ProtocolConfig, "model": ModelConfig, "train": TrainConfig}
-    values = {k: v for k, v in data.items() if k not in sections}
-    return ExperimentConfig(**values, **{name: cls(**data[name]) for name, cls in sections.items()})
+    values = {k: v for k, v in data.items() if k not in SECTIONS}
+    return ExperimentConfig(**values, **{name: cls(**data.get(name, {})) for name, cls in SECTIONS.items()})
+
+
+# Keys added after results were first stored: at their default they stay out of the hash, so that folders
+# written before the key existed still resume.
+HASH_NEUTRAL_DEFAULTS = {"train.init_seed": "cycle"}
 
 
 def run_hash(config: ExperimentConfig, method: str) -> str:
     """Identifies everything that determines one method's results; the method and seed lists do not."""
     content = to_dict(config)
-    content.pop("methods")
-    content.pop("seeds")
+    for name in ("methods", "seeds", "runtime"):
+        content.pop(name)
+    for key, default in HASH_NEUTRAL_DEFAULTS.items():
+        section, name = key.split(".")
+        if content[section][name] == default:
+            del content[section][name]
     content["method_options"] = content["method_options"].get(method, {})
     content["method"] = method
     return hashlib.sha1(json.dumps(content, sort_keys=True).encode()).hexdigest()[:12]

@@ -124,8 +124,10 @@ def check_protocol(config: ExperimentConfig, train_size: int) -> tuple[int, int]
 def new_model(config: ExperimentConfig, dataset: ds.ImageDataset, seed: int, cycle: int, device,
               member: str = "") -> torch.nn.Module:
     """Model initialisation depends on (seed, cycle) only: every method starts each cycle from the same weights.
+    With train.init_seed=seed it depends on the seed only, so each cycle restarts from the first cycle's weights.
     Extra models (ensemble members) add their own tag."""
-    seed_everything("model", seed, cycle, *([member] if member else []))
+    streams = (seed, cycle) if config.train.init_seed == "cycle" else (seed,)
+    seed_everything("model", *streams, *([member] if member else []))
     return build_network(config.model.arch, dataset.num_classes, dataset.channels, config.model.width,
                          config.model.init, config.model.pretrained).to(device)
 

@@ -133,3 +133,15 @@ def test_warm_start_works_with_a_method_that_changes_the_network(data_root, tmp_
     config = get("baselines", "ll4al_cifar10").config("smoke", {"train.reinit": False, "seeds": 1})
     rows = run_job(config, "mc_dropout", 0, settings(data_root, tmp_path))
     assert len(rows) == 3 and rows[0]["diagnostics"] == {"dropout_added_before_classifier": 0.5}
+
+
+def test_init_seed_restarts_every_cycle_from_the_same_weights(data_root):
+    from core.loop import new_model, prepare_dataset
+
+    def weights(config, cycle):
+        dataset = prepare_dataset(config, data_root, 0)
+        return torch.cat([p.flatten() for p in new_model(config, dataset, 0, cycle, "cpu").parameters()])
+
+    same = smoke(**{"train.init_seed": "seed"})
+    assert torch.equal(weights(same, 0), weights(same, 2))
+    assert not torch.equal(weights(smoke(), 0), weights(smoke(), 2))
