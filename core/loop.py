@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from core import datasets as ds
+from core.checkpoint import TrainCheckpoint, checkpoint_key
 from core.config import ExperimentConfig, coerce, run_hash, to_dict
 from core.errors import UserError
 from core.evaluate import evaluate
@@ -55,6 +56,11 @@ class RunSettings:
 
 
 LOCK_FILE = ".lock"
+
+
+def checkpoint_name(cycle: int, tag: str = "") -> str:
+    """The mid-cycle checkpoint of a cycle's task model, or of a further model trained in it (`tag`)."""
+    return f"train_cycle{cycle}_{tag}.ckpt" if tag else f"train_cycle{cycle}.ckpt"
 
 
 def run_folder(out: Path, config: ExperimentConfig, method: str, seed: int) -> Path:
@@ -310,13 +316,20 @@ def _run_cycles(plan: JobPlan, method: str, seed: int, settings: RunSettings, lo
                             config.protocol.missing_classes)
         pool.save(folder / "pool_cycle0.npz")
 
+    def checkpoint(cycle: int, labeled: np.ndarray, tag: str = "") -> TrainCheckpoint | None:
+        if not config.runtime.checkpoint_every:
+            return None
+        return TrainCheckpoint(folder / checkpoint_name(cycle, tag), config.runtime.checkpoint_every,
+                               checkpoint_key(digest, cycle, tag, labeled), lock.verify)
+
     def train_extra_model(cycle: int, tag: str, labeled: np.ndarray | None = None) -> torch.nn.Module:
         """A further task model of this cycle, initialised and shuffled from its own tag's streams."""
         model = new_model(config, dataset, seed, cycle, device, member=tag)
         generator = torch.Generator(device=device)
         generator.manual_seed(stream_key("train", seed, cycle, tag) % 2**63)
-        trainer.fit(model, source, pool.labeled if labeled is None else labeled, oracle.answers, pool.validation,
-                    oracle.answers, generator=generator, desc=f"{method} seed {seed} cycle {cycle} {tag}")
+        labeled = pool.labeled if labeled is None else labeled
+        trainer.fit(model, source, labeled, oracle.answers, pool.validation, oracle.answers, generator=generator,
+                    desc=f"{method} seed {seed} cycle {cycle} {tag}", checkpoint=checkpoint(cycle, labeled, tag))
         return model
 
     for cycle in range(len(rows), config.protocol.cycles):
@@ -333,7 +346,8 @@ def _run_cycles(plan: JobPlan, method: str, seed: int, settings: RunSettings, lo
         generator.manual_seed(stream_key("train", seed, cycle) % 2**63)
         report = trainer.fit(model, source, pool.labeled, oracle.answers, pool.validation, oracle.answers,
                              hooks=strategy.train_hooks(model, ctx), generator=generator,
-                             desc=f"{method} seed {seed} cycle {cycle} train")
+                             desc=f"{method} seed {seed} cycle {cycle} train",
+                             checkpoint=checkpoint(cycle, pool.labeled))
         if not math.isfinite(report.final_loss):
             raise UserError(f"training diverged ({method} seed {seed} cycle {cycle}: loss {report.final_loss}); "
                             f"lower train.lr (now {config.train.lr:g}); finished cycles are kept")
@@ -364,7 +378,8 @@ def _run_cycles(plan: JobPlan, method: str, seed: int, settings: RunSettings, lo
             "train_size": train_size, "metric": config.metric, "value": round(test["value"], 4),
             "per_class": test["per_class"], "best_validation": report.best_validation,
             "train_steps": report.steps, "train_loss": round(report.final_loss, 5),
-            "train_seconds": round(report.seconds, 3), "select_seconds": round(select_seconds, 3),
+            "train_seconds": round(report.seconds, 3), "train_resumed_at_step": report.resumed_at_step,
+            "select_seconds": round(select_seconds, 3),
             "selector_train_seconds": round(selector_seconds, 3),
             "noisy_labels_in_labeled": int(oracle.flipped[trained_on].sum()),
             "diagnostics": strategy.diagnostics, "method_options": strategy.options, "selected": np.asarray(selected).tolist(),
@@ -373,6 +388,8 @@ def _run_cycles(plan: JobPlan, method: str, seed: int, settings: RunSettings, lo
         lock.verify()
         append_jsonl(results_file, row)
         rows.append(row)
+        for finished in [folder / checkpoint_name(cycle), *folder.glob(checkpoint_name(cycle, "*"))]:
+            finished.unlink(missing_ok=True)
         if settings.on_cycle:
             settings.on_cycle(row)
     return rows

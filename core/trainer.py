@@ -13,6 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from core.checkpoint import TrainCheckpoint, global_rng_state, restore_global_rng
 from core.config import TrainConfig
 from core.errors import UserError
 from core.evaluate import IGNORE_LABEL, autocast, evaluate
@@ -22,6 +23,9 @@ class TrainHook:
     """Adds a loss term computed from the task model's outputs (e.g. LL4AL's loss-prediction module)."""
 
     modules: list[nn.Module] = []
+    # attributes that change during training and that a mid-cycle checkpoint keeps besides the modules:
+    # generators (kept by state) and lists (restored in place, as the strategy may hold the same list)
+    resumable_attributes: tuple[str, ...] = ()
 
     def loss(self, logits, features, blocks, per_sample_loss, progress: float) -> torch.Tensor:
         """`progress`: the share of training done before this step, in [0, 1): epoch / epochs when
@@ -34,6 +38,23 @@ class TrainHook:
     def after_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int) -> None:
         """An optimizer step of the hook's own after each epoch over the labeled set (LADA's mixup step)."""
 
+    def state_dict(self) -> dict:
+        state = {"modules": [module.state_dict() for module in self.modules]}
+        for name in self.resumable_attributes:
+            value = getattr(self, name)
+            state[name] = value.get_state() if isinstance(value, torch.Generator) else list(value)
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        for module, weights in zip(self.modules, state["modules"]):
+            module.load_state_dict(weights)
+        for name in self.resumable_attributes:
+            value = getattr(self, name)
+            if isinstance(value, torch.Generator):
+                value.set_state(state[name])
+            else:
+                value[:] = state[name]
+
 
 @dataclass
 class TrainReport:
@@ -42,6 +63,7 @@ class TrainReport:
     final_loss: float
     best_validation: float | None = None
     validation_curve: list = field(default_factory=list)
+    resumed_at_step: int = 0             # > 0: continued from a mid-cycle checkpoint saved after this step
 
 
 def make_optimizer(parameters, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -104,9 +126,10 @@ class Trainer:
 
     def fit(self, model: nn.Module, source, labeled: np.ndarray, labels: np.ndarray,
             validation: np.ndarray | None = None, validation_labels: np.ndarray | None = None,
-            hooks: list[TrainHook] = (), generator: torch.Generator | None = None, desc: str = "train"
-            ) -> TrainReport:
-        """Train `model` on `labeled` (indices into `source`) whose answers are `labels[labeled]`."""
+            hooks: list[TrainHook] = (), generator: torch.Generator | None = None, desc: str = "train",
+            checkpoint: TrainCheckpoint | None = None) -> TrainReport:
+        """Train `model` on `labeled` (indices into `source`) whose answers are `labels[labeled]`; with a
+        `checkpoint`, continue from its saved state and save at the end of its epochs (core.checkpoint)."""
         cfg = self.cfg
         started = time.perf_counter()
         per_epoch = self.steps_per_epoch(len(labeled))
@@ -123,7 +146,18 @@ class Trainer:
         best_score, best_state, curve = None, None, []
         running = torch.zeros((), device=self.device)
         step = 0
-        bar = tqdm(total=total_steps, desc=desc, leave=False, disable=not self.progress)
+        saved = checkpoint.load() if checkpoint else None
+        if saved:
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            for hook, state in zip(hooks, saved["hooks"]):
+                hook.load_state_dict(state)
+            generator.set_state(saved["generator"])
+            restore_global_rng(saved["rng"])
+            step, running = saved["step"], saved["running"].to(self.device)
+            best_score, best_state, curve = saved["best_score"], saved["best_state"], saved["curve"]
+        resumed_at = step
+        bar = tqdm(total=total_steps, initial=step, desc=desc, leave=False, disable=not self.progress)
         while step < total_steps:
             epoch = step // per_epoch
             for images, targets in source.labeled_batches(labeled, answers, cfg.batch_size, augment=True,
@@ -160,13 +194,20 @@ class Trainer:
                     bar.set_postfix(loss=f"{running.item():.3f}", val=f"{score:.1f}")
                     if best_score is None or score > best_score:
                         best_score, best_state = score, copy.deepcopy(model.state_dict())
-                if step >= total_steps:
+                finished = step >= total_steps
+                if checkpoint and (finished or step % per_epoch == 0) and checkpoint.due(step // per_epoch, finished):
+                    checkpoint.save({
+                        "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "hooks": [hook.state_dict() for hook in hooks], "generator": generator.get_state(),
+                        "rng": global_rng_state(), "step": step, "running": running,
+                        "best_score": best_score, "best_state": best_state, "curve": curve})
+                if finished:
                     break
         bar.close()
         if best_state is not None:
             model.load_state_dict(best_state)
         return TrainReport(steps=step, seconds=time.perf_counter() - started, final_loss=float(running),
-                           best_validation=best_score, validation_curve=curve)
+                           best_validation=best_score, validation_curve=curve, resumed_at_step=resumed_at)
 
     def _due(self, unit: int, total_units: int) -> bool:
         every = self.cfg.validate_every

@@ -109,6 +109,7 @@ class PairMixupHook(TrainHook):
     """After each epoch over the labeled set, one mixup step on the queried pairs (and on nothing else)."""
 
     modules = []
+    resumable_attributes = ("generator", "losses")
 
     def __init__(self, pairs: QueriedPairs, source, answers: np.ndarray, device, seed: int, cycle: int,
                  zero_grad: bool = True):
@@ -414,6 +415,7 @@ class AugmentedStepHook(TrainHook):
     the classifier alone on the STN-augmented queried images, which were warped with tau* at acquisition."""
 
     modules = []
+    resumable_attributes = ("losses",)
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor):
         self.images, self.labels, self.losses = images, labels, []
@@ -521,6 +523,8 @@ class AdaMixupHook(TrainHook):
         L_intrusion = CE(D(features), [1 for unseen and x1, 0 for x_mix])
     Both gradients are taken at the same parameters and applied as two optimizer steps, as the code meant (its
     retain_graph backward after the first step fails on current PyTorch)."""
+
+    resumable_attributes = ("generator", "losses")
 
     def __init__(self, policy, discriminator, queried: np.ndarray, source, answers, batch_size: int, device,
                  seed: int, cycle: int):

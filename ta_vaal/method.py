@@ -62,6 +62,8 @@ class RankingLossLog(TrainHook):
     """Wraps a loss-prediction hook and appends the mean of its term (eta x L_rank) over each epoch to
     `log` (supplement Fig. 2); one host synchronisation per epoch."""
 
+    resumable_attributes = ("log",)
+
     def __init__(self, hook: TrainHook, log: list, steps_per_epoch: int):
         self.hook, self.modules, self.log, self.steps = hook, hook.modules, log, steps_per_epoch
         self.total, self.count = 0.0, 0

@@ -1,0 +1,67 @@
+"""Mid-cycle checkpoints: a long training run that is killed or preempted resumes from its last checkpoint and
+ends exactly as an uninterrupted run would.
+
+A checkpoint is written at the end of an epoch over the labeled set, every `runtime.checkpoint_every` epochs
+and once more when training ends (so a job preempted during selection does not train again). At an epoch's end
+the position in the data order is fully described by the shuffling generator's state, so the checkpoint holds:
+the model, the optimizer, the hooks' modules and state, the step, the running loss, the best-on-validation
+state, the shuffling generator and the global torch/numpy RNG states. Its key names the config, the cycle and
+the labeled set; a checkpoint with another key is ignored, as it belongs to a run that no longer exists.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from core.results import partial_name
+
+
+def checkpoint_key(digest: str, cycle: int, tag: str, labeled: np.ndarray) -> str:
+    labeled_hash = hashlib.sha1(np.ascontiguousarray(labeled, dtype=np.int64).tobytes()).hexdigest()
+    return f"{digest}/{cycle}/{tag}/{labeled_hash}"
+
+
+def global_rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_global_rng(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    if "cuda" in state:
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@dataclass
+class TrainCheckpoint:
+    """Where and how often one `Trainer.fit` call saves its state. `before_write` runs before each write
+    (the loop checks that it still holds the run folder's lock)."""
+
+    path: Path
+    every: int
+    key: str
+    before_write: Callable[[], None] = lambda: None
+
+    def due(self, epochs_done: int, finished: bool) -> bool:
+        return finished or (self.every > 0 and epochs_done % self.every == 0)
+
+    def load(self) -> dict | None:
+        """The saved state on the CPU (RNG states must be CPU tensors; load_state_dict moves the rest)."""
+        if not self.path.exists():
+            return None
+        state = torch.load(self.path, map_location="cpu", weights_only=False)
+        return state if state.get("key") == self.key else None
+
+    def save(self, state: dict) -> None:
+        self.before_write()
+        partial = partial_name(self.path)
+        torch.save({**state, "key": self.key}, partial)
+        partial.replace(self.path)

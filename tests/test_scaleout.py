@@ -1,0 +1,52 @@
+"""Scale-out: mid-cycle checkpoints resume exactly, parallel and Slurm executors give the rows of a sequential
+run (issue 14)."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from core.results import read_jsonl
+
+REPO = Path(__file__).resolve().parent.parent
+VOLATILE = {"train_seconds", "select_seconds", "selector_train_seconds", "code_version", "train_resumed_at_step"}
+
+
+def stable(rows):
+    return [{k: v for k, v in row.items() if k not in VOLATILE} for row in rows]
+
+
+def run_command(out, *extra):
+    return [sys.executable, "-m", "core", "run", "baselines", "ll4al_cifar10", "--profile", "smoke",
+            "--seeds", "1", "--out", str(out), "--quiet", "--device", "cpu", *extra]
+
+
+def job_rows(out, method, seed=0):
+    return read_jsonl(Path(out) / "baselines" / "ll4al_cifar10" / method / f"seed{seed}" / "results.jsonl")
+
+
+def test_a_job_killed_mid_cycle_resumes_from_its_checkpoint_to_the_uninterrupted_rows(data_root, tmp_path):
+    """LL4AL's loss-prediction hook has modules of its own: they, the optimizer and the RNG streams must all
+    come back. The job is killed once the first checkpoint of cycle 0 exists and before cycle 0 ends."""
+    env = {**os.environ, "AL_DATA_ROOT": str(data_root)}
+    settings = ["--methods", "learning_loss", "--set", "train.epochs=60", "--set", "protocol.cycles=2",
+                "--set", "runtime.checkpoint_every=5"]
+    interrupted, clean = tmp_path / "interrupted", tmp_path / "clean"
+    folder = interrupted / "baselines" / "ll4al_cifar10" / "learning_loss" / "seed0"
+    process = subprocess.Popen(run_command(interrupted, *settings), cwd=REPO, env=env)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (folder / "train_cycle0.ckpt").exists():
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert (folder / "train_cycle0.ckpt").exists() and not job_rows(interrupted, "learning_loss"), \
+        "the job must be killed during cycle 0, after its first checkpoint"
+    subprocess.run(run_command(interrupted, *settings), cwd=REPO, env=env, check=True)
+    subprocess.run(run_command(clean, *settings), cwd=REPO, env=env, check=True)
+    resumed, uninterrupted = job_rows(interrupted, "learning_loss"), job_rows(clean, "learning_loss")
+    assert resumed[0]["train_resumed_at_step"] > 0 and uninterrupted[0]["train_resumed_at_step"] == 0
+    assert stable(resumed) == stable(uninterrupted) and len(resumed) == 2
+    assert not list(folder.glob("*.ckpt")), "finished cycles leave no checkpoint behind"
