@@ -108,39 +108,69 @@ def resolve_data_root_arg(value: str | None, create: bool = False) -> Path:
 
 
 def command_run(args) -> int:
-    from tqdm.auto import tqdm
-
-    from core.locks import LockBusy, describe_owner
-    from core.loop import run_job
     from core.report import write_report
-    from core.strategy import STRATEGIES
 
     config, methods, seeds, settings = validate_run(args)
-    quiet, interactive = args.quiet, sys.stderr.isatty()
+    executor = check_executor_flags(args)
+    jobs = [(method, seed) for method in methods for seed in seeds]
+    if executor == "local":
+        run_sequentially(config, jobs, settings, args.quiet)
+    elif executor == "parallel":
+        run_in_parallel(config, jobs, settings, args)
+    elif not run_on_slurm(config, jobs, settings, args):
+        return 0
+    experiment = settings.out / config.paper / config.experiment
+    with hold_report_lock(experiment, args.quiet):
+        written = write_report(experiment)
+    print(f"results: {experiment}; report: {written[-1]}")
+    return 0
+
+
+def check_executor_flags(args) -> str:
+    """local, parallel or slurm; flags of another executor are refused rather than ignored."""
+    slurm_flags = [flag for flag, value in (("--partition", args.partition), ("--time", args.time),
+                                            ("--gpus-per-task", args.gpus_per_task),
+                                            ("--cpus-per-task", args.cpus_per_task), ("--mem-gb", args.mem_gb),
+                                            ("--sbatch", args.sbatch), ("--slurm-config", args.slurm_config),
+                                            ("--no-wait", args.no_wait or None)) if value is not None]
+    if args.executor == "local":
+        if slurm_flags:
+            raise UserError(f"{', '.join(slurm_flags)} apply to --executor slurm only; add --executor slurm")
+        return "local" if args.jobs in (None, 1) else "parallel"
+    if args.jobs is not None:
+        raise UserError("--jobs applies to --executor local; Slurm runs every job as its own array task")
+    return "slurm"
+
+
+def run_sequentially(config, jobs, settings, quiet: bool) -> None:
+    from tqdm.auto import tqdm
+
+    from core.executors import cycle_line
+    from core.locks import LockBusy, describe_owner
+    from core.loop import run_job
+    from core.strategy import STRATEGIES
+
+    interactive = sys.stderr.isatty()
     new_cycles: list[dict] = []
-    total = len(seeds) * sum(1 if STRATEGIES[m].single_cycle else config.protocol.cycles for m in methods)
+    total = sum(1 if STRATEGIES[m].single_cycle else config.protocol.cycles for m, _ in jobs)
     overall = tqdm(total=total, desc=f"{config.paper}/{config.experiment}", unit="cycle",
                    disable=quiet or not interactive)
 
     def finished_cycle(row):
         overall.update()
         new_cycles.append(row)
-        line = (f"{row['method']} seed {row['seed']} cycle {row['cycle']}: {row['n_labeled']} labels "
-                f"({100 * row['fraction_labeled']:.1f}%) -> {row['metric']} {row['value']:.2f} "
-                f"(train {row['train_seconds']:.0f} s, select {row['select_seconds']:.1f} s)")
         if quiet:
             return
         if interactive:
-            overall.write(line)
+            overall.write(cycle_line(row))
         else:
-            print(line, flush=True)
+            print(cycle_line(row), flush=True)
 
     def waiting(folder, owner):
         if not quiet:
             overall.write(f"waiting: {folder} is in use by {describe_owner(owner)}", file=sys.stderr)
 
     settings.on_cycle, settings.on_wait = finished_cycle, waiting
-    jobs = [(method, seed) for method in methods for seed in seeds]
     for wait in (False, True):          # jobs another process holds are done last, after waiting for it
         settings.wait, busy = wait, []
         for method, seed in jobs:
@@ -153,11 +183,49 @@ def command_run(args) -> int:
             overall.update(len(rows) - len(new_cycles))
         jobs = busy
     overall.close()
-    experiment = settings.out / config.paper / config.experiment
-    with hold_report_lock(experiment, quiet):
-        written = write_report(experiment)
-    print(f"results: {experiment}; report: {written[-1]}")
-    return 0
+
+
+def job_specs(config, jobs, settings, quiet: bool) -> list:
+    from core.executors import JobSpec
+
+    return [JobSpec(config, method, seed, str(settings.data_root), str(settings.out), settings.device.type,
+                    settings.profile, quiet=quiet) for method, seed in jobs]
+
+
+def run_in_parallel(config, jobs, settings, args) -> None:
+    from tqdm.auto import tqdm
+
+    from core.executors import default_jobs, run_parallel
+
+    count = default_jobs(settings.device.type) if args.jobs == "auto" else args.jobs
+    count = min(count, len(jobs))
+    overall = tqdm(total=len(jobs), desc=f"{config.paper}/{config.experiment} ({count} at once)", unit="job",
+                   disable=args.quiet or not sys.stderr.isatty())
+    if not args.quiet:
+        print(f"running {len(jobs)} jobs, {count} at once on {settings.device.type}", file=sys.stderr)
+    run_parallel(job_specs(config, jobs, settings, args.quiet), count, lambda spec, cycles: overall.update())
+    overall.close()
+
+
+def run_on_slurm(config, jobs, settings, args) -> bool:
+    """Submit one array task per job; True once they have all finished, False with --no-wait."""
+    from core.config import parse_assignments
+    from core.executors import slurm_options, submit_array, wait_for_array
+
+    options = slurm_options(args.slurm_config and user_path(args.slurm_config), {
+        "partition": args.partition, "time": args.time, "gpus_per_task": args.gpus_per_task,
+        "cpus_per_task": args.cpus_per_task, "mem_gb": args.mem_gb,
+        "sbatch": parse_assignments(args.sbatch or [])})
+    logs = settings.out / ".submitit"
+    array = submit_array(job_specs(config, jobs, settings, quiet=False), options, logs,
+                         local=args.executor == "submitit-local")
+    print(f"submitted {len(array)} array tasks (job {array[0].job_id.split('_')[0]}); logs in {logs}",
+          flush=True)
+    if args.no_wait:
+        print(f"when they have finished: ./reproduce.sh report {settings.out / config.paper / config.experiment}")
+        return False
+    wait_for_array(array, lambda cycles, job: args.quiet or print(f"task {job.job_id} finished", flush=True))
+    return True
 
 
 @contextlib.contextmanager
@@ -301,11 +369,10 @@ def command_bench(args) -> int:
 
 
 def command_demo(args) -> int:
-    demo = argparse.Namespace(paper=DEMO["paper"], experiment=DEMO["experiment"], methods=DEMO["methods"],
-                              seeds=DEMO["seeds"], profile=DEMO["profile"], out=args.out or DEMO["out"],
-                              data_root=args.data_root, device=args.device, download=True, set=[],
-                              quiet=args.quiet)
-    return command_run(demo)
+    argv = ["run", DEMO["paper"], DEMO["experiment"], "--methods", DEMO["methods"], "--seeds", str(DEMO["seeds"]),
+            "--profile", DEMO["profile"], "--out", args.out or DEMO["out"], "--device", args.device, "--download"]
+    argv += (["--data-root", args.data_root] if args.data_root else []) + (["--quiet"] if args.quiet else [])
+    return command_run(build_parser().parse_args(argv))
 
 
 def add_common(parser, data: bool = True) -> None:
@@ -333,6 +400,30 @@ def positive_int(text: str) -> int:
     return value
 
 
+def jobs_count(text: str):
+    return text if text == "auto" else positive_int(text)
+
+
+def add_executor_flags(run) -> None:
+    scale = run.add_argument_group("executors (README: Running a full reproduction)")
+    scale.add_argument("--executor", choices=["local", "slurm", "submitit-local"], default="local",
+                       help="local (default): this machine; slurm: one array task per (method, seed) through "
+                            "submitit; submitit-local: the same array on this machine")
+    scale.add_argument("--jobs", type=jobs_count, nargs="?", const="auto", metavar="N",
+                       help="local: run N jobs at once (no N: one per visible GPU, on CPU one per 2 cores)")
+    scale.add_argument("--partition", help="slurm: partition")
+    scale.add_argument("--time", type=int, metavar="MIN", help="slurm: time limit per task in minutes (1440)")
+    scale.add_argument("--gpus-per-task", type=int, help="slurm: GPUs per task (1)")
+    scale.add_argument("--cpus-per-task", type=int, help="slurm: CPUs per task (8)")
+    scale.add_argument("--mem-gb", type=int, help="slurm: memory per task in GB (32)")
+    scale.add_argument("--sbatch", action="append", metavar="KEY=VALUE",
+                       help="slurm: an extra sbatch option, e.g. --sbatch account=abc --sbatch qos=high")
+    scale.add_argument("--slurm-config", metavar="FILE", help="slurm: a JSON file with the options above "
+                                                              "(flags override it)")
+    scale.add_argument("--no-wait", action="store_true",
+                       help="slurm: submit and return; write the report later with ./reproduce.sh report")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="./reproduce.sh", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -350,6 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--pretrained", metavar="FILE_OR_URL",
                      help="ImageNet weights for a segmentation backbone (sets model.pretrained; '' for none)")
     add_common(run)
+    add_executor_flags(run)
     describe = sub.add_parser("describe", help="the resolved config and every network with its parameter count")
     describe.add_argument("paper")
     describe.add_argument("experiment")

@@ -1,5 +1,6 @@
 """Scale-out: mid-cycle checkpoints resume exactly, parallel and Slurm executors give the rows of a sequential
 run (issue 14)."""
+import json
 import os
 import signal
 import subprocess
@@ -32,8 +33,8 @@ def test_a_job_killed_mid_cycle_resumes_from_its_checkpoint_to_the_uninterrupted
     """LL4AL's loss-prediction hook has modules of its own: they, the optimizer and the RNG streams must all
     come back. The job is killed once the first checkpoint of cycle 0 exists and before cycle 0 ends."""
     env = {**os.environ, "AL_DATA_ROOT": str(data_root)}
-    settings = ["--methods", "learning_loss", "--set", "train.epochs=60", "--set", "protocol.cycles=2",
-                "--set", "runtime.checkpoint_every=5"]
+    settings = ["--methods", "learning_loss", "--set", "train.epochs=12", "--set", "protocol.cycles=2",
+                "--set", "runtime.checkpoint_every=4"]
     interrupted, clean = tmp_path / "interrupted", tmp_path / "clean"
     folder = interrupted / "baselines" / "ll4al_cifar10" / "learning_loss" / "seed0"
     process = subprocess.Popen(run_command(interrupted, *settings), cwd=REPO, env=env)
@@ -50,3 +51,50 @@ def test_a_job_killed_mid_cycle_resumes_from_its_checkpoint_to_the_uninterrupted
     assert resumed[0]["train_resumed_at_step"] > 0 and uninterrupted[0]["train_resumed_at_step"] == 0
     assert stable(resumed) == stable(uninterrupted) and len(resumed) == 2
     assert not list(folder.glob("*.ckpt")), "finished cycles leave no checkpoint behind"
+
+
+PARALLEL = ["--methods", "random,entropy", "--set", "train.epochs=15", "--set", "protocol.cycles=2",
+            "--set", "runtime.checkpoint_every=3"]
+
+
+def one_thread(data_root):
+    """PyTorch's CPU results depend on the threads per process, and `--jobs 2` gives each worker half the
+    cores: every run here uses one thread, as a worker of `--jobs 2` does on this 2-core machine."""
+    return {**os.environ, "AL_DATA_ROOT": str(data_root), "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module")
+def sequential(data_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("sequential")
+    subprocess.run(run_command(out, *PARALLEL), cwd=REPO, env=one_thread(data_root), check=True)
+    return {method: job_rows(out, method) for method in ("random", "entropy")}
+
+
+def test_two_jobs_at_once_give_the_rows_of_one_at_a_time(sequential, data_root, tmp_path):
+    subprocess.run(run_command(tmp_path, *PARALLEL, "--jobs", "2"), cwd=REPO, env=one_thread(data_root),
+                   check=True)
+    for method, rows in sequential.items():
+        assert stable(job_rows(tmp_path, method)) == stable(rows) and len(rows) == 2
+    assert (tmp_path / "baselines" / "ll4al_cifar10" / "report.md").exists()
+
+
+def test_slurm_array_on_submitits_local_executor_survives_a_requeue(sequential, data_root, tmp_path):
+    """Both jobs are submitted as one array; the entropy task gets submitit's preemption signal (SIGUSR2) after
+    its first checkpoint, is requeued, and resumes from that checkpoint; the report is written at the end."""
+    pytest.importorskip("submitit")
+    folder = tmp_path / "baselines" / "ll4al_cifar10" / "entropy" / "seed0"
+    process = subprocess.Popen(run_command(tmp_path, *PARALLEL, "--executor", "submitit-local", "--time", "60"),
+                               cwd=REPO, env=one_thread(data_root))
+    deadline = time.time() + 180
+    while time.time() < deadline and not (folder / "train_cycle0.ckpt").exists():
+        time.sleep(0.01)
+    owner = json.loads((folder / ".lock").read_text())
+    os.kill(owner["pid"], signal.SIGUSR2)
+    assert process.wait(timeout=300) == 0
+    resumed = job_rows(tmp_path, "entropy")
+    assert resumed[0]["train_resumed_at_step"] > 0, "the requeued task continues from its checkpoint"
+    for method, rows in sequential.items():
+        assert stable(job_rows(tmp_path, method)) == stable(rows)
+    logs = "".join(p.read_text() for p in (tmp_path / ".submitit").rglob("*_log.out"))
+    assert "Requeued" in logs
+    assert (tmp_path / "baselines" / "ll4al_cifar10" / "report.md").exists()

@@ -1,0 +1,206 @@
+"""How the (method, seed) jobs of one `run` are carried out.
+
+- local (default): one after another in this process.
+- `--jobs N`: N worker processes on this machine. On a CUDA machine each worker sees one GPU through
+  CUDA_VISIBLE_DEVICES (round robin when N exceeds the GPUs); on the CPU each worker gets its share of the cores.
+- slurm: one Slurm array task per job through submitit, requeued on preemption or time-out; `submitit-local`
+  runs the same array on this machine through submitit's LocalExecutor, to try a setup before a cluster.
+
+Every job holds its run folder's lock and resumes from its finished cycles and its mid-cycle checkpoint
+(core.loop, core.checkpoint), so a requeued task continues where it stopped, and jobs of several executors may
+share one output folder. The figures and tables are written once every job has finished.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from core.errors import UserError
+
+SLURM_DEFAULTS = {"partition": "", "time": 1440, "gpus_per_task": 1, "cpus_per_task": 8, "mem_gb": 32,
+                  "array_parallelism": 256, "sbatch": {}}
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One (method, seed) job with everything a fresh process needs to run it."""
+
+    config: object
+    method: str
+    seed: int
+    data_root: str
+    out: str
+    device: str
+    profile: str
+    progress: bool = False
+    quiet: bool = False
+
+
+def cycle_line(row: dict) -> str:
+    return (f"{row['method']} seed {row['seed']} cycle {row['cycle']}: {row['n_labeled']} labels "
+            f"({100 * row['fraction_labeled']:.1f}%) -> {row['metric']} {row['value']:.2f} "
+            f"(train {row['train_seconds']:.0f} s, select {row['select_seconds']:.1f} s)")
+
+
+def run_spec(spec: JobSpec, on_cycle: Callable[[dict], None] | None = None) -> int:
+    """Run one job in this process; returns its number of finished cycles."""
+    import torch
+
+    from core.experiments import papers
+    from core.loop import RunSettings, run_job
+
+    papers()                              # a fresh process registers the papers' methods first
+    if on_cycle is None and not spec.quiet:
+        def on_cycle(row):
+            print(cycle_line(row), flush=True)
+    settings = RunSettings(Path(spec.data_root), Path(spec.out), torch.device(spec.device), spec.profile,
+                           progress=spec.progress, on_cycle=on_cycle)
+    return len(run_job(spec.config, spec.method, spec.seed, settings))
+
+
+# ---------------------------------------------------------------- several jobs at once on this machine
+
+def worker_devices(count: int, device: str) -> list[dict]:
+    """The environment of each of `count` workers: one visible GPU each on CUDA, a share of the cores on CPU
+    (PyTorch's CPU results depend on the threads per process: they equal a sequential run's made with
+    OMP_NUM_THREADS set to that share)."""
+    if device == "cuda":
+        import torch
+
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        gpus = [g for g in visible.split(",") if g.strip()] if visible else \
+            [str(i) for i in range(torch.cuda.device_count())]
+        return [{"CUDA_VISIBLE_DEVICES": gpus[i % len(gpus)]} for i in range(count)]
+    threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // count))
+    return [{"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads} for _ in range(count)]
+
+
+def default_jobs(device: str) -> int:
+    """One job per visible GPU on CUDA; on the CPU, two cores per job."""
+    if device == "cuda":
+        import torch
+
+        return max(1, torch.cuda.device_count())
+    return max(1, (os.cpu_count() or 1) // 2)
+
+
+def _start_worker(environments, lock) -> None:
+    """Takes the next worker environment before torch starts CUDA, which reads CUDA_VISIBLE_DEVICES once."""
+    with lock:
+        os.environ.update(environments.pop(0))
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
+
+
+def run_parallel(specs: list[JobSpec], count: int, on_job_done: Callable[[JobSpec, int], None]) -> None:
+    """Run `specs` in `count` worker processes. After a failed job, the jobs not started are cancelled and
+    the running ones finish (their cycles are kept); then the first error is raised."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    context = multiprocessing.get_context("spawn")      # no CUDA state or threads copied from this process
+    manager = context.Manager()
+    environments = manager.list(worker_devices(count, specs[0].device if specs else "cpu"))
+    first_error = None
+    with manager, ProcessPoolExecutor(count, mp_context=context, initializer=_start_worker,
+                                      initargs=(environments, manager.Lock())) as pool:
+        futures = {pool.submit(run_spec, spec): spec for spec in specs}
+        for future in as_completed(futures):
+            spec = futures[future]
+            try:
+                on_job_done(spec, future.result())
+            except Exception as err:                   # noqa: BLE001 - reported after the running jobs end
+                if first_error is None:
+                    first_error = err
+                    cancelled = sum(f.cancel() for f in futures)
+                    print(f"error in {spec.method} seed {spec.seed}: {err}; {cancelled} jobs not started are "
+                          "cancelled, the running ones finish", file=sys.stderr)
+    if first_error is not None:
+        raise first_error
+
+
+# ---------------------------------------------------------------- Slurm through submitit
+
+def slurm_options(config_file: Path | None, flags: dict) -> dict:
+    """SLURM_DEFAULTS, then the JSON file's values, then the flags given on the command line."""
+    options = dict(SLURM_DEFAULTS)
+    if config_file is not None:
+        try:
+            stored = json.loads(Path(config_file).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise UserError(f"--slurm-config {config_file} cannot be read as JSON ({err}); see README, "
+                            "'Running a full reproduction'") from None
+        unknown = sorted(set(stored) - set(SLURM_DEFAULTS)) if isinstance(stored, dict) else ["(not an object)"]
+        if unknown:
+            raise UserError(f"--slurm-config {config_file} has unknown keys {', '.join(unknown)}; known: "
+                            f"{', '.join(SLURM_DEFAULTS)}")
+        options.update(stored)
+    options.update({k: v for k, v in flags.items() if v not in (None, {})})
+    for key in ("time", "gpus_per_task", "cpus_per_task", "mem_gb", "array_parallelism"):
+        if not isinstance(options[key], int) or isinstance(options[key], bool) or options[key] < 0:
+            raise UserError(f"Slurm option {key}={options[key]!r} must be a whole number >= 0")
+    return options
+
+
+class SlurmTask:
+    """The callable of every array task. submitit calls `checkpoint` on preemption or time-out and requeues
+    the same task, which then resumes from the run folder."""
+
+    def __call__(self, spec: JobSpec) -> int:
+        return run_spec(spec)
+
+    def checkpoint(self, spec: JobSpec):
+        from submitit.helpers import DelayedSubmission
+
+        return DelayedSubmission(self, spec)
+
+
+def submitit_executor(folder: Path, options: dict, local: bool):
+    try:
+        import submitit
+    except ImportError:
+        raise UserError("--executor slurm needs submitit: .venv/bin/pip install -e '.[slurm]'") from None
+    if local:
+        executor = submitit.LocalExecutor(folder=folder)
+        executor.update_parameters(timeout_min=options["time"])
+        return executor
+    executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
+    parameters = {"timeout_min": options["time"], "gpus_per_node": options["gpus_per_task"],
+                  "cpus_per_task": options["cpus_per_task"], "mem_gb": options["mem_gb"], "tasks_per_node": 1,
+                  "nodes": 1, "slurm_array_parallelism": options["array_parallelism"],
+                  "slurm_additional_parameters": dict(options["sbatch"])}
+    if options["partition"]:
+        parameters["slurm_partition"] = options["partition"]
+    executor.update_parameters(**parameters)
+    return executor
+
+
+def submit_array(specs: list[JobSpec], options: dict, folder: Path, local: bool = False) -> list:
+    """One array task per job; their logs go to `folder`/<job id>_<task>_log.out."""
+    executor = submitit_executor(folder / "%j", options, local)
+    try:
+        return executor.map_array(SlurmTask(), specs)
+    except Exception as err:                           # noqa: BLE001 - sbatch missing or refused: one line
+        raise UserError(f"submitting {len(specs)} Slurm array tasks failed ({err.__class__.__name__}: "
+                        f"{str(err).strip().splitlines()[-1] if str(err).strip() else err}); check sbatch and "
+                        "the Slurm options") from None
+
+
+def wait_for_array(jobs: list, on_job_done: Callable[[int, object], None]) -> None:
+    """Wait for every task; a failed task is reported with its log file, after the others have ended."""
+    from submitit.helpers import as_completed
+
+    failures = []
+    for job in as_completed(jobs, poll_frequency=1):
+        try:
+            on_job_done(job.result(), job)
+        except Exception as err:                       # noqa: BLE001 - the task's traceback is in its log
+            failures.append(f"task {job.job_id} ({err.__class__.__name__}; log {job.paths.stderr})")
+    if failures:
+        raise UserError(f"{len(failures)} Slurm tasks failed: {'; '.join(failures)}; run the same command again "
+                        "to resume them")
