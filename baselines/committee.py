@@ -12,7 +12,7 @@ import torch
 from baselines.mc_dropout import variation_ratio
 from baselines.uncertainty import entropy
 from core.evaluate import autocast, class_last, image_scores, map_batches, predict
-from core.strategy import CycleContext, ScoringStrategy, register
+from core.strategy import CycleContext, CycleSizes, CycleWork, ScoringStrategy, register
 
 
 def vote_entropy(samples: torch.Tensor) -> torch.Tensor:
@@ -53,6 +53,14 @@ class CommitteeStrategy(ScoringStrategy):
 
     def score(self, model, ctx: CycleContext, candidates: np.ndarray) -> torch.Tensor:
         return member_scores(self.members, ctx, candidates, self.reduce)
+
+    def cycle_work(self, config, num_classes: int, cycle: CycleSizes) -> CycleWork:
+        """Members 1..T-1 trained like the cycle's model; every member scores every candidate."""
+        if not cycle.candidates:
+            return CycleWork()
+        members = self.options["members"]
+        return CycleWork(scored=cycle.candidates, task_trainings=members - 1,
+                         task_inferred=members * cycle.candidates)
 
 
 @register
@@ -114,6 +122,14 @@ class SuggestiveAnnotation(CommitteeStrategy):
         labeled = ctx.pool.labeled
         return [ctx.train_model(f"bootstrap{k}", ctx.rng.choice(labeled, len(labeled), replace=True))
                 for k in range(self.options["members"])]
+
+    def cycle_work(self, config, num_classes: int, cycle: CycleSizes) -> CycleWork:
+        """T bootstrap models besides the cycle's, all scoring every candidate, and the cycle's model's features."""
+        if not cycle.candidates:
+            return CycleWork()
+        members = self.options["members"]
+        return CycleWork(scored=cycle.candidates, task_trainings=members,
+                         task_inferred=(members + 1) * cycle.candidates)
 
     def select(self, model, ctx: CycleContext, candidates: np.ndarray, budget: int) -> np.ndarray:
         uncertainty = member_scores(self.members, ctx, candidates, mean_class_variance)

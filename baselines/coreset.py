@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from core.evaluate import predict
-from core.strategy import CycleContext, Strategy, register
+from core.strategy import CycleContext, CycleSizes, CycleWork, Strategy, register
 
 
 def squared_distances(points: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
@@ -82,3 +82,9 @@ class CoreSet(Strategy):
                            progress="coreset features" if ctx.progress else None)["features"]
         picks = kcenter_greedy(features[:len(candidates)], features[len(candidates):], budget)
         return candidates[picks.cpu().numpy()]
+
+    def cycle_work(self, config, num_classes: int, cycle: CycleSizes) -> CycleWork:
+        """Features of the candidates and the labeled centres (the k-center arithmetic is not counted)."""
+        if not cycle.candidates:
+            return CycleWork()
+        return CycleWork(scored=cycle.candidates, task_inferred=cycle.candidates + cycle.labeled)

@@ -11,7 +11,7 @@ import torch.nn as nn
 from baselines.uncertainty import entropy
 from core.errors import UserError
 from core.evaluate import autocast, class_last, image_scores, map_batches
-from core.strategy import CycleContext, ScoringStrategy, register
+from core.strategy import CycleContext, CycleSizes, CycleWork, ScoringStrategy, register
 
 
 def mean_entropy(samples: torch.Tensor) -> torch.Tensor:
@@ -80,3 +80,8 @@ class MCDropout(ScoringStrategy):
         return mc_dropout_samples(model, ctx.source, candidates, ctx.eval_batch_size, self.options["passes"],
                                   ACQUISITIONS[self.options["acquisition"]], ctx.config.train.amp,
                                   "score mc_dropout" if ctx.progress else None)
+
+    def cycle_work(self, config, num_classes: int, cycle: CycleSizes) -> CycleWork:
+        """One pass through the trunk and T through the head, per candidate."""
+        return CycleWork(scored=cycle.candidates, task_inferred=cycle.candidates,
+                         task_head_inferred=self.options["passes"] * cycle.candidates)

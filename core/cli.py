@@ -304,6 +304,24 @@ def command_describe(args) -> int:
     return 0
 
 
+def command_plan(args) -> int:
+    from core import plan
+
+    utilisation = plan.UTILISATION if args.utilisation is None else args.utilisation
+    if args.all:
+        if args.paper or args.methods or args.seeds or args.set or args.profile != "paper":
+            raise UserError("plan --all covers every experiment at its paper profile; drop the experiment, "
+                            "--profile, --methods, --seeds and --set")
+        print(plan.summary(args.gpu, utilisation))
+        return 0
+    if not args.experiment:
+        raise UserError("plan needs <paper> <experiment> (see ./reproduce.sh list), or --all")
+    _, config = resolve_experiment(args)
+    methods = choose_methods(config, args.methods)
+    print(plan.job_table(config, methods, args.seeds or config.seeds, args.gpu, utilisation))
+    return 0
+
+
 def command_list(args) -> int:
     from core import experiments
     from core.reported import REPORTED
@@ -447,6 +465,18 @@ def build_parser() -> argparse.ArgumentParser:
     describe.add_argument("experiment")
     describe.add_argument("--profile", default="paper")
     describe.add_argument("--set", action="append", metavar="KEY=VALUE")
+    plan = sub.add_parser("plan", help="every job of an experiment with its steps, counted FLOPs and estimated "
+                                       "GPU-hours, without data or GPU (--all: one line per experiment)")
+    plan.add_argument("paper", nargs="?")
+    plan.add_argument("experiment", nargs="?")
+    plan.add_argument("--all", action="store_true", help="every registered experiment at its paper profile")
+    plan.add_argument("--profile", default="paper")
+    plan.add_argument("--methods", help="comma-separated (default: every implemented method of the experiment)")
+    plan.add_argument("--seeds", type=positive_int, help="number of seeds (default: the paper's)")
+    plan.add_argument("--set", action="append", metavar="KEY=VALUE")
+    plan.add_argument("--gpu", default="h100", help="h100 (default), h200, a100, l40s, rtx4090, v100 or cpu")
+    plan.add_argument("--utilisation", type=float,
+                      help="sustained share of the GPU's dense peak (default 0.4; see core/plan.py)")
     report = sub.add_parser("report", help="figures, tables and paired comparisons from stored results, no training")
     report.add_argument("results", nargs="+", help="one or more results folders (several: one summary table)")
     report.add_argument("--out", help="where to write (default: the results folder; required with several)")
@@ -484,7 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 COMMANDS = {"run": command_run, "report": command_report, "compare": command_compare, "describe": command_describe,
             "list": command_list, "tables": command_tables, "figures": command_figures, "bench": command_bench,
-            "demo": command_demo}
+            "demo": command_demo, "plan": command_plan}
 
 
 def main(argv: list[str] | None = None) -> int:

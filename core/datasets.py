@@ -35,6 +35,11 @@ NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "svhn": 10, "fashion_mnist": 10, 
                "caltech256": 256, "imagenet": 1000}
 SMALL_IMAGE_DATASETS = ("cifar10", "cifar100", "svhn", "fashion_mnist")      # 32x32 / 28x28, kept in memory
 TEST_SIZE = {"cifar10": 10000, "cifar100": 10000, "svhn": 26032, "fashion_mnist": 10000, "imagenet": 50000}
+# What ./reproduce.sh plan needs without reading the data: the training images as loaded (Caltech: every image
+# of the kept classes, before the per-seed test split) and the stored size (H, W) where all images share one.
+TRAIN_SIZE = {"cifar10": 50000, "cifar100": 50000, "svhn": 73257, "fashion_mnist": 60000, "caltech101": 8677,
+              "caltech256": 29780, "imagenet": 1281167}
+IMAGE_SIZE = {"cifar10": (32, 32), "cifar100": (32, 32), "svhn": (32, 32), "fashion_mnist": (28, 28)}
 
 
 def _take(items, indices: np.ndarray):

@@ -2,7 +2,8 @@
 
 A strategy may change the task model (`prepare_model`), add loss terms while it trains (`train_hooks`), and
 must choose `budget` indices among the candidates (`select`). Scoring strategies only implement `score`:
-higher means more informative, and the top `budget` scores are taken on the device.
+higher means more informative, and the top `budget` scores are taken on the device. `cycle_work` says what a
+cycle computes besides the task model's own training and test, for `./reproduce.sh plan` (core/plan.py).
 """
 from __future__ import annotations
 
@@ -44,6 +45,41 @@ class CycleContext:
         return self.config.train.eval_batch_size
 
 
+@dataclass
+class CycleSizes:
+    """One cycle of a job as the plan sees it: pool sizes before its selection; `candidates` is 0 in a cycle
+    that selects nothing (the last)."""
+
+    cycle: int
+    labeled: int
+    unlabeled: int
+    candidates: int
+    budget: int
+    steps_per_epoch: int                # the task model's, over the labeled set
+
+
+@dataclass
+class NetworkUse:
+    """Samples through one of a method's `networks()` in one cycle."""
+
+    inputs: tuple                       # forward()'s per-sample input shapes, e.g. ((3, 32, 32),)
+    trained: int = 0                    # samples through forward and backward
+    inferred: int = 0                   # samples through forward only
+
+
+@dataclass
+class CycleWork:
+    """What a method computes in one cycle besides training and testing the task model, in units the plan
+    prices with counted FLOPs (core/plan.py)."""
+
+    scored: int = 0                     # candidates the selection scores
+    task_trainings: int = 0             # further task models trained like the cycle's own (committee members)
+    task_trained: int = 0               # further images through the task model's forward and backward
+    task_inferred: int = 0              # images through the task model's forward (scores, features)
+    task_head_inferred: int = 0         # images through its `forward_head` alone (MC-Dropout's repeated passes)
+    networks: dict[str, NetworkUse] = field(default_factory=dict)   # keys of `networks()`
+
+
 class Strategy:
     name = ""
     default_options: dict = {}
@@ -78,6 +114,10 @@ class Strategy:
     def select(self, model, ctx: CycleContext, candidates: np.ndarray, budget: int) -> np.ndarray:
         raise NotImplementedError
 
+    def cycle_work(self, config, num_classes: int, cycle: CycleSizes) -> CycleWork:
+        """Nothing beyond the task model (random sampling, full data)."""
+        return CycleWork()
+
 
 class ScoringStrategy(Strategy):
     def score(self, model, ctx: CycleContext, candidates: np.ndarray) -> torch.Tensor:
@@ -87,6 +127,10 @@ class ScoringStrategy(Strategy):
         scores = self.score(model, ctx, candidates)
         top = torch.topk(scores, budget).indices.cpu().numpy()
         return candidates[top]
+
+    def cycle_work(self, config, num_classes: int, cycle: CycleSizes) -> CycleWork:
+        """One task-model forward pass per candidate."""
+        return CycleWork(scored=cycle.candidates, task_inferred=cycle.candidates)
 
 
 STRATEGIES: dict[str, type[Strategy]] = {}

@@ -16,6 +16,8 @@ subclassing, nothing copied:
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import torch
 
@@ -25,7 +27,7 @@ from core.errors import UserError
 from core.networks import scaled
 from core.pool import candidate_subset
 from core.seeding import seed_everything, stream_key
-from core.strategy import CycleContext, register
+from core.strategy import CycleContext, CycleSizes, CycleWork, register
 from daal.method import DAAL_OPTIONS, DAALRepresentativenessOnly, FeatureBank, endless_batches, feature_dim
 from daal.networks import FeatureVAE
 from vaal.method import VAAL_OPTIONS, VAAL, VAALFamily
@@ -43,6 +45,11 @@ class RandomSubset:
             raise UserError(f"method_options.{self.name}.subset={size} is smaller than the budget {budget}; "
                             "raise it or set 0")
         return super().select(model, ctx, candidate_subset(candidates, size, ctx.seed, ctx.cycle), budget)
+
+    def cycle_work(self, config, num_classes: int, cycle: CycleSizes) -> CycleWork:
+        size = self.options["subset"]
+        scored = min(size, cycle.candidates) if size else cycle.candidates
+        return super().cycle_work(config, num_classes, dataclasses.replace(cycle, candidates=scored))
 
 
 @register
@@ -75,6 +82,17 @@ class VAALTaskFeatures(VAALFamily):
     def networks(self, config, num_classes: int) -> dict:
         return self.build_features_modules(feature_dim(config, num_classes), config.model.width)
 
+    def network_inputs(self, config, num_classes: int) -> dict[str, tuple]:
+        return {"VAE": ((feature_dim(config, num_classes),),), "discriminator": ((self.options["latent_dim"],),)}
+
+    def cycle_work(self, config, num_classes: int, cycle: CycleSizes) -> CycleWork:
+        """VAAL's game on features, plus the task-model pass that extracts them from the labeled and unlabeled
+        images."""
+        work = super().cycle_work(config, num_classes, cycle)
+        if cycle.candidates:
+            work.task_inferred += cycle.labeled + cycle.unlabeled
+        return work
+
     def vae_input(self, features: torch.Tensor) -> torch.Tensor:
         return features
 
@@ -85,8 +103,8 @@ class VAALTaskFeatures(VAALFamily):
         modules = self.build_features_modules(self.bank.features.shape[1], config.model.width)
         self.vae, self.disc = (modules[k].to(ctx.device) for k in ("VAE", "discriminator"))
         batch = opts["batch_size"] or config.train.batch_size
-        iterations = opts["iterations"] or config.train.iterations or \
-            config.train.epochs * ctx.trainer.steps_per_epoch(len(pool.labeled))
+        iterations = self.game_iterations(config, len(pool.labeled), len(pool.unlabeled),
+                                          ctx.trainer.steps_per_epoch(len(pool.labeled)))
         streams = []
         for tag, indices, drop_last in (("labeled", pool.labeled, True), ("unlabeled", pool.unlabeled, False)):
             generator = torch.Generator(device=ctx.device)

@@ -35,7 +35,7 @@ from core.errors import UserError
 from core.evaluate import autocast, class_last, image_scores, map_batches
 from core.networks import build_network, scaled
 from core.seeding import seed_everything, stream_key
-from core.strategy import CycleContext, ScoringStrategy, register
+from core.strategy import CycleContext, CycleSizes, CycleWork, NetworkUse, ScoringStrategy, register
 from daal.networks import Discriminator, FeatureVAE, ScoreNet, encoder_parameters
 
 DAAL_OPTIONS = {
@@ -290,6 +290,19 @@ class DAAL(ScoringStrategy):
         if epochs:
             return epochs * -(-unlabeled // opts["batch_size"])
         return config.train.iterations
+
+    def cycle_work(self, config, num_classes: int, cycle: CycleSizes) -> CycleWork:
+        """The features of the labeled and unlabeled images (one task-model pass); per game iteration, ScoreNet
+        on an unlabeled batch, the VAE on its two weighted copies and each discriminator on two batches, forward
+        and backward; scoring, ScoreNet on the candidates."""
+        if not cycle.candidates:
+            return CycleWork()
+        features = ((feature_dim(config, num_classes, self.options["feature_layer"]),),)
+        samples = self.game_iterations(config, cycle.unlabeled) * self.options["batch_size"]
+        uses = {"ScoreNet": NetworkUse(features, trained=samples, inferred=cycle.candidates),
+                "VAE": NetworkUse(features, trained=2 * samples),
+                **{name: NetworkUse(features, trained=2 * samples) for name in self.discriminators}}
+        return CycleWork(scored=cycle.candidates, task_inferred=cycle.labeled + cycle.unlabeled, networks=uses)
 
     def prepare_selection(self, model, ctx: CycleContext) -> None:
         pool = ctx.pool

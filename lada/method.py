@@ -39,7 +39,7 @@ from core.datasets import input_channels
 from core.errors import UserError
 from core.evaluate import map_batches
 from core.seeding import seed_everything, stream_key
-from core.strategy import CycleContext, Strategy, register
+from core.strategy import CycleContext, CycleSizes, CycleWork, NetworkUse, Strategy, register
 from core.trainer import TrainHook
 from lada.networks import (AdaMixupPolicy, IntrusionDiscriminator, PolicyGenerator, SpatialTransformer,
                            STNClassifier)
@@ -70,6 +70,13 @@ def mix(first: torch.Tensor, second: torch.Tensor, lam: torch.Tensor) -> torch.T
 def beta_draws(tau: torch.Tensor, draws: int) -> torch.Tensor:
     """(draws, B) samples of Beta(tau_i, tau_i), differentiable in tau (pathwise/OMT gradient)."""
     return torch.distributions.Beta(tau, tau).rsample((draws,))
+
+
+def after_epoch_images(config, cycle: CycleSizes, per_epoch: int) -> int:
+    """Images through the task model's forward and backward in a training hook's steps after each epoch, from
+    the second cycle on (the first has queried nothing yet)."""
+    epochs = config.train.epochs or config.train.iterations // cycle.steps_per_epoch
+    return epochs * per_epoch if cycle.cycle else 0
 
 
 @contextlib.contextmanager
@@ -305,6 +312,28 @@ class LookAhead(Strategy):
             hooks.append(self.mixup_hook)
         return hooks
 
+    def cycle_work(self, config, num_classes: int, cycle: CycleSizes) -> CycleWork:
+        """Training: after each epoch one mixup step on the last queried pairs. Selection: the candidates'
+        scores and feature maps, then `generator_epochs` passes of the generator over the pairs, each pair's
+        `num_lambda` mixes through the task model forward and backward, and a last forward of the mixes; all
+        priced as whole task-model passes (an upper bound: a mix at layer k skips the layers before it)."""
+        work = super().cycle_work(config, num_classes, cycle)
+        work.task_trained += after_epoch_images(config, cycle, cycle.budget)
+        if not cycle.candidates:
+            return work
+        opts, pairs = self.options, cycle.candidates // 2
+        work.scored = cycle.candidates
+        if not self.looks_ahead:
+            work.task_inferred += cycle.candidates
+            return work
+        work.task_inferred += 2 * cycle.candidates + pairs * opts["num_lambda"]
+        if self.learns_tau:
+            work.task_trained += opts["generator_epochs"] * pairs * opts["num_lambda"]
+            channels, side = policy_input(config, opts["layers"])
+            half = (channels // 2, side, side)
+            work.networks["policy generator"] = NetworkUse((half, half), trained=opts["generator_epochs"] * pairs)
+        return work
+
     def prepare_selection(self, model, ctx: CycleContext) -> None:
         super().prepare_selection(model, ctx)
         hook = getattr(self, "mixup_hook", None)
@@ -448,6 +477,20 @@ class LADASTN(Strategy):
     def networks(self, config, num_classes: int) -> dict:
         side = 28 if config.data.dataset == "fashion_mnist" else 32
         return {"STN": SpatialTransformer(input_channels(config.data.dataset), side)}
+
+    def cycle_work(self, config, num_classes: int, cycle: CycleSizes) -> CycleWork:
+        """Training: after each epoch one step on the queried STN images. Selection: `stn_epochs` passes over
+        the candidates through the STN and the task model, forward and backward, then two scoring passes."""
+        work = CycleWork(task_trained=after_epoch_images(config, cycle, cycle.budget))
+        if not cycle.candidates:
+            return work
+        side = 28 if config.data.dataset == "fashion_mnist" else 32
+        passes = self.options["stn_epochs"] * cycle.candidates
+        work.scored, work.task_inferred = cycle.candidates, 2 * cycle.candidates
+        work.task_trained += passes
+        work.networks["STN"] = NetworkUse(((input_channels(config.data.dataset), side, side),), trained=passes,
+                                          inferred=cycle.candidates)
+        return work
 
     def prepare_model(self, model, ctx: CycleContext):
         seed_everything("lada-stn", ctx.seed, ctx.cycle)
@@ -593,6 +636,14 @@ class AdaMixup(EntropySampling):
 
         return {"AdaMixup policy": AdaMixupPolicy(input_channels(config.data.dataset), side),
                 "intrusion discriminator": IntrusionDiscriminator(scaled(512, config.model.width), num_classes)}
+
+    def cycle_work(self, config, num_classes: int, cycle: CycleSizes) -> CycleWork:
+        """Max entropy, plus after each epoch a pass over the queried images: the originals with their mixes
+        through the classifier, then again with the unseen half for the intrusion discriminator, about twice
+        the queried images forward and backward (the small policy and discriminator are not counted)."""
+        work = super().cycle_work(config, num_classes, cycle)
+        work.task_trained += after_epoch_images(config, cycle, 2 * cycle.budget)
+        return work
 
     def train_hooks(self, model, ctx: CycleContext) -> list:
         if ctx.cycle == 0:

@@ -16,6 +16,8 @@ def smp_model(*args, **kwargs):
 datasets.LOADERS.update(data.LOADERS)
 datasets.NUM_CLASSES.update(data.NUM_CLASSES)
 datasets.TEST_SIZE.update(data.TEST_SIZE)
+datasets.TRAIN_SIZE.update(data.TRAIN_SIZE)
+datasets.IMAGE_SIZE.update(data.IMAGE_SIZE)
 networks.ARCHITECTURES.update({variant: drn.drn_seg(variant) for variant in drn.VARIANTS})
 networks.ARCHITECTURES["smp"] = smp_model
 

@@ -153,6 +153,8 @@ def load_camvid(root: Path, cache_dir: Path, download: bool, in_memory: bool | N
 LOADERS = {"cityscapes": load_cityscapes, "bdd100k": load_bdd100k, "camvid": load_camvid}
 NUM_CLASSES = {"cityscapes": 19, "bdd100k": 19, "camvid": 11}
 TEST_SIZE = {"cityscapes": 500, "bdd100k": 1000, "camvid": 233}      # the official val sets serve as test (V15)
+TRAIN_SIZE = {"cityscapes": 2975, "bdd100k": 7000, "camvid": 367}
+IMAGE_SIZE = {"cityscapes": (1024, 2048), "bdd100k": (720, 1280), "camvid": (360, 480)}     # (H, W)
 
 
 # ---------------------------------------------------------------- batches on the device

@@ -31,7 +31,7 @@ from core.loop import new_model
 from core.networks import build_network
 from core.pool import candidate_subset
 from core.seeding import seed_everything, stream_key
-from core.strategy import STRATEGIES, CycleContext, Strategy, register
+from core.strategy import STRATEGIES, CycleContext, CycleSizes, CycleWork, Strategy, register
 from core.trainer import TrainHook
 from ta_vaal.networks import TaskAwareVAE
 from vaal.method import VAAL_OPTIONS, VAALFamily, discriminator_loss, game_diagnostics, kl_sum
@@ -119,10 +119,13 @@ class TaskAwareGame(VAALFamily):
         return {"VAE": TaskAwareVAE(d, channels, size, width, ranked=self.task_aware),
                 "discriminator": Discriminator(d + ranked, self.options["disc_layers"])}
 
-    def networks(self, config, num_classes: int) -> dict:
-        dataset, width = config.data.dataset, config.model.width
-        size = 28 if dataset == "fashion_mnist" else 32 if dataset in SMALL_IMAGE_DATASETS else \
+    def vae_side(self, config) -> int:
+        dataset = config.data.dataset
+        return 28 if dataset == "fashion_mnist" else 32 if dataset in SMALL_IMAGE_DATASETS else \
             self.options["large_image_size"]
+
+    def networks(self, config, num_classes: int) -> dict:
+        dataset, width, size = config.data.dataset, config.model.width, self.vae_side(config)
         found = self.build_modules(input_channels(dataset), size, width)
         if self.task_aware:
             task = build_network(config.model.arch, num_classes, input_channels(dataset), width)
@@ -131,6 +134,26 @@ class TaskAwareGame(VAALFamily):
         other = 32 if self.options["latent_dim"] != 32 else 64
         alternative = type(self)({"latent_dim": other}).build_modules(input_channels(dataset), size, width)["VAE"]
         return {**found, f"VAE with latent_dim={other} (option)": alternative}
+
+    def network_inputs(self, config, num_classes: int) -> dict[str, tuple]:
+        """The decoder and D also read each image's ranking r, one number."""
+        side, ranked = self.vae_side(config), int(self.task_aware)
+        image = (input_channels(config.data.dataset), side, side)
+        return {"VAE": (image, ()) if ranked else (image,), "discriminator": ((self.options["latent_dim"] + ranked,),)}
+
+    def game_iterations(self, config, labeled: int, candidates: int, steps_per_epoch: int) -> int:
+        """T = (labeled + subset) x vae_epochs / batch (the code, T4)."""
+        opts = self.options
+        epochs = opts["vae_epochs"] or (max(1, config.train.epochs // 2) if config.train.epochs else 100)
+        return opts["iterations"] or (labeled + candidates) * epochs // (opts["batch_size"] or config.train.batch_size)
+
+    def cycle_work(self, config, num_classes: int, cycle: CycleSizes) -> CycleWork:
+        """VAAL's game, plus the ranker's task-model passes over the labeled set and the subset before the game
+        and again when scoring."""
+        work = super().cycle_work(config, num_classes, cycle)
+        if self.task_aware and cycle.candidates:
+            work.task_inferred += cycle.labeled + 2 * cycle.candidates + min(cycle.labeled, 5000)
+        return work
 
     def train_hooks(self, model, ctx: CycleContext) -> list:
         if not self.task_aware:
@@ -154,8 +177,7 @@ class TaskAwareGame(VAALFamily):
         labeled = ctx.pool.labeled
         subset = candidate_subset(ctx.pool.unlabeled, config.protocol.subset, ctx.seed, ctx.cycle)
         batch = opts["batch_size"] or config.train.batch_size
-        epochs = opts["vae_epochs"] or (max(1, config.train.epochs // 2) if config.train.epochs else 100)
-        iterations = opts["iterations"] or (len(labeled) + len(subset)) * epochs // batch
+        iterations = self.game_iterations(config, len(labeled), len(subset), 0)
         ranking = torch.zeros(len(ctx.dataset.train), device=ctx.device)
         ranking[torch.as_tensor(labeled, device=ctx.device)] = self.rankings(model, ctx, labeled)
         ranking[torch.as_tensor(subset, device=ctx.device)] = self.rankings(model, ctx, subset)
@@ -312,6 +334,9 @@ class Wrapped(Strategy):
     def select(self, model, ctx: CycleContext, candidates: np.ndarray, budget: int) -> np.ndarray:
         return self.base.select(model, ctx, candidates, budget)
 
+    def cycle_work(self, config, num_classes: int, cycle: CycleSizes) -> CycleWork:
+        return self.base.cycle_work(config, num_classes, cycle)
+
 
 class WithLossPrediction(Wrapped):
     """The code's behaviour for a method without a ranker (T1, `lpm_for_all_methods`): a loss-prediction
@@ -343,6 +368,12 @@ class IndependentLearner(Wrapped):
 
     def select(self, model, ctx: CycleContext, candidates: np.ndarray, budget: int) -> np.ndarray:
         return self.base.select(self.ranked_model, ctx, candidates, budget)
+
+    def cycle_work(self, config, num_classes: int, cycle: CycleSizes) -> CycleWork:
+        """The method's work, plus the second learner trained before each selection."""
+        work = self.base.cycle_work(config, num_classes, cycle)
+        work.task_trainings += 1 if cycle.candidates else 0
+        return work
 
 
 def variant(wrapper: type[Wrapped], base_name: str, suffix: str) -> type[Wrapped]:

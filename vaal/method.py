@@ -29,7 +29,7 @@ from core.errors import UserError
 from core.evaluate import autocast
 from core.pool import Pool
 from core.seeding import seed_everything, stream_key
-from core.strategy import CycleContext, ScoringStrategy, register
+from core.strategy import CycleContext, CycleSizes, CycleWork, NetworkUse, ScoringStrategy, register
 from vaal.networks import VAE, Discriminator
 
 VAAL_OPTIONS = {
@@ -126,9 +126,41 @@ class VAALFamily(ScoringStrategy):
             found["discriminator"] = Discriminator(inputs, self.options["disc_layers"])
         return found
 
+    def vae_side(self, config) -> int:
+        return 32 if config.data.dataset in SMALL_IMAGE_DATASETS else self.options["large_image_size"]
+
     def networks(self, config, num_classes: int) -> dict:
-        size = 32 if config.data.dataset in SMALL_IMAGE_DATASETS else self.options["large_image_size"]
-        return self.build_modules(input_channels(config.data.dataset), size, config.model.width)
+        return self.build_modules(input_channels(config.data.dataset), self.vae_side(config), config.model.width)
+
+    def network_inputs(self, config, num_classes: int) -> dict[str, tuple]:
+        """forward()'s per-sample input shapes of the VAE and the discriminator."""
+        side = self.vae_side(config)
+        image = (input_channels(config.data.dataset), side, side)
+        return {"VAE": (image,), "discriminator": ((self.options["latent_dim"],) if self.discriminates == "latent"
+                                                   else image,)}
+
+    def game_iterations(self, config, labeled: int, candidates: int, steps_per_epoch: int) -> int:
+        """T: the option, else as many as the task model's iterations (V3, V4)."""
+        return self.options["iterations"] or config.train.iterations or config.train.epochs * steps_per_epoch
+
+    def cycle_work(self, config, num_classes: int, cycle: CycleSizes) -> CycleWork:
+        """Per game iteration, each VAE step passes a labeled and an unlabeled batch through the VAE (and D when
+        adversarial), forward and backward; each D step encodes both batches (priced as whole VAE passes) and
+        trains D on them. Scoring passes the candidates and up to 5,000 labeled images through both."""
+        if not cycle.candidates:
+            return CycleWork()
+        opts, inputs = self.options, self.network_inputs(config, num_classes)
+        batches = 2 * (opts["batch_size"] or config.train.batch_size) * \
+            self.game_iterations(config, cycle.labeled, cycle.candidates, cycle.steps_per_epoch)
+        vae_steps, shown = opts["vae_steps"] if self.trains_vae else 0, cycle.candidates + min(cycle.labeled, 5000)
+        uses = {}
+        if self.trains_vae or self.discriminates == "latent":
+            uses["VAE"] = NetworkUse(inputs["VAE"], trained=vae_steps * batches,
+                                     inferred=opts["disc_steps"] * batches + shown)
+        if self.discriminates:
+            uses["discriminator"] = NetworkUse(inputs["discriminator"], inferred=shown,
+                                               trained=(vae_steps * self.adversarial + opts["disc_steps"]) * batches)
+        return CycleWork(scored=cycle.candidates, networks=uses)
 
     def prepare_selection(self, model, ctx: CycleContext) -> None:
         config, opts, train = ctx.config, self.options, ctx.dataset.train
@@ -139,8 +171,8 @@ class VAALFamily(ScoringStrategy):
                    for k, m in self.build_modules(ctx.dataset.channels, self.size, config.model.width).items()}
         self.vae, self.disc = modules.get("VAE"), modules.get("discriminator")
         self.batch_size = batch = opts["batch_size"] or config.train.batch_size
-        iterations = opts["iterations"] or config.train.iterations or \
-            config.train.epochs * ctx.trainer.steps_per_epoch(len(ctx.pool.labeled))
+        iterations = self.game_iterations(config, len(ctx.pool.labeled), len(ctx.pool.unlabeled),
+                                          ctx.trainer.steps_per_epoch(len(ctx.pool.labeled)))
         streams = []
         for tag, indices, drop_last in (("labeled", ctx.pool.labeled, True), ("unlabeled", ctx.pool.unlabeled, False)):
             generator = torch.Generator(device=ctx.device)

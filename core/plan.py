@@ -1,0 +1,346 @@
+"""`./reproduce.sh plan`: every (method, seed) job of an experiment with its cycles, task-model training steps,
+scored images, FLOPs and GPU-hours, worked out from the config alone, without the data or a GPU.
+
+FLOPs. PyTorch's FlopCounterMode (convolutions and matrix products, 2 FLOPs per multiply-add) counts one
+training step of the task network at the config's batch and image size, forward and backward, and one
+evaluation forward, on the meta device (shapes only: VGG16 at 224 px costs nothing). In cycle c, with
+n_c = initial + c x budget labeled images, a job computes
+  - the task model's training: train.iterations x batch images, or epochs x n_c (with drop_last, whole batches
+    only), forward and backward, times 1 + the further task models the method trains (committee members, a
+    second learner);
+  - for each training, the validations (train.select_on_validation: every validate_every units and at the end)
+    of the validation images; then the test images; one forward each;
+  - what the method declares in `Strategy.cycle_work` (core/strategy.py; written next to each method's code):
+    further task-model forwards (scores, features) and forward-and-backward passes (LADA's look-ahead and mixup
+    steps), and samples through its own networks (VAAL's VAE and discriminator, DAAL's MLPs, LADA's policy
+    generator), counted like the task network at their input shapes. Where a method's docstring says a pass is
+    priced as a whole task-model pass, that is an upper bound.
+Not counted: BatchNorm, activations, losses and optimizer updates (a few percent); selection arithmetic outside
+networks (k-center distances, DPP determinants, top-k); LL4AL's loss-prediction module (two small linear layers
+on pooled features); data loading, which can bound an ImageNet job instead.
+
+Sizes. Training and test images from core.datasets TRAIN_SIZE/TEST_SIZE (segmentation adds its own), then
+data.imbalance (balanced classes assumed), Caltech's data.test_size split and data.train_subset, as
+core.loop.prepare_dataset applies them; the protocol as core.loop.check_protocol resolves it. Image sizes:
+CIFAR and SVHN 32 px and Fashion-MNIST 28 px as stored; Caltech and ImageNet crops of data.image_size for
+training and testing; segmentation crops of data.image_size for training and whole images (shorter side scaled
+to data.resize when set) for testing and scoring.
+
+GPU-hours = FLOPs / (utilisation x dense peak) / 3600, with the bfloat16 tensor-core peak when train.amp is on
+and the TF32 peak otherwise (cuDNN runs float32 convolutions, which dominate these networks, in TF32 by
+default). Peaks are the vendors' datasheet figures without sparsity (GPUS). The default utilisation, 40% of
+peak, is what large, well-fed batches reach; the 32 px networks of most experiments at batches of 64-128
+likely sustain less, so the hours are a lower bound: `--utilisation` changes it.
+"""
+from __future__ import annotations
+
+import copy
+import functools
+import math
+from dataclasses import dataclass
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from core import datasets as ds
+from core.config import ExperimentConfig
+from core.errors import UserError
+from core.strategy import CycleSizes, CycleWork
+
+PROBE_BATCH = 8                      # samples per counted pass of a method's network; FLOPs scale linearly
+UTILISATION = 0.4
+
+
+@dataclass(frozen=True)
+class Gpu:
+    name: str
+    bf16: float                      # dense peak TFLOP/s with bfloat16 autocast (train.amp)
+    tf32: float                      # dense peak TFLOP/s for float32 training (TF32 convolutions)
+
+    def peak(self, amp: bool) -> float:
+        return self.bf16 if amp else self.tf32
+
+
+GPUS = {   # vendor datasheets, dense (no sparsity)
+    "h100": Gpu("NVIDIA H100 SXM5", 989.4, 494.7),
+    "h200": Gpu("NVIDIA H200 SXM", 989.4, 494.7),
+    "a100": Gpu("NVIDIA A100 SXM4", 312.0, 156.0),
+    "l40s": Gpu("NVIDIA L40S", 362.05, 183.0),
+    "rtx4090": Gpu("NVIDIA GeForce RTX 4090", 165.2, 82.6),
+    "v100": Gpu("NVIDIA V100 SXM2 (no bfloat16 or TF32 units: its FP32 peak)", 15.7, 15.7),
+    # 16 cores x 2 FMA units x 16 float32 lanes x 2 FLOPs x 2 GHz; autocast is CUDA-only, so float32 either way
+    "cpu": Gpu("a 16-core AVX-512 CPU at 2 GHz (FP32)", 2.048, 2.048),
+}
+
+
+def gpu(name: str) -> Gpu:
+    if name not in GPUS:
+        raise UserError(f"unknown --gpu '{name}'; known: {', '.join(GPUS)}")
+    return GPUS[name]
+
+
+def sustained(device: Gpu, amp: bool, utilisation: float) -> float:
+    """FLOP/s a job is assumed to sustain."""
+    if not 0 < utilisation <= 1:
+        raise UserError(f"--utilisation {utilisation:g} must be a fraction of the peak in (0, 1]")
+    return device.peak(amp) * 1e12 * utilisation
+
+
+# ---------------------------------------------------------------- the dataset as a job sees it, without data
+
+@dataclass(frozen=True)
+class DataShape:
+    train: int                       # training images: the pool, with the validation images
+    test: int
+    classes: int
+    channels: int
+    train_hw: tuple[int, int]        # network input while training
+    eval_hw: tuple[int, int]         # while testing and scoring
+
+
+def data_shape(config: ExperimentConfig) -> DataShape:
+    data = config.data
+    if data.dataset not in ds.TRAIN_SIZE:
+        raise UserError(f"the plan does not know how many images dataset '{data.dataset}' has; add it to "
+                        "core.datasets.TRAIN_SIZE")
+    classes = 20 if data.dataset == "cifar100" and data.labels == "coarse" else ds.NUM_CLASSES[data.dataset]
+    train = ds.TRAIN_SIZE[data.dataset]
+    if data.imbalance > 1:           # odd classes keep 1/imbalance of theirs (core.datasets.imbalanced)
+        per_class = train / ds.NUM_CLASSES[data.dataset]
+        odd = ds.NUM_CLASSES[data.dataset] // 2
+        train = round(train - odd * per_class + odd * round(per_class / data.imbalance))
+    if data.dataset in ds.TEST_SIZE:
+        test = ds.TEST_SIZE[data.dataset]
+    else:                            # a per-seed test split of data.test_size (core.datasets.seeded_test_split)
+        test, train = data.test_size, train - data.test_size
+    train = min(train, data.train_subset) if data.train_subset else train
+    test = min(test, data.test_subset) if data.test_subset else test
+    crop = (data.image_size, data.image_size)
+    if data.dataset in ds.SMALL_IMAGE_DATASETS:
+        train_hw = eval_hw = ds.IMAGE_SIZE[data.dataset]
+    elif data.dataset in ds.IMAGE_SIZE:          # segmentation: crops to train, whole images to test
+        height, width = ds.IMAGE_SIZE[data.dataset]
+        scale = data.resize / min(height, width) if data.resize else 1
+        train_hw, eval_hw = crop, (round(height * scale), round(width * scale))
+    else:                                        # files of any size: resized, then cropped
+        train_hw = eval_hw = crop
+    return DataShape(train, test, classes, ds.input_channels(data.dataset), train_hw, eval_hw)
+
+
+# ---------------------------------------------------------------- counted FLOPs
+
+def counted_flops(network: torch.nn.Module, inputs: list[torch.Tensor], train: bool, forward=None) -> int:
+    """FLOPs of one pass over `inputs` (a batch) through `forward` (default: the network's), with the backward
+    of every output when `train`."""
+    network.train(train)
+    with FlopCounterMode(display=False) as counter, torch.set_grad_enabled(train):
+        outputs = (forward or network)(*inputs)
+        if train:
+            outputs = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
+            sum(o.float().sum() for o in outputs if isinstance(o, torch.Tensor) and o.requires_grad).backward()
+    return counter.get_total_flops()
+
+
+def batch(size: int, shapes) -> list[torch.Tensor]:
+    return [torch.empty(size, *shape, device="meta") for shape in shapes]
+
+
+@dataclass(frozen=True)
+class TaskFlops:
+    """FLOPs per image of the task network."""
+
+    step: float                      # a training step's forward and backward, at the training size
+    forward: float                   # an evaluation forward, at the evaluation size
+    head: float                      # its part after `forward_trunk`
+
+
+def task_flops(config: ExperimentConfig, data: DataShape) -> TaskFlops:
+    return _task_flops(config.model.arch, config.model.width, data.classes, data.channels, data.train_hw,
+                       data.eval_hw, config.train.batch_size, config.train.eval_batch_size)
+
+
+@functools.lru_cache(maxsize=64)
+def _task_flops(arch: str, width: float, classes: int, channels: int, train_hw: tuple, eval_hw: tuple,
+                batch_size: int, eval_batch_size: int) -> TaskFlops:
+    from core.networks import build_network
+
+    with torch.device("meta"):
+        network = build_network(arch, classes, channels, width)
+        step = counted_flops(network, batch(batch_size, [(channels, *train_hw)]), train=True)
+        images = batch(eval_batch_size, [(channels, *eval_hw)])
+        forward = counted_flops(network, images, train=False)
+        trunk = counted_flops(network, images, train=False, forward=network.forward_trunk)
+    return TaskFlops(step / batch_size, forward / eval_batch_size, (forward - trunk) / eval_batch_size)
+
+
+COUNTED: dict[tuple, tuple[float, float]] = {}     # networks alike in class, parameter shapes and inputs
+
+
+def network_flops(network: torch.nn.Module, inputs: tuple) -> tuple[float, float]:
+    """FLOPs per sample of a method's network: (forward and backward, forward)."""
+    key = (type(network).__qualname__, tuple(tuple(p.shape) for p in network.parameters()), inputs)
+    if key not in COUNTED:
+        COUNTED[key] = tuple(counted_flops(network, batch(PROBE_BATCH, inputs), train) / PROBE_BATCH
+                             for train in (True, False))
+    return COUNTED[key]
+
+
+def method_network_flops(work: CycleWork, networks: dict[str, torch.nn.Module]) -> float:
+    total = 0.0
+    for name, use in work.networks.items():
+        step, forward = network_flops(networks[name], use.inputs)
+        total += use.trained * step + use.inferred * forward
+    return total
+
+
+# ---------------------------------------------------------------- jobs
+
+@dataclass
+class Job:
+    method: str
+    seed: int
+    cycles: int
+    train_steps: int                 # task-model steps, every training of every cycle
+    scored: int                      # candidates the selections scored
+    flops: float
+
+
+def validations(config: ExperimentConfig, units: int) -> int:
+    """Validation passes of one training, as Trainer._due schedules them: every validate_every units (epochs
+    or iterations) and after the last."""
+    train = config.train
+    if not (train.select_on_validation and config.data.validation_size):
+        return 0
+    every = train.validate_every
+    return (units // every if every else 0) + (1 if not every or units % every else 0)
+
+
+def method_job(config: ExperimentConfig, method: str, data: DataShape) -> Job:
+    """The job of one method (every seed's is the same), cycle by cycle as core.loop runs it."""
+    from core.loop import check_protocol, with_method_options
+    from core.strategy import make_strategy
+    from core.trainer import Trainer
+
+    config = with_method_options(config, method)
+    strategy = make_strategy(method, config.method_options.get(method))
+    config = strategy.adjust_config(copy.deepcopy(config), data.train)
+    initial, budget = check_protocol(config, data.train)
+    train, protocol = config.train, config.protocol
+    task = task_flops(config, data)
+    trainer = Trainer(train, "cpu", data.classes, progress=False)
+    pool = data.train - config.data.validation_size
+    with torch.device("meta"):       # networks and their dummy passes: shapes only
+        networks = strategy.networks(config, data.classes)
+        job = Job(method, 0, protocol.cycles, 0, 0, 0.0)
+        for cycle in range(protocol.cycles):
+            labeled = initial + cycle * budget
+            per_epoch = trainer.steps_per_epoch(labeled)
+            steps = train.iterations or train.epochs * per_epoch
+            images = steps * train.batch_size if train.iterations or train.drop_last else train.epochs * labeled
+            selects = cycle < protocol.cycles - 1 and not strategy.single_cycle
+            unlabeled = pool - labeled
+            candidates = (min(protocol.subset, unlabeled) if protocol.subset else unlabeled) if selects else 0
+            work = strategy.cycle_work(config, data.classes,
+                                       CycleSizes(cycle, labeled, unlabeled, candidates, budget, per_epoch))
+            trainings = 1 + work.task_trainings
+            trained = trainings * images + work.task_trained
+            validated = trainings * validations(config, train.iterations or train.epochs) * config.data.validation_size
+            inferred = validated + data.test + work.task_inferred
+            job.train_steps += trainings * steps
+            job.scored += work.scored
+            job.flops += trained * task.step + inferred * task.forward + work.task_head_inferred * task.head + \
+                method_network_flops(work, networks)
+    return job
+
+
+def plan_jobs(config: ExperimentConfig, methods: list[str], seeds: int) -> tuple[DataShape, list[Job]]:
+    data = data_shape(config)
+    jobs = []
+    for method in methods:
+        job = method_job(config, method, data)
+        jobs += [Job(method, seed, job.cycles, job.train_steps, job.scored, job.flops) for seed in range(seeds)]
+    return data, jobs
+
+
+# ---------------------------------------------------------------- tables
+
+def decimals(values: list[float], significant: int = 2) -> int:
+    """Decimals that show the smallest non-zero value with `significant` digits, the same for a whole column so
+    that its total is the sum of what is shown."""
+    smallest = min((v for v in values if v > 0), default=0)
+    return max(0, significant - 1 - math.floor(math.log10(smallest))) if smallest else 0
+
+
+def shown(values: list[float]) -> tuple[list[str], str]:
+    """The values as displayed and their total, the exact sum of the displayed (rounded) values."""
+    places = decimals(values)
+    rounded = [round(v, places) for v in values]
+    return [f"{v:,.{places}f}" for v in rounded], f"{round(sum(rounded), places):,.{places}f}"
+
+
+def gflop(flops: float) -> str:
+    """Three significant digits, without an exponent."""
+    return f"{float(f'{flops / 1e9:.3g}'):,g}"
+
+
+def assumption(device_name: str, amp: bool, utilisation: float) -> str:
+    device = gpu(device_name)
+    precision = "bfloat16, train.amp is on" if amp else "TF32, train.amp is off"
+    return (f"{device_name} = {device.name}: {sustained(device, amp, utilisation) / 1e12:.1f} TFLOP/s sustained "
+            f"({utilisation:.0%} of its dense peak of {device.peak(amp):g} TFLOP/s; {precision})")
+
+
+def job_table(config: ExperimentConfig, methods: list[str], seeds: int, device_name: str,
+              utilisation: float = UTILISATION) -> str:
+    rate = sustained(gpu(device_name), config.train.amp, utilisation)
+    data, jobs = plan_jobs(config, methods, seeds)
+    flops, flops_total = shown([job.flops / 1e15 for job in jobs])
+    hours, hours_total = shown([job.flops / rate / 3600 for job in jobs])
+    task = task_flops(config, data)
+    lines = [f"{config.paper}/{config.experiment} ({config.title}): {len(methods)} method(s) x {seeds} seed(s) = "
+             f"{len(jobs)} jobs",
+             f"{config.data.dataset}: {data.train:,} training images ({config.data.validation_size:,} of them for "
+             f"validation), {data.test:,} test; {config.model.arch} (width {config.model.width:g}) at "
+             f"{'x'.join(map(str, data.train_hw))} px: {gflop(task.step)} GFLOP per image trained (batch "
+             f"{config.train.batch_size}), {gflop(task.forward)} per image evaluated at "
+             f"{'x'.join(map(str, data.eval_hw))} px", "",
+             f"| method | seed | cycles | train steps | scored images | PFLOP | GPU-hours ({device_name}) |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for job, job_flops, job_hours in zip(jobs, flops, hours):
+        lines.append(f"| {job.method} | {job.seed} | {job.cycles} | {job.train_steps:,} | {job.scored:,} | "
+                     f"{job_flops} | {job_hours} |")
+    lines += [f"| TOTAL | {len(jobs)} jobs | {sum(j.cycles for j in jobs)} | {sum(j.train_steps for j in jobs):,} | "
+              f"{sum(j.scored for j in jobs):,} | {flops_total} | {hours_total} |", "",
+              f"GPU: {assumption(device_name, config.train.amp, utilisation)}.",
+              "FLOPs: counted with torch's FlopCounterMode on one step of each network (convolutions and matrix "
+              "products): task training, validation, test, scoring, and each method's own networks and extra "
+              "passes as its cycle_work declares them; data loading and selection arithmetic not counted. "
+              "Assumptions: core/plan.py."]
+    return "\n".join(lines)
+
+
+def summary(device_name: str = "h100", utilisation: float = UTILISATION) -> str:
+    """One row per registered experiment at its paper profile, every implemented method and the paper's seeds
+    (the README's table)."""
+    from core import experiments
+
+    experiments.papers()
+    rows = []
+    for (paper, name), experiment in sorted(experiments.EXPERIMENTS.items()):
+        config = experiment.config("paper")
+        implemented, pending = experiments.method_status(config)
+        rate = sustained(gpu(device_name), config.train.amp, utilisation)
+        _, jobs = plan_jobs(config, implemented, config.seeds)
+        flops = sum(job.flops for job in jobs)
+        rows.append((paper, name, len(implemented), len(pending), config.seeds, len(jobs), flops / 1e15,
+                     flops / rate / 3600))
+    flops, flops_total = shown([row[6] for row in rows])
+    hours, hours_total = shown([row[7] for row in rows])
+    lines = [f"| paper | experiment | methods | seeds | jobs | PFLOP | GPU-hours ({device_name}) |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for (paper, name, methods, pending, seeds, jobs, _, _), row_flops, row_hours in zip(rows, flops, hours):
+        lines.append(f"| {paper} | {name} | {methods}{f' (+{pending} pending)' if pending else ''} | {seeds} | "
+                     f"{jobs} | {row_flops} | {row_hours} |")
+    lines.append(f"| TOTAL | {len(rows)} experiments | | | {sum(row[5] for row in rows):,} | {flops_total} | "
+                 f"{hours_total} |")
+    return "\n".join(lines)
