@@ -110,8 +110,8 @@ def resolve_data_root_arg(value: str | None, create: bool = False) -> Path:
 def command_run(args) -> int:
     from core.report import write_report
 
-    config, methods, seeds, settings = validate_run(args)
     executor = check_executor_flags(args)
+    config, methods, seeds, settings = validate_run(args)
     jobs = [(method, seed) for method in methods for seed in seeds]
     if executor == "local":
         run_sequentially(config, jobs, settings, args.quiet)
@@ -135,7 +135,7 @@ def check_executor_flags(args) -> str:
                                             ("--no-wait", args.no_wait or None)) if value is not None]
     if args.executor == "local":
         if slurm_flags:
-            raise UserError(f"{', '.join(slurm_flags)} apply to --executor slurm only; add --executor slurm")
+            raise UserError(f"{', '.join(slurm_flags)}: only for --executor slurm; add --executor slurm")
         return "local" if args.jobs in (None, 1) else "parallel"
     if args.jobs is not None:
         raise UserError("--jobs applies to --executor local; Slurm runs every job as its own array task")

@@ -98,3 +98,56 @@ def test_slurm_array_on_submitits_local_executor_survives_a_requeue(sequential, 
     logs = "".join(p.read_text() for p in (tmp_path / ".submitit").rglob("*_log.out"))
     assert "Requeued" in logs
     assert (tmp_path / "baselines" / "ll4al_cifar10" / "report.md").exists()
+
+
+BLOCK_SUBMITIT = """
+import sys
+class NoSubmitit:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "submitit":
+            raise ImportError("submitit is not installed")
+sys.meta_path.insert(0, NoSubmitit())
+from core.cli import main
+code = main(sys.argv[1:])
+assert "submitit" not in sys.modules
+sys.exit(code)
+"""
+
+
+def test_the_default_path_needs_no_submitit(data_root, tmp_path):
+    env = {**os.environ, "AL_DATA_ROOT": str(data_root)}
+    command = [sys.executable, "-c", BLOCK_SUBMITIT] + run_command(tmp_path, "--methods", "random")[3:]
+    subprocess.run(command, cwd=REPO, env=env, check=True)
+    assert len(job_rows(tmp_path, "random")) == 3
+    slurm = subprocess.run(command + ["--executor", "slurm"], cwd=REPO, env=env, capture_output=True, text=True)
+    assert slurm.returncode == 2 and slurm.stderr.strip().splitlines() == [
+        "error: --executor slurm needs submitit: .venv/bin/pip install -e '.[slurm]'"]
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--jobs", "2", "--executor", "slurm"], "--jobs applies to --executor local"),
+    (["--partition", "gpu"], "--partition: only for --executor slurm"),
+    (["--jobs", "0"], "must be 1 or more"),
+])
+def test_executor_flags_of_another_executor_are_refused(flags, message, data_root, tmp_path, capsys):
+    from core.cli import main
+
+    try:
+        code = main(run_command(tmp_path, "--methods", "random", *flags)[3:])
+    except SystemExit as exit_:            # argparse's own refusals
+        code = exit_.code
+    assert code == 2 and message in capsys.readouterr().err and not tmp_path.joinpath("baselines").exists()
+
+
+def test_slurm_options_come_from_defaults_then_file_then_flags(tmp_path):
+    from core.errors import UserError
+    from core.executors import slurm_options
+
+    config = tmp_path / "slurm.json"
+    config.write_text(json.dumps({"partition": "a100", "time": 600, "sbatch": {"account": "lab"}}))
+    options = slurm_options(config, {"time": 120, "mem_gb": None, "sbatch": {}})
+    assert (options["partition"], options["time"], options["mem_gb"], options["sbatch"]) == \
+        ("a100", 120, 32, {"account": "lab"})
+    config.write_text(json.dumps({"partitoin": "a100"}))
+    with pytest.raises(UserError, match="unknown keys partitoin"):
+        slurm_options(config, {})
