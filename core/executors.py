@@ -169,7 +169,11 @@ def submitit_executor(folder: Path, options: dict, local: bool):
         executor = submitit.LocalExecutor(folder=folder)
         executor.update_parameters(timeout_min=options["time"])
         return executor
-    executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
+    try:
+        executor = submitit.AutoExecutor(folder=folder, cluster="slurm")
+    except RuntimeError as err:                        # no srun/sbatch on this machine
+        raise UserError(f"--executor slurm cannot reach Slurm here ({err}); run on a cluster's login node, or "
+                        "use --jobs N on this machine") from None
     parameters = {"timeout_min": options["time"], "gpus_per_node": options["gpus_per_task"],
                   "cpus_per_task": options["cpus_per_task"], "mem_gb": options["mem_gb"], "tasks_per_node": 1,
                   "nodes": 1, "slurm_array_parallelism": options["array_parallelism"],

@@ -2,6 +2,7 @@
 run (issue 14)."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -137,6 +138,15 @@ def test_executor_flags_of_another_executor_are_refused(flags, message, data_roo
     except SystemExit as exit_:            # argparse's own refusals
         code = exit_.code
     assert code == 2 and message in capsys.readouterr().err and not tmp_path.joinpath("baselines").exists()
+
+
+@pytest.mark.skipif(shutil.which("srun") is not None, reason="a Slurm cluster is reachable here")
+def test_slurm_where_there_is_none_is_one_line(data_root, tmp_path, capsys):
+    pytest.importorskip("submitit")
+    from core.cli import main
+
+    assert main(run_command(tmp_path, "--methods", "random", "--executor", "slurm")[3:]) == 2
+    assert "cannot reach Slurm here" in capsys.readouterr().err and not tmp_path.joinpath("baselines").exists()
 
 
 def test_slurm_options_come_from_defaults_then_file_then_flags(tmp_path):
