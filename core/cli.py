@@ -84,7 +84,9 @@ def check_out_folder(out: Path) -> None:
 def validate_run(args):
     """Check the whole command before the first job and write nothing: the experiment and every --set value,
     every method with its options, the protocol against the dataset, the data root, the output folder and
-    every job's folder. Returns (config, methods, seeds, settings)."""
+    every job's folder. Returns (config, methods, seeds, settings). Under torchrun this process joins the
+    others first and trains on its own GPU (core.distributed)."""
+    from core import distributed
     from core.loop import RunSettings, plan_job
 
     _, config = resolve_experiment(args)
@@ -93,8 +95,8 @@ def validate_run(args):
     out = user_path(args.out)
     check_out_folder(out)
     data_root = resolve_data_root_arg(args.data_root, create=args.download)
-    settings = RunSettings(data_root, out, pick_device(args.device), args.profile, args.download,
-                           progress=sys.stderr.isatty() and not args.quiet)
+    settings = RunSettings(data_root, out, distributed.start(pick_device(args.device)), args.profile, args.download,
+                           progress=sys.stderr.isatty() and not args.quiet and distributed.is_main())
     for method in methods:
         for seed in seeds:
             plan_job(config, method, seed, settings)
@@ -110,13 +112,14 @@ def resolve_data_root_arg(value: str | None, create: bool = False) -> Path:
 def command_run(args) -> int:
     from tqdm.auto import tqdm
 
+    from core import distributed
     from core.locks import LockBusy, describe_owner
     from core.loop import run_job
     from core.report import write_report
     from core.strategy import STRATEGIES
 
     config, methods, seeds, settings = validate_run(args)
-    quiet, interactive = args.quiet, sys.stderr.isatty()
+    quiet, interactive = args.quiet or not distributed.is_main(), sys.stderr.isatty()
     new_cycles: list[dict] = []
     total = len(seeds) * sum(1 if STRATEGIES[m].single_cycle else config.protocol.cycles for m in methods)
     overall = tqdm(total=total, desc=f"{config.paper}/{config.experiment}", unit="cycle",
@@ -153,6 +156,8 @@ def command_run(args) -> int:
             overall.update(len(rows) - len(new_cycles))
         jobs = busy
     overall.close()
+    if not distributed.is_main():
+        return 0                        # rank 0 writes the report
     experiment = settings.out / config.paper / config.experiment
     with hold_report_lock(experiment, quiet):
         written = write_report(experiment)
