@@ -43,12 +43,14 @@ def restore_global_rng(state: dict) -> None:
 @dataclass
 class TrainCheckpoint:
     """Where and how often one `Trainer.fit` call saves its state. `before_write` runs before each write
-    (the loop checks that it still holds the run folder's lock)."""
+    (the loop checks that it still holds the run folder's lock). Under torchrun every process resumes from the
+    checkpoint and rank 0 alone `saves` it."""
 
     path: Path
     every: int
     key: str
     before_write: Callable[[], None] = lambda: None
+    saves: bool = True
 
     def due(self, epochs_done: int, finished: bool) -> bool:
         return finished or (self.every > 0 and epochs_done % self.every == 0)
@@ -61,6 +63,8 @@ class TrainCheckpoint:
         return state if state.get("key") == self.key else None
 
     def save(self, state: dict) -> None:
+        if not self.saves:
+            return
         self.before_write()
         partial = partial_name(self.path)
         torch.save({**state, "key": self.key}, partial)

@@ -84,7 +84,9 @@ def check_out_folder(out: Path) -> None:
 def validate_run(args):
     """Check the whole command before the first job and write nothing: the experiment and every --set value,
     every method with its options, the protocol against the dataset, the data root, the output folder and
-    every job's folder. Returns (config, methods, seeds, settings)."""
+    every job's folder. Returns (config, methods, seeds, settings). Under torchrun this process joins the
+    others first and trains on its own GPU (core.distributed)."""
+    from core import distributed
     from core.loop import RunSettings, plan_job
 
     _, config = resolve_experiment(args)
@@ -93,8 +95,8 @@ def validate_run(args):
     out = user_path(args.out)
     check_out_folder(out)
     data_root = resolve_data_root_arg(args.data_root, create=args.download)
-    settings = RunSettings(data_root, out, pick_device(args.device), args.profile, args.download,
-                           progress=sys.stderr.isatty() and not args.quiet)
+    settings = RunSettings(data_root, out, distributed.start(pick_device(args.device)), args.profile, args.download,
+                           progress=sys.stderr.isatty() and not args.quiet and distributed.is_main())
     for method in methods:
         for seed in seeds:
             plan_job(config, method, seed, settings)
@@ -108,6 +110,7 @@ def resolve_data_root_arg(value: str | None, create: bool = False) -> Path:
 
 
 def command_run(args) -> int:
+    from core import distributed
     from core.report import write_report
 
     executor = check_executor_flags(args)
@@ -119,6 +122,8 @@ def command_run(args) -> int:
         run_in_parallel(config, jobs, settings, args)
     elif not run_on_slurm(config, jobs, settings, args):
         return 0
+    if not distributed.is_main():
+        return 0                        # rank 0 writes the report
     experiment = settings.out / config.paper / config.experiment
     with hold_report_lock(experiment, args.quiet):
         written = write_report(experiment)
@@ -133,6 +138,12 @@ def check_executor_flags(args) -> str:
                                             ("--cpus-per-task", args.cpus_per_task), ("--mem-gb", args.mem_gb),
                                             ("--sbatch", args.sbatch), ("--slurm-config", args.slurm_config),
                                             ("--no-wait", args.no_wait or None)) if value is not None]
+    if args.executor != "local" or args.jobs not in (None, 1):
+        from core import distributed
+
+        if distributed.launched():
+            raise UserError("under torchrun every process trains one job together; drop --jobs and --executor, "
+                            "or run them without torchrun")
     if args.executor == "local":
         if slurm_flags:
             raise UserError(f"{', '.join(slurm_flags)}: only for --executor slurm; add --executor slurm")
@@ -145,12 +156,13 @@ def check_executor_flags(args) -> str:
 def run_sequentially(config, jobs, settings, quiet: bool) -> None:
     from tqdm.auto import tqdm
 
+    from core import distributed
     from core.executors import cycle_line
     from core.locks import LockBusy, describe_owner
     from core.loop import run_job
     from core.strategy import STRATEGIES
 
-    interactive = sys.stderr.isatty()
+    quiet, interactive = quiet or not distributed.is_main(), sys.stderr.isatty()
     new_cycles: list[dict] = []
     total = sum(1 if STRATEGIES[m].single_cycle else config.protocol.cycles for m, _ in jobs)
     overall = tqdm(total=total, desc=f"{config.paper}/{config.experiment}", unit="cycle",

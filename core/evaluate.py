@@ -2,7 +2,8 @@
 
 Models either classify images (logits (B, C)) or label pixels (logits (B, C, H, W)). Dense outputs are never
 kept for a whole pool: scores are reduced to one value per image batch by batch, and the test metric comes from
-a confusion matrix accumulated on the device, which gives accuracy for labels and mIoU for masks.
+a confusion matrix accumulated on the device, which gives accuracy for labels and mIoU for masks. Under torchrun
+every process counts its share of the images and the matrices are summed.
 """
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from typing import Callable
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+
+from core import distributed
 
 IGNORE_LABEL = 255          # pixels without a class in every segmentation dataset (Cityscapes, BDD100K, CamVid)
 
@@ -85,7 +88,7 @@ def confusion_matrix(model, source, indices: np.ndarray, answers: np.ndarray, nu
     answers_on_device = None if answers is None else torch.as_tensor(np.asarray(answers), dtype=torch.long,
                                                                      device=source.device)
     counts = torch.zeros(num_classes * num_classes, dtype=torch.long, device=source.device)
-    for images, truth in source.labeled_batches(indices, answers_on_device, batch_size):
+    for images, truth in source.labeled_batches(distributed.share(indices), answers_on_device, batch_size):
         with autocast(source.device, amp):
             predicted = model(images).argmax(1)
         if truth.ndim > 1:
@@ -93,7 +96,7 @@ def confusion_matrix(model, source, indices: np.ndarray, answers: np.ndarray, nu
             truth, predicted = truth[keep], predicted[keep]
         # bincount without weights is deterministic on CUDA; with weights it is not
         counts += torch.bincount(truth.flatten() * num_classes + predicted.flatten(), minlength=num_classes ** 2)
-    return counts.view(num_classes, num_classes)
+    return distributed.sum_over_ranks(counts).view(num_classes, num_classes)
 
 
 def accuracy_from_confusion(confusion: torch.Tensor) -> dict:

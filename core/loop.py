@@ -9,6 +9,7 @@ A cycle trains on the labeled set, tests, and (except in the last cycle) selects
 the start of cycle c is saved as pool_cycle{c}.npz before the row of cycle c-1 is appended, so a finished
 cycle is never recomputed and an interrupted one is redone from its saved pool. Every random stream is derived
 from (seed, cycle[, method]) rather than carried over, which makes a resumed run equal an uninterrupted one.
+Under torchrun every process runs the job, and only rank 0 locks and writes (core.distributed).
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ import numpy as np
 import torch
 
 from core import datasets as ds
+from core import distributed
 from core.checkpoint import TrainCheckpoint, checkpoint_key
 from core.config import ExperimentConfig, coerce, run_hash, to_dict
 from core.errors import UserError
@@ -282,13 +284,13 @@ def _check_resume_pool(folder: Path, config: ExperimentConfig, rows: list[dict],
 def run_job(config: ExperimentConfig, method: str, seed: int, settings: RunSettings) -> list[dict]:
     """Run the missing cycles of one job while holding its folder's lock (see core.locks)."""
     folder = run_folder(settings.out, config, method, seed)
-    lock = FolderLock(folder / LOCK_FILE)
+    lock = distributed.folder_lock(folder / LOCK_FILE)
     lock.acquire(wait=settings.wait, on_wait=settings.on_wait and functools.partial(settings.on_wait, folder))
     try:
         plan = plan_job(config, method, seed, settings)
         if plan.done:
             return plan.rows
-        if plan.stored_config is None:
+        if plan.stored_config is None and distributed.is_main():
             write_json(folder / "config.json", {"config_hash": plan.digest, "method": method, "seed": seed,
                                                 "config": to_dict(with_method_options(config, method))})
         return _run_cycles(plan, method, seed, settings, lock)
@@ -296,7 +298,8 @@ def run_job(config: ExperimentConfig, method: str, seed: int, settings: RunSetti
         lock.release()
 
 
-def _run_cycles(plan: JobPlan, method: str, seed: int, settings: RunSettings, lock: FolderLock) -> list[dict]:
+def _run_cycles(plan: JobPlan, method: str, seed: int, settings: RunSettings,
+                lock: FolderLock | distributed.RankLock) -> list[dict]:
     config, strategy, dataset, folder, digest = plan.config, plan.strategy, plan.dataset, plan.folder, plan.digest
     rows, train_size, budget = list(plan.rows), plan.train_size, plan.budget
     results_file = folder / RESULTS_FILE
@@ -307,20 +310,22 @@ def _run_cycles(plan: JobPlan, method: str, seed: int, settings: RunSettings, lo
     augmentation = Augmentation(data.hflip, data.crop_padding, data.image_size, data.resize)
     source = dataset.make_source(dataset.train, augmentation, device, data.workers)
     test_source = dataset.make_source(dataset.test, augmentation, device, data.workers)
-    trainer = Trainer(config.train, device, dataset.num_classes, settings.progress)
+    trainer = Trainer(config.train, device, dataset.num_classes, settings.progress, config.runtime)
+    writes = distributed.is_main()
     if rows:
         pool = Pool.load(folder / f"pool_cycle{len(rows)}.npz")
     else:
         pool = initial_pool(dataset.train.targets, seed, data.validation_size,
                             resolve_count(config.protocol.initial, train_size), config.protocol.initial_kind,
                             config.protocol.missing_classes)
-        pool.save(folder / "pool_cycle0.npz")
+        if writes:
+            pool.save(folder / "pool_cycle0.npz")
 
     def checkpoint(cycle: int, labeled: np.ndarray, tag: str = "") -> TrainCheckpoint | None:
         if not config.runtime.checkpoint_every:
             return None
         return TrainCheckpoint(folder / checkpoint_name(cycle, tag), config.runtime.checkpoint_every,
-                               checkpoint_key(digest, cycle, tag, labeled), lock.verify)
+                               checkpoint_key(digest, cycle, tag, labeled), lock.verify, saves=writes)
 
     def train_extra_model(cycle: int, tag: str, labeled: np.ndarray | None = None) -> torch.nn.Module:
         """A further task model of this cycle, initialised and shuffled from its own tag's streams."""
@@ -352,7 +357,7 @@ def _run_cycles(plan: JobPlan, method: str, seed: int, settings: RunSettings, lo
             raise UserError(f"training diverged ({method} seed {seed} cycle {cycle}: loss {report.final_loss}); "
                             f"lower train.lr (now {config.train.lr:g}); finished cycles are kept")
         trained_on = pool.labeled.copy()
-        if not config.train.reinit:
+        if not config.train.reinit and writes:
             lock.verify()
             partial = folder / f"model_cycle{cycle}.partial.pt"
             torch.save(model.state_dict(), partial)
@@ -367,10 +372,12 @@ def _run_cycles(plan: JobPlan, method: str, seed: int, settings: RunSettings, lo
             started = time.perf_counter()
             candidates = candidate_subset(pool.unlabeled, config.protocol.subset, seed, cycle)
             selected = np.asarray(strategy.select(model, ctx, candidates, budget), dtype=np.int64)
+            selected = distributed.main_value(selected)      # rounding on another GPU must not change the pool
             select_seconds = time.perf_counter() - started
             pool.label(selected, budget)
-            lock.verify()
-            pool.save(folder / f"pool_cycle{cycle + 1}.npz")
+            if writes:
+                lock.verify()
+                pool.save(folder / f"pool_cycle{cycle + 1}.npz")
         row = {
             "paper": config.paper, "experiment": config.experiment, "dataset": dataset.name, "method": method,
             "seed": seed, "cycle": cycle, "profile": settings.profile,
@@ -384,12 +391,15 @@ def _run_cycles(plan: JobPlan, method: str, seed: int, settings: RunSettings, lo
             "noisy_labels_in_labeled": int(oracle.flipped[trained_on].sum()),
             "diagnostics": strategy.diagnostics, "method_options": strategy.options, "selected": np.asarray(selected).tolist(),
             "config_hash": digest, "code_version": code_version(), "device": str(device),
+            "processes": distributed.world_size(),
         }
-        lock.verify()
-        append_jsonl(results_file, row)
+        if writes:
+            lock.verify()
+            append_jsonl(results_file, row)
         rows.append(row)
         for finished in [folder / checkpoint_name(cycle), *folder.glob(checkpoint_name(cycle, "*"))]:
-            finished.unlink(missing_ok=True)
+            if writes:
+                finished.unlink(missing_ok=True)
         if settings.on_cycle:
             settings.on_cycle(row)
     return rows

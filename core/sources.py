@@ -3,7 +3,8 @@
 `TensorSource` keeps a small-image dataset on the device as one uint8 tensor and augments whole batches there,
 so the training loop does no per-sample Python work and no host copies. `FileSource` reads large images with
 DataLoader workers and pinned memory. Both yield (images, dataset indices) with the indices on the device, and
-(images, targets) from `labeled_batches`; segmentation sources do the same with masks as targets.
+(images, targets) from `labeled_batches`; segmentation sources do the same with masks as targets. With
+`shard=True` (training under torchrun) each process gets its rows of every batch (core.distributed.rows).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from core import distributed
 from core.datasets import Split
 from core.errors import UserError
 
@@ -38,6 +40,11 @@ def _batch_slices(count: int, batch_size: int, drop_last: bool) -> range:
     return range(0, stop, batch_size)
 
 
+def batch_sizes(count: int, batch_size: int, drop_last: bool) -> list[int]:
+    """The size of every batch over `count` indices, before they are shared out between processes."""
+    return [min(batch_size, count - start) for start in _batch_slices(count, batch_size, drop_last)]
+
+
 def index_batches(indices: np.ndarray, batch_size: int, shuffle: torch.Generator | None, drop_last: bool,
                   device: torch.device) -> Iterator[torch.Tensor]:
     """Batches of dataset indices on the device, shuffled by `shuffle` when given (in-memory sources)."""
@@ -48,14 +55,17 @@ def index_batches(indices: np.ndarray, batch_size: int, shuffle: torch.Generator
 
 
 def loader_batches(dataset: torch.utils.data.Dataset, indices: np.ndarray, batch_size: int,
-                   shuffle: torch.Generator | None, drop_last: bool, device: torch.device, workers: int):
+                   shuffle: torch.Generator | None, drop_last: bool, device: torch.device, workers: int,
+                   shard: bool = False):
     """Batches read by DataLoader workers in the order `index_batches` would give, moved to the device; the
-    dataset's items end with their index."""
+    dataset's items end with their index. Sharded, the workers read only this process's rows."""
     indices = torch.as_tensor(np.asarray(indices), dtype=torch.long)
     order = indices[_batch_order(len(indices), shuffle, torch.device("cpu"))].tolist()
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=order, num_workers=workers,
-                                         pin_memory=device.type == "cuda",
-                                         drop_last=drop_last and len(order) >= batch_size)
+    batches = [order[start:start + batch_size] for start in _batch_slices(len(order), batch_size, drop_last)]
+    if shard:
+        batches = [batch[distributed.rows(len(batch))] for batch in batches]
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=workers,
+                                         pin_memory=device.type == "cuda")
     try:
         for batch in loader:
             yield tuple(part.to(device, non_blocking=True) for part in batch)
@@ -88,9 +98,9 @@ class LabelBatches:
     dense = False
 
     def labeled_batches(self, indices: np.ndarray, answers: torch.Tensor, batch_size: int, augment: bool = False,
-                        shuffle: torch.Generator | None = None, drop_last: bool = False
+                        shuffle: torch.Generator | None = None, drop_last: bool = False, shard: bool = False
                         ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for images, chosen in self.batches(indices, batch_size, augment, shuffle, drop_last):
+        for images, chosen in self.batches(indices, batch_size, augment, shuffle, drop_last, shard):
             yield images, answers[chosen]
 
 
@@ -114,10 +124,13 @@ class TensorSource(LabelBatches):
         return (images.float() - self.mean) / self.std
 
     def batches(self, indices: np.ndarray, batch_size: int, augment: bool = False,
-                shuffle: torch.Generator | None = None, drop_last: bool = False
+                shuffle: torch.Generator | None = None, drop_last: bool = False, shard: bool = False
                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Sharded, every process still augments the whole batch: its random draws, and so the next batches'
+        order and augmentation, stay those of the single-process run."""
         for chosen in index_batches(indices, batch_size, shuffle, drop_last, self.device):
-            yield self.load(chosen, augment, shuffle), chosen
+            part = distributed.rows(len(chosen)) if shard else slice(None)
+            yield self.load(chosen, augment, shuffle)[part], chosen[part]
 
 
 class _FileDataset(torch.utils.data.Dataset):
@@ -156,10 +169,10 @@ class FileSource(LabelBatches):
         return len(self.train_set)
 
     def batches(self, indices: np.ndarray, batch_size: int, augment: bool = False,
-                shuffle: torch.Generator | None = None, drop_last: bool = False
+                shuffle: torch.Generator | None = None, drop_last: bool = False, shard: bool = False
                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         yield from loader_batches(self.train_set if augment else self.test_set, indices, batch_size, shuffle,
-                                  drop_last, self.device, self.workers)
+                                  drop_last, self.device, self.workers, shard)
 
 
 def make_source(split: Split, mean, std, augmentation: Augmentation, device, workers: int = 2):

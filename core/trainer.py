@@ -13,10 +13,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from core import distributed
 from core.checkpoint import TrainCheckpoint, global_rng_state, restore_global_rng
-from core.config import TrainConfig
+from core.config import RuntimeConfig, TrainConfig
 from core.errors import UserError
 from core.evaluate import IGNORE_LABEL, autocast, evaluate
+from core.fastpaths import TrainingForward
+from core.sources import batch_sizes
 
 
 class TrainHook:
@@ -116,8 +119,10 @@ def task_loss(logits: torch.Tensor, targets: torch.Tensor, dense_loss: nn.Module
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, device: torch.device, num_classes: int, progress: bool = True):
+    def __init__(self, cfg: TrainConfig, device: torch.device, num_classes: int, progress: bool = True,
+                 runtime: RuntimeConfig | None = None):
         self.cfg, self.device, self.num_classes, self.progress = cfg, torch.device(device), num_classes, progress
+        self.runtime = runtime or RuntimeConfig()
 
     def steps_per_epoch(self, labeled_count: int) -> int:
         if self.cfg.drop_last:
@@ -129,18 +134,21 @@ class Trainer:
             hooks: list[TrainHook] = (), generator: torch.Generator | None = None, desc: str = "train",
             checkpoint: TrainCheckpoint | None = None) -> TrainReport:
         """Train `model` on `labeled` (indices into `source`) whose answers are `labels[labeled]`; with a
-        `checkpoint`, continue from its saved state and save at the end of its epochs (core.checkpoint)."""
+        `checkpoint`, continue from its saved state and save at the end of its epochs (core.checkpoint). Under
+        torchrun each rank trains on its rows of every batch (core.distributed)."""
         cfg = self.cfg
         started = time.perf_counter()
         per_epoch = self.steps_per_epoch(len(labeled))
         iteration_based = cfg.iterations > 0
         total_steps = cfg.iterations if iteration_based else cfg.epochs * per_epoch
         total_units = total_steps if iteration_based else cfg.epochs
-        parameters = list(model.parameters()) + [p for hook in hooks for m in hook.modules for p in m.parameters()]
+        hook_modules = [m for hook in hooks for m in hook.modules]
+        forward = TrainingForward(model, hook_modules, any(hook.wants_features() for hook in hooks), self.device,
+                                  self.runtime)
+        parameters = list(model.parameters()) + [p for m in hook_modules for p in m.parameters()]
         optimizer = make_optimizer(parameters, cfg)
         answers = torch.as_tensor(np.asarray(labels), dtype=torch.long, device=self.device)
         dense_loss = mask_loss(cfg.loss)
-        want_features = any(hook.wants_features() for hook in hooks)
         generator = generator or torch.Generator(device=self.device)
         validate = validation is not None and len(validation) > 0 and cfg.select_on_validation
         best_score, best_state, curve = None, None, []
@@ -160,8 +168,9 @@ class Trainer:
         bar = tqdm(total=total_steps, initial=step, desc=desc, leave=False, disable=not self.progress)
         while step < total_steps:
             epoch = step // per_epoch
-            for images, targets in source.labeled_batches(labeled, answers, cfg.batch_size, augment=True,
-                                                          shuffle=generator, drop_last=cfg.drop_last):
+            batches = source.labeled_batches(labeled, answers, cfg.batch_size, augment=True, shuffle=generator,
+                                             drop_last=cfg.drop_last, shard=True)
+            for (images, targets), size in zip(batches, batch_sizes(len(labeled), cfg.batch_size, cfg.drop_last)):
                 unit = step if iteration_based else epoch
                 for group in optimizer.param_groups:
                     group["lr"] = cfg.lr * lr_factor(cfg, unit, total_units)
@@ -170,15 +179,14 @@ class Trainer:
                     for module in hook.modules:
                         module.train()
                 with autocast(self.device, cfg.amp):
-                    if want_features:
-                        logits, features, blocks = model.forward_features(images)
-                    else:
-                        logits, features, blocks = model(images), None, None
+                    logits, features, blocks = forward(images)
                     loss, per_sample = task_loss(logits.float(), targets, dense_loss)
                     for hook in hooks:
                         loss = loss + hook.loss(logits, features, blocks, per_sample, unit / total_units)
+                    loss = loss * distributed.loss_weight(size)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                forward.after_backward()
                 optimizer.step()
                 running = 0.98 * running + 0.02 * loss.detach() if step else loss.detach()
                 step += 1
@@ -206,8 +214,10 @@ class Trainer:
         bar.close()
         if best_state is not None:
             model.load_state_dict(best_state)
-        return TrainReport(steps=step, seconds=time.perf_counter() - started, final_loss=float(running),
-                           best_validation=best_score, validation_curve=curve, resumed_at_step=resumed_at)
+        forward.finish()
+        return TrainReport(steps=step, seconds=time.perf_counter() - started,
+                           final_loss=distributed.mean_over_ranks(running), best_validation=best_score,
+                           validation_curve=curve, resumed_at_step=resumed_at)
 
     def _due(self, unit: int, total_units: int) -> bool:
         every = self.cfg.validate_every

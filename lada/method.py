@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 from baselines.learning_loss import LearningLoss
 from baselines.uncertainty import EntropySampling, entropy
+from core import distributed
 from core.datasets import input_channels
 from core.errors import UserError
 from core.evaluate import map_batches
@@ -291,7 +292,7 @@ class LookAhead(Strategy):
     def remember(self, pairs: QueriedPairs, ctx: CycleContext) -> None:
         """The next cycle's training needs the pairs; on disk too, so a resumed run finds them."""
         self.pending = pairs
-        if ctx.folder is not None:
+        if ctx.folder is not None and distributed.is_main():
             pairs.save(ctx.folder / f"lada_pairs_cycle{ctx.cycle}.npz")
 
     def queried_pairs(self, ctx: CycleContext) -> QueriedPairs | None:
@@ -528,7 +529,7 @@ class LADASTN(Strategy):
             sorted_at = time.perf_counter()
             augmented = map_batches(ctx.source, chosen, ctx.eval_batch_size, stn)
         self.pending = (chosen, augmented)
-        if ctx.folder is not None:
+        if ctx.folder is not None and distributed.is_main():
             np.savez(ctx.folder / f"lada_stn_cycle{ctx.cycle}.npz", indices=chosen, images=augmented.cpu().numpy())
         self.diagnostics.update({"scoring_seconds": round(scored - started, 4),
                                  "sorting_seconds": round(sorted_at - scored, 4)})

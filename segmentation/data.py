@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from core import distributed
 from core.datasets import IMAGENET_STATS, ImageDataset, Split, decode_cached
 from core.errors import UserError
 from core.evaluate import IGNORE_LABEL
@@ -287,7 +288,10 @@ class SegmentationSource:
             yield images, chosen
 
     def labeled_batches(self, indices: np.ndarray, answers: torch.Tensor, batch_size: int, augment: bool = False,
-                        shuffle: torch.Generator | None = None, drop_last: bool = False):
+                        shuffle: torch.Generator | None = None, drop_last: bool = False, shard: bool = False):
+        """Sharded (torchrun), every process reads and augments the whole batch and keeps its rows: the crops
+        draw from the shuffling generator, whose draws must stay the same on every process."""
         for images, masks, _ in self._pairs(indices, batch_size, augment, shuffle, drop_last):
-            yield images, masks
+            part = distributed.rows(len(images)) if shard else slice(None)
+            yield images[part], masks[part]
 

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from core import distributed
 from core.datasets import SMALL_IMAGE_DATASETS, input_channels
 from core.errors import UserError
 from core.evaluate import autocast
@@ -346,7 +347,7 @@ class VAALFamily(ScoringStrategy):
         return {f"health_{key}": round(float(value), 5) for key, value in found.items()}
 
     def save_reconstructions(self, ctx: CycleContext) -> None:
-        if self.vae is None or ctx.folder is None:
+        if self.vae is None or ctx.folder is None or not distributed.is_main():
             return
         import torchvision
 
