@@ -161,3 +161,14 @@ def test_slurm_options_come_from_defaults_then_file_then_flags(tmp_path):
     config.write_text(json.dumps({"partitoin": "a100"}))
     with pytest.raises(UserError, match="unknown keys partitoin"):
         slurm_options(config, {})
+
+
+def test_workers_are_pinned_one_gpu_each_round_robin(monkeypatch):
+    from core.executors import worker_devices
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,5")
+    assert worker_devices(3, "cuda") == [{"CUDA_VISIBLE_DEVICES": "2"}, {"CUDA_VISIBLE_DEVICES": "5"},
+                                         {"CUDA_VISIBLE_DEVICES": "2"}]
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    assert worker_devices(4, "cpu") == [{"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}] * 4
