@@ -147,7 +147,8 @@ class PairMixupHook(TrainHook):
     def after_epoch(self, model, optimizer, epoch: int) -> None:
         # oneDNN's CPU convolution backward corrupted the heap on this step in the Fashion-MNIST smoke run (torch
         # 2.14.1: "corrupted size vs. prev_size"); PyTorch's own CPU kernels run it instead. No effect on CUDA.
-        with torch.backends.mkldnn.flags(enabled=False):
+        # oneDNN's other flags stay as they are (flags() would otherwise set TF32 and warn about Intel GPUs).
+        with torch.backends.mkldnn.flags(enabled=False, deterministic=None, allow_tf32=None, fp32_precision=None):
             self.mixup_step(model, optimizer)
 
     def mixup_step(self, model, optimizer) -> None:
