@@ -109,7 +109,10 @@ class TensorSource(LabelBatches):
 
     def __init__(self, split: Split, mean, std, augmentation: Augmentation, device: torch.device):
         self.device = torch.device(device)
-        self.images = torch.from_numpy(split.images).permute(0, 3, 1, 2).contiguous().to(self.device)
+        # clone, not contiguous(): a 1-channel (N, H, W, 1) array permuted is already "contiguous" with NHWC
+        # strides, which convolutions take for channels-last; oneDNN's CPU backward then corrupts the heap
+        images = torch.from_numpy(split.images).permute(0, 3, 1, 2).clone(memory_format=torch.contiguous_format)
+        self.images = images.to(self.device)
         self.mean = torch.tensor(mean, device=self.device).view(1, -1, 1, 1) * 255
         self.std = torch.tensor(std, device=self.device).view(1, -1, 1, 1) * 255
         self.augmentation = augmentation

@@ -145,13 +145,6 @@ class PairMixupHook(TrainHook):
         return everyone[:len(first)], everyone[len(first):]
 
     def after_epoch(self, model, optimizer, epoch: int) -> None:
-        # oneDNN's CPU convolution backward corrupted the heap on this step in the Fashion-MNIST smoke run (torch
-        # 2.14.1: "corrupted size vs. prev_size"); PyTorch's own CPU kernels run it instead. No effect on CUDA.
-        # oneDNN's other flags stay as they are (flags() would otherwise set TF32 and warn about Intel GPUs).
-        with torch.backends.mkldnn.flags(enabled=False, deterministic=None, allow_tf32=None, fp32_precision=None):
-            self.mixup_step(model, optimizer)
-
-    def mixup_step(self, model, optimizer) -> None:
         first, second = self.members()
         lam = torch.distributions.Beta(self.tau, self.tau).sample()
         model.train()

@@ -40,3 +40,16 @@ def test_drop_last_drops_the_partial_batch_but_never_the_only_one():
     source = _source()
     assert [len(c) for _, c in source.batches(np.arange(10), 4, drop_last=True)] == [4, 4]
     assert [len(c) for _, c in source.batches(np.arange(3), 4, drop_last=True)] == [3]
+
+
+def test_one_channel_batches_keep_a_convolution_in_nchw():
+    """A permuted (N, H, W, 1) array is contiguous with NHWC strides; a convolution would then run and return
+    channels-last, whose oneDNN CPU backward corrupted the heap on Fashion-MNIST."""
+    images = np.random.default_rng(0).integers(0, 255, (8, 6, 6, 1), dtype=np.uint8)
+    source = TensorSource(Split(targets=np.arange(8), images=images), (0.5,), (0.25,),
+                          Augmentation(hflip=True, crop_padding=2), "cpu")
+    conv = torch.nn.Conv2d(1, 4, 3, padding=1)
+    for augment in (False, True):
+        for batch, _ in source.batches(np.arange(8), 4, augment, torch.Generator().manual_seed(0)):
+            assert batch.stride() == (36, 36, 6, 1)
+            assert conv(batch).is_contiguous()
