@@ -59,6 +59,7 @@ class TrainConfig:
     epochs: int = 0                      # epoch-based schedule over the labeled set
     iterations: int = 0                  # iteration-based schedule (VAAL); takes precedence when > 0
     drop_last: bool = False
+    drop_last_first_cycle: bool = False  # drop the last partial batch in cycle 0 only (TA-VAAL's code, T13)
     schedule: str = "constant"           # constant, multistep, step, quarter (divide at T/4, T/2, 3T/4), poly
     milestones: list = field(default_factory=list)
     step_size: int = 0
@@ -235,6 +236,13 @@ def validate(config: ExperimentConfig) -> None:
         raise UserError("train.select_on_validation needs data.validation_size > 0")
 
 
+def cycle_training(train: TrainConfig, cycle: int) -> TrainConfig:
+    """The task model's training settings in `cycle`: `drop_last_first_cycle` sets `drop_last` in cycle 0."""
+    if train.drop_last_first_cycle and cycle == 0:
+        return dataclasses.replace(train, drop_last=True)
+    return train
+
+
 def to_dict(config) -> dict:
     return dataclasses.asdict(config)
 
@@ -246,7 +254,7 @@ def from_dict(data: dict) -> ExperimentConfig:
 
 # Keys added after results were first stored: at their default they stay out of the hash, so that folders
 # written before the key existed still resume.
-HASH_NEUTRAL_DEFAULTS = {"train.init_seed": "cycle"}
+HASH_NEUTRAL_DEFAULTS = {"train.init_seed": "cycle", "train.drop_last_first_cycle": False}
 
 
 def run_hash(config: ExperimentConfig, method: str) -> str:

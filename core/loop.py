@@ -30,7 +30,7 @@ import torch
 from core import datasets as ds
 from core import distributed
 from core.checkpoint import TrainCheckpoint, checkpoint_key
-from core.config import ExperimentConfig, coerce, run_hash, to_dict
+from core.config import ExperimentConfig, coerce, cycle_training, run_hash, to_dict
 from core.errors import UserError
 from core.evaluate import evaluate
 from core.locks import FolderLock
@@ -310,7 +310,6 @@ def _run_cycles(plan: JobPlan, method: str, seed: int, settings: RunSettings,
     augmentation = Augmentation(data.hflip, data.crop_padding, data.image_size, data.resize)
     source = dataset.make_source(dataset.train, augmentation, device, data.workers)
     test_source = dataset.make_source(dataset.test, augmentation, device, data.workers)
-    trainer = Trainer(config.train, device, dataset.num_classes, settings.progress, config.runtime)
     writes = distributed.is_main()
     if rows:
         pool = Pool.load(folder / f"pool_cycle{len(rows)}.npz")
@@ -327,19 +326,24 @@ def _run_cycles(plan: JobPlan, method: str, seed: int, settings: RunSettings,
         return TrainCheckpoint(folder / checkpoint_name(cycle, tag), config.runtime.checkpoint_every,
                                checkpoint_key(digest, cycle, tag, labeled), lock.verify, saves=writes)
 
+    def trainer(cycle: int) -> Trainer:
+        return Trainer(cycle_training(config.train, cycle), device, dataset.num_classes, settings.progress,
+                       config.runtime)
+
     def train_extra_model(cycle: int, tag: str, labeled: np.ndarray | None = None) -> torch.nn.Module:
         """A further task model of this cycle, initialised and shuffled from its own tag's streams."""
         model = new_model(config, dataset, seed, cycle, device, member=tag)
         generator = torch.Generator(device=device)
         generator.manual_seed(stream_key("train", seed, cycle, tag) % 2**63)
         labeled = pool.labeled if labeled is None else labeled
-        trainer.fit(model, source, labeled, oracle.answers, pool.validation, oracle.answers, generator=generator,
-                    desc=f"{method} seed {seed} cycle {cycle} {tag}", checkpoint=checkpoint(cycle, labeled, tag))
+        trainer(cycle).fit(model, source, labeled, oracle.answers, pool.validation, oracle.answers,
+                           generator=generator, desc=f"{method} seed {seed} cycle {cycle} {tag}",
+                           checkpoint=checkpoint(cycle, labeled, tag))
         return model
 
     for cycle in range(len(rows), config.protocol.cycles):
         ctx = CycleContext(config=config, seed=seed, cycle=cycle, device=device, dataset=dataset, source=source,
-                           pool=pool, answers=oracle.answers, trainer=trainer,
+                           pool=pool, answers=oracle.answers, trainer=trainer(cycle),
                            rng=numpy_rng("select", seed, method, cycle),
                            options=strategy.options, progress=settings.progress,
                            train_model=functools.partial(train_extra_model, cycle), folder=folder)
@@ -349,10 +353,10 @@ def _run_cycles(plan: JobPlan, method: str, seed: int, settings: RunSettings,
             model.load_state_dict(torch.load(folder / f"model_cycle{cycle - 1}.pt", map_location=device))
         generator = torch.Generator(device=device)
         generator.manual_seed(stream_key("train", seed, cycle) % 2**63)
-        report = trainer.fit(model, source, pool.labeled, oracle.answers, pool.validation, oracle.answers,
-                             hooks=strategy.train_hooks(model, ctx), generator=generator,
-                             desc=f"{method} seed {seed} cycle {cycle} train",
-                             checkpoint=checkpoint(cycle, pool.labeled))
+        report = ctx.trainer.fit(model, source, pool.labeled, oracle.answers, pool.validation, oracle.answers,
+                                 hooks=strategy.train_hooks(model, ctx), generator=generator,
+                                 desc=f"{method} seed {seed} cycle {cycle} train",
+                                 checkpoint=checkpoint(cycle, pool.labeled))
         if not math.isfinite(report.final_loss):
             raise UserError(f"training diverged ({method} seed {seed} cycle {cycle}: loss {report.final_loss}); "
                             f"lower train.lr (now {config.train.lr:g}); finished cycles are kept")

@@ -43,7 +43,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from core import datasets as ds
-from core.config import ExperimentConfig
+from core.config import ExperimentConfig, cycle_training
 from core.errors import UserError
 from core.strategy import CycleSizes, CycleWork
 
@@ -227,16 +227,16 @@ def method_job(config: ExperimentConfig, method: str, data: DataShape) -> Job:
     initial, budget = check_protocol(config, data.train)
     train, protocol = config.train, config.protocol
     task = task_flops(config, data)
-    trainer = Trainer(train, "cpu", data.classes, progress=False)
     pool = data.train - config.data.validation_size
     with torch.device("meta"):       # networks and their dummy passes: shapes only
         networks = strategy.networks(config, data.classes)
         job = Job(method, 0, protocol.cycles, 0, 0, 0.0)
         for cycle in range(protocol.cycles):
             labeled = initial + cycle * budget
-            per_epoch = trainer.steps_per_epoch(labeled)
+            cycle_train = cycle_training(train, cycle)
+            per_epoch = Trainer(cycle_train, "cpu", data.classes, progress=False).steps_per_epoch(labeled)
             steps = train.iterations or train.epochs * per_epoch
-            images = steps * train.batch_size if train.iterations or train.drop_last else train.epochs * labeled
+            images = steps * train.batch_size if train.iterations or cycle_train.drop_last else train.epochs * labeled
             selects = cycle < protocol.cycles - 1 and not strategy.single_cycle
             unlabeled = pool - labeled
             candidates = (min(protocol.subset, unlabeled) if protocol.subset else unlabeled) if selects else 0

@@ -30,7 +30,7 @@ from core.evaluate import autocast
 from core.loop import new_model
 from core.networks import build_network
 from core.pool import candidate_subset
-from core.seeding import seed_everything, stream_key
+from core.seeding import numpy_rng, seed_everything, stream_key
 from core.strategy import STRATEGIES, CycleContext, CycleSizes, CycleWork, Strategy, register
 from core.trainer import TrainHook
 from ta_vaal.networks import TaskAwareVAE
@@ -45,9 +45,13 @@ GAME_OPTIONS = {
     "kl": "mean",                  # the code; "sum" is VAAL's scale (V10)
     "vae_epochs": 0,               # T = (labeled + subset) x vae_epochs / batch per cycle (the code, T4); 0: half
                                    # the task model's epochs (the code's 100 of 200), 100 if it trains by iterations
-    "shuffle_vae_loaders": False,  # the code reads both sets in a fixed order (SubsetSequentialSampler, T10)
+    "shuffle_vae_loaders": False,  # False: both sets in a per-(seed, cycle) random order fixed for the game, as
+                                   # the code's SubsetSequentialSampler over shuffled lists (T10); True: reshuffled
+                                   # each pass
     "first_ranking": "uniform",    # iteration 0: r ~ U(0, 1) for decoder and D, as the code; "ranker"
 }
+
+CODE_LATENT_DIM = {"fashion_mnist": 28}    # the code's VAE(28, 1, 3) and Discriminator(28); VAE() elsewhere: 32 (T5)
 
 
 def kl_mean(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -95,6 +99,14 @@ def endless_ranked(source, indices: np.ndarray, ranking: torch.Tensor, batch_siz
             yield images, ranking[chosen]
 
 
+def game_order(count: int, tag: str, seed: int, cycle: int) -> np.ndarray:
+    """The positions, in reading order, of a set of `count` indices that the game reads: a random order fixed
+    per (set, seed, cycle). The code shuffles its index lists (`random.shuffle` in main.py) before reading them
+    sequentially; the pool keeps them sorted, and on data stored class by class sorted batches would hold one
+    class each (T10)."""
+    return numpy_rng("ta-vaal-game-order", tag, seed, cycle).permutation(count)
+
+
 class TaskAwareGame(VAALFamily):
     """The TA-VAAL game and selection; `task_aware = False` is VAAL inside TA-VAAL's protocol (T2)."""
 
@@ -131,7 +143,8 @@ class TaskAwareGame(VAALFamily):
             task = build_network(config.model.arch, num_classes, input_channels(dataset), width)
             found = {"ranker (loss-prediction module)":
                      LossPredictionModule(block_channels(task), self.options["hidden"]), **found}
-        other = 32 if self.options["latent_dim"] != 32 else 64
+        code = CODE_LATENT_DIM.get(dataset, 32)
+        other = code if self.options["latent_dim"] != code else 64
         alternative = type(self)({"latent_dim": other}).build_modules(input_channels(dataset), size, width)["VAE"]
         return {**found, f"VAE with latent_dim={other} (option)": alternative}
 
@@ -176,19 +189,24 @@ class TaskAwareGame(VAALFamily):
         self.vae, self.disc = modules["VAE"], modules["discriminator"]
         labeled = ctx.pool.labeled
         subset = candidate_subset(ctx.pool.unlabeled, config.protocol.subset, ctx.seed, ctx.cycle)
-        batch = opts["batch_size"] or config.train.batch_size
+        self.batch_size = opts["batch_size"] or config.train.batch_size
         iterations = self.game_iterations(config, len(labeled), len(subset), 0)
         ranking = torch.zeros(len(ctx.dataset.train), device=ctx.device)
         ranking[torch.as_tensor(labeled, device=ctx.device)] = self.rankings(model, ctx, labeled)
         ranking[torch.as_tensor(subset, device=ctx.device)] = self.rankings(model, ctx, subset)
+        self.train_game(ctx, *self.game_streams(ctx, labeled, subset, ranking), iterations)
+
+    def game_streams(self, ctx: CycleContext, labeled: np.ndarray, subset: np.ndarray, ranking: torch.Tensor):
+        """The game's endless labeled and subset batches, each with its images' entries of `ranking`."""
         streams = []
-        for tag, indices in (("labeled", labeled), ("subset", subset)):
+        for tag, indices in (("labeled", labeled), ("unlabeled", subset)):
             generator = None
-            if opts["shuffle_vae_loaders"]:
+            if self.options["shuffle_vae_loaders"]:
                 generator = torch.Generator(device=ctx.device)
                 generator.manual_seed(stream_key(self.name, tag, ctx.seed, ctx.cycle) % 2**63)
-            streams.append(endless_ranked(ctx.source, indices, ranking, batch, generator))
-        self.train_game(ctx, *streams, iterations)
+            ordered = indices[game_order(len(indices), tag, ctx.seed, ctx.cycle)]
+            streams.append(endless_ranked(ctx.source, ordered, ranking, self.batch_size, generator))
+        return streams
 
     def draw(self, labeled, unlabeled, first: bool, generator: torch.Generator):
         """Next batches as (x_L, x_U, decoder inputs (r_L, r_U), discriminator inputs (r_L, r_U))."""
@@ -250,17 +268,23 @@ class TaskAwareGame(VAALFamily):
     @torch.no_grad()
     def discriminator_outputs(self, ctx: CycleContext, indices: np.ndarray, tag: str,
                               train_mode: bool | None = None) -> torch.Tensor:
-        """D(mu, r) in ordered batches; r from the task model and ranker in eval mode, mu from the encoder (in
-        eval mode unless `sample_in_train_mode`)."""
-        ranking = self.rankings(self.task_model, ctx, indices)
+        """D(mu, r) per image of `indices`, in their order; r from the task model and ranker in eval mode, mu from
+        the encoder in eval mode, or with `sample_in_train_mode` in train mode on the batches the code scores:
+        the game's batch size, in the game's order of the set `tag` names (the same as the game's subset batches
+        for the candidates), since train-mode BatchNorm normalises each batch by its own statistics."""
+        train_mode = self.options["sample_in_train_mode"] if train_mode is None else train_mode
+        positions = game_order(len(indices), tag, ctx.seed, ctx.cycle) if train_mode else np.arange(len(indices))
+        ranking = self.rankings(self.task_model, ctx, indices)[torch.as_tensor(positions, device=ctx.device)]
+        batch = self.batch_size if train_mode else ctx.eval_batch_size
         outputs, start = [], 0
-        with self.vae_mode(self.options["sample_in_train_mode"] if train_mode is None else train_mode):
-            for images, _ in ctx.source.batches(indices, ctx.eval_batch_size):
+        with self.vae_mode(train_mode):
+            for images, _ in ctx.source.batches(indices[positions], batch):
                 with autocast(ctx.device, ctx.config.train.amp):
                     mu = self.vae.encode(self.vae_input(images))[0]
                     outputs.append(self.discriminate(mu, ranking[start:start + len(images)]))
                 start += len(images)
-        return torch.cat(outputs)
+        found = torch.cat(outputs)
+        return found[torch.as_tensor(np.argsort(positions), device=found.device)]
 
     def save_reconstructions(self, ctx: CycleContext) -> None:
         """Not saved: the decoder needs each image's ranking; the diagnostics show a collapsed game."""

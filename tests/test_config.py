@@ -67,11 +67,14 @@ def test_vaal_paper_config_matches_tables_2_and_3():
 
 
 def test_run_hash_of_existing_folders_survives_new_keys():
-    """VAAL Fig. 2's hash as computed before `runtime` and `train.init_seed` existed: folders written then must
-    still resume; runtime settings never change the hash, a non-default init_seed does."""
+    """VAAL Fig. 2's hash as computed before `runtime`, `train.init_seed` and `train.drop_last_first_cycle`
+    existed: folders written then must still resume; runtime settings never change the hash, a non-default
+    init_seed or drop_last_first_cycle does."""
     config = get("vaal", "fig2_cifar10").config("paper")
     assert run_hash(config, "vaal") == "1b79f17c4184"
     assert run_hash(get("vaal", "fig2_cifar10").config("paper", {"runtime.checkpoint_every": 50}), "vaal") \
         == "1b79f17c4184"
     assert run_hash(get("vaal", "fig2_cifar10").config("paper", {"train.init_seed": "seed"}), "vaal") \
+        != "1b79f17c4184"
+    assert run_hash(get("vaal", "fig2_cifar10").config("paper", {"train.drop_last_first_cycle": True}), "vaal") \
         != "1b79f17c4184"

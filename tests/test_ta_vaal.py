@@ -7,10 +7,13 @@ import pytest
 import torch
 
 from baselines.learning_loss import LossPredictionModule, block_channels
+from core.config import run_hash
+from core.datasets import Split
 from core.experiments import get
 from core.loop import RunSettings, run_job
 from core.networks import build_network, parameter_count
 from core.pool import candidate_subset
+from core.sources import Augmentation, TensorSource
 from ta_vaal.experiments import TABLE1
 from ta_vaal import figures
 from ta_vaal.figures import class_counts, improvement_over_random
@@ -30,6 +33,22 @@ def test_parameter_counts_against_the_official_modules():
     assert parameter_count(Discriminator(33, 3)) == 280_577                      # the code's Discriminator(32)
     ranker = LossPredictionModule(block_channels(build_network("resnet18_cifar", 10)))
     assert parameter_count(ranker) == 123_905                                   # LL4AL's LossNet
+
+
+def test_fashion_mnist_latent_size_28_is_the_codes_vae_and_a_named_profile():
+    # the code's VAE(28, 1, 3): d = 28, 1 channel, the 28x28 layout, decoder on z + r
+    assert parameter_count(TaskAwareVAE(28, in_channels=1, size=28)) == 15_408_825
+    experiment = get("ta_vaal", "supp_fig5d_fashion_mnist")
+    paper, code = experiment.config(), experiment.config("code_latent_dim")
+    assert paper.method_options["ta_vaal"]["latent_dim"] == 64 == paper.method_options["vaal_in_ta_vaal"]["latent_dim"]
+    listed = TAVAAL(paper.method_options["ta_vaal"]).networks(paper, 10)
+    assert parameter_count(listed["VAE with latent_dim=28 (option)"]) == 15_408_825
+    for method in ("ta_vaal", "vaal_in_ta_vaal"):
+        options = code.method_options[method]
+        assert options["latent_dim"] == 28 and options["vae_lr"] == paper.method_options[method]["vae_lr"]
+    networks = TAVAAL(code.method_options["ta_vaal"]).networks(code, 10)
+    assert parameter_count(networks["VAE"]) == 15_408_825
+    assert networks["discriminator"].net[0].in_features == 29                  # mu (28) and r
 
 
 def test_28_pixel_layout_is_the_codes_fashion_mnist_vae():
@@ -190,3 +209,80 @@ def test_the_codes_to_tensor_only_normalisation_option(data_root):
     code = get("ta_vaal", "supp_fig5d_fashion_mnist").config("smoke", {"data.normalization": "none"})
     assert prepare_dataset(paper, data_root, 0).std == (0.3530,)
     assert (prepare_dataset(code, data_root, 0).mean, prepare_dataset(code, data_root, 0).std) == ((0.0,), (1.0,))
+
+
+def class_sorted_context(count: int = 1000, classes: int = 10, seed: int = 0):
+    """Images stored class by class, as an ImageFolder tree: class c holds indices [c x count/classes, ...);
+    each class has its own brightness. The pool's sets are sorted, as core/pool.py keeps them."""
+    rng = np.random.default_rng(seed)
+    targets = np.arange(count) * classes // count
+    images = rng.integers(0, 60, (count, 32, 32, 3)) + 19 * targets[:, None, None, None]
+    source = TensorSource(Split(targets, images.astype(np.uint8)), (0.5,) * 3, (0.5,) * 3, Augmentation(), "cpu")
+    ctx = SimpleNamespace(source=source, device=torch.device("cpu"), seed=seed, cycle=1, eval_batch_size=200,
+                          config=SimpleNamespace(train=SimpleNamespace(amp=False)))
+    return ctx, np.arange(0, count, 2), np.arange(1, count, 2), torch.as_tensor(targets, dtype=torch.float32)
+
+
+def game_passes(strategy, ctx, labeled, subset, ranking, passes: int = 2):
+    """The classes of the game's batches (read through `ranking`, here each image's class), per stream and pass."""
+    streams = strategy.game_streams(ctx, labeled, subset, ranking)
+    per_pass = [len(labeled) // strategy.batch_size, len(subset) // strategy.batch_size]
+    return [[torch.cat([next(stream)[1] for _ in range(steps)]).long() for _ in range(passes)]
+            for stream, steps in zip(streams, per_pass)]
+
+
+def common_class_share(classes: torch.Tensor, batch: int) -> float:
+    """The mean share of a batch taken by its most common class."""
+    return float(np.mean([torch.bincount(b.long()).max().item() / len(b) for b in classes.split(batch)]))
+
+
+def test_the_game_reads_class_sorted_sets_in_a_random_order_fixed_for_the_game():
+    ctx, labeled, subset, classes = class_sorted_context()
+    strategy = TAVAAL()
+    strategy.batch_size = 50
+    assert common_class_share(classes[labeled], 50) == 1.0          # the sorted order: one class per batch
+    for first, second in game_passes(strategy, ctx, labeled, subset, classes):
+        assert common_class_share(first, 50) < 0.35                 # about 10 classes per batch, as the code's
+        assert torch.equal(first, second)                           # the same order at every pass (T10)
+    (seed0, _), _ = game_passes(strategy, ctx, labeled, subset, classes)
+    ctx.seed = 1
+    (seed1, _), _ = game_passes(strategy, ctx, labeled, subset, classes)
+    assert not torch.equal(seed0, seed1) and torch.equal(seed0.sort()[0], seed1.sort()[0])
+    reshuffled = VAALInTAVAAL({"shuffle_vae_loaders": True})
+    reshuffled.batch_size = 50
+    for first, second in game_passes(reshuffled, ctx, labeled, subset, classes):
+        assert common_class_share(first, 50) < 0.35 and not torch.equal(first, second)
+
+
+def test_train_mode_scoring_reads_the_candidates_in_the_games_batches():
+    ctx, labeled, subset, classes = class_sorted_context(count=400)
+    torch.manual_seed(0)
+    strategy = VAALInTAVAAL({"latent_dim": 8, "sample_in_train_mode": True})
+    strategy.batch_size, strategy.size, strategy.task_model = 40, 32, None
+    strategy.vae, strategy.disc = TaskAwareVAE(8, width=0.125, ranked=False), Discriminator(8)
+    positions = torch.arange(len(classes), dtype=torch.float32)    # read each batch's indices back from r
+    expected = torch.zeros(len(classes))
+    with torch.no_grad():
+        strategy.vae.train()
+        stream = strategy.game_streams(ctx, labeled, subset, positions)[1]
+        for _ in range(len(subset) // 40):
+            images, where = next(stream)
+            expected[where.long()] = strategy.disc(strategy.vae.encode(images)[0])
+    scored = strategy.discriminator_outputs(ctx, subset, "unlabeled")
+    assert torch.allclose(scored, expected[subset], atol=1e-6)
+    ordered = strategy.discriminator_outputs(ctx, subset, "unlabeled", train_mode=False)
+    in_other_batches = strategy.discriminator_outputs(ctx, subset, "another set", train_mode=True)
+    assert not torch.allclose(scored, ordered, atol=1e-3) and not torch.allclose(scored, in_other_batches, atol=1e-3)
+
+
+def test_the_first_cycle_drops_the_last_partial_batch_and_later_cycles_keep_it(data_root, tmp_path):
+    sizes = {"train.batch_size": 16, "train.epochs": 2}                 # 40 labels, then 80: 2.5 and 5 batches
+    code = smoke_run(tmp_path / "code", data_root, "random", **sizes)
+    kept = smoke_run(tmp_path / "kept", data_root, "random", **sizes, **{"train.drop_last_first_cycle": "false"})
+    assert [row["train_steps"] for row in code] == [2 * 2, 2 * 5]
+    assert [row["train_steps"] for row in kept] == [2 * 3, 2 * 5]
+    assert code[1]["train_loss"] == kept[1]["train_loss"] and code[0]["train_loss"] != kept[0]["train_loss"]
+    config = get("ta_vaal", "supp_fig5a_cifar10").config()
+    assert config.train.drop_last_first_cycle and not config.train.drop_last
+    off = get("ta_vaal", "supp_fig5a_cifar10").config(overrides={"train.drop_last_first_cycle": "false"})
+    assert run_hash(config, "ta_vaal") != run_hash(off, "ta_vaal")
