@@ -6,7 +6,8 @@ baselines/learning_loss.py attached (the "ranker"), with learning loss v2:
     L_task = CE_mean + eta * BCE(sigmoid(r_i - r_j), 1[l_i > l_j])     over the pairs (i, B-1-i)
 the ranker's input detached after epoch 120 of 200 (the module's `detach_fraction` 0.6).
 Game, per cycle, new VAE and discriminator, T = (|labeled| + |subset|) x 100 / batch iterations of one VAE step
-and one D step on a labeled and a subset batch (the code's train_vaal):
+and one D step on a labeled and a subset batch (the code's train_vaal), each set read pass after pass in a random
+order fixed for the game (T10):
     L_VAE = lambda1 [MSE_mean(x^_L, x_L) + beta KL_L + MSE_mean(x^_U, x_U) + beta KL_U]
             + lambda2 [BCE(D(mu_L, r_L), 1) + BCE(D(mu_U, r_U), 1)],   x^ = Dec([z, sigmoid(r)])
     L_D   = BCE(D(mu_L, r_L), 1) + BCE(D(mu_U, r_U), 0)
