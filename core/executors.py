@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -99,12 +101,9 @@ def _start_worker(environment: dict) -> None:
 def run_parallel(specs: list[JobSpec], count: int, per_device: int,
                  on_job_done: Callable[[JobSpec, int], None]) -> None:
     """Run `specs`, at most `count` at once and `per_device` on each GPU (the CPU counts as one device), in
-    worker processes pinned to their device, placed by core.packing.Packing (memory-aware on CUDA). After a
-    failed job, the jobs not started are cancelled and the running ones finish (their cycles are kept); then
-    the first error is raised."""
+    worker processes pinned to their device, placed by core.packing.Packing (memory-aware on CUDA)."""
     import multiprocessing
-    from collections import deque
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures import ProcessPoolExecutor
 
     from core.packing import Packing, device_free_memory, job_memory
 
@@ -116,29 +115,38 @@ def run_parallel(specs: list[JobSpec], count: int, per_device: int,
                                  initargs=(environment,)) for environment in device_environments(device, count)]
     try:
         free = [pool.submit(device_free_memory, device).result() for pool in pools]
-        sized = any(f is not None for f in free)
-        needs = [job_memory(spec.config, spec.method) if sized else 0 for spec in specs]
-        packing, waiting, running = Packing(free, per_device, count), deque(zip(specs, needs)), {}
-        first_error = None
-        while waiting or running:
-            while waiting and (where := packing.place(waiting[0][1])) is not None:
-                spec, need = waiting.popleft()
-                running[pools[where].submit(run_spec, spec)] = (spec, where, need)
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in done:
-                spec, where, need = running.pop(future)
-                packing.release(where, need)
-                try:
-                    on_job_done(spec, future.result())
-                except Exception as err:               # noqa: BLE001 - reported after the running jobs end
-                    if first_error is None:
-                        first_error = err
-                        print(f"error in {spec.method} seed {spec.seed}: {err}; {len(waiting)} jobs not started "
-                              "are cancelled, the running ones finish", file=sys.stderr)
-                        waiting.clear()
+        sized = any(f is not None for f in free)      # the specs of one run share their config
+        needs = {m: job_memory(specs[0].config, m) if sized else 0 for m in {spec.method for spec in specs}}
+        run_packed([(spec, needs[spec.method]) for spec in specs], Packing(free, per_device, count),
+                   lambda where, spec: pools[where].submit(run_spec, spec), on_job_done)
     finally:
         for pool in pools:
             pool.shutdown(cancel_futures=True)
+
+
+def run_packed(jobs: list[tuple[JobSpec, int]], packing, start: Callable[[int, JobSpec], Future],
+               on_job_done: Callable[[JobSpec, int], None]) -> None:
+    """Start the (spec, memory estimate) jobs in order, each on the device `packing` gives it (`start(device,
+    spec)` returns its future); a job that does not fit yet waits, and the jobs after it wait behind it. After a
+    failed job, the jobs not started are cancelled and the running ones finish (their cycles are kept); then
+    the first error is raised."""
+    waiting, running, first_error = deque(jobs), {}, None
+    while waiting or running:
+        while waiting and (where := packing.place(waiting[0][1])) is not None:
+            spec, need = waiting.popleft()
+            running[start(where, spec)] = (spec, where, need)
+        done, _ = wait(running, return_when=FIRST_COMPLETED)
+        for future in done:
+            spec, where, need = running.pop(future)
+            packing.release(where, need)
+            try:
+                on_job_done(spec, future.result())
+            except Exception as err:                   # noqa: BLE001 - reported after the running jobs end
+                if first_error is None:
+                    first_error = err
+                    print(f"error in {spec.method} seed {spec.seed}: {err}; {len(waiting)} jobs not started are "
+                          "cancelled, the running ones finish", file=sys.stderr)
+                    waiting.clear()
     if first_error is not None:
         raise first_error
 

@@ -38,7 +38,8 @@ def job_memory(config, method: str) -> int:
     images = 0
     if config.data.dataset in SMALL_IMAGE_DATASETS:
         images = (data.train + data.test) * data.channels * data.train_hw[0] * data.train_hw[1]
-    networks = make_strategy(method, config.method_options.get(method)).networks(config, data.classes)
+    with torch.device("meta"):           # shapes only
+        networks = make_strategy(method, config.method_options.get(method)).networks(config, data.classes)
     parameters = sum(p.numel() * p.element_size() for n in networks.values() for p in n.parameters())
     task_parameters, saved = _task_step_bytes(config.model.arch, config.model.width, data.classes, data.channels,
                                               data.train_hw, config.train.batch_size)

@@ -228,3 +228,65 @@ def test_small_images_pack_three_per_gpu_and_segmentation_runs_alone():
     assert 1 * gib < random < 4 * gib, "ResNet-18, batch 128: about 1 GB saved for backward, 0.2 GB of images"
     assert vaal > random, "VAAL adds its VAE and discriminator"
     assert job_memory(camvid, "random") > random, "DRN-D-22 on 352-pixel crops keeps more"
+
+
+def test_a_job_that_does_not_fit_starts_when_the_job_before_it_ends():
+    """Threads stand in for the workers of one GPU with 10 free bytes (faked), 3 slots: the second job (6 bytes)
+    waits for the first (6) to end, the third (3) waits behind it, then the two run side by side."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+    from types import SimpleNamespace
+
+    from core.executors import run_packed
+    from core.packing import Packing
+
+    events, lock, release_first = [], threading.Lock(), threading.Event()
+
+    def job(name):
+        with lock:
+            events.append(f"start {name}")
+        if name == "a":
+            assert release_first.wait(10)
+        else:
+            time.sleep(0.2)
+        with lock:
+            events.append(f"end {name}")
+        return 1
+
+    specs = [SimpleNamespace(method=name, seed=0) for name in "abc"]
+    with ThreadPoolExecutor(3) as threads:
+        def start(device, spec):
+            future = threads.submit(job, spec.method)
+            if spec.method == "a":
+                threading.Timer(0.3, release_first.set).start()
+            return future
+
+        done = []
+        run_packed(list(zip(specs, [6, 6, 3])), Packing([10], per_device=3, limit=3), start,
+                   lambda spec, cycles: done.append(spec.method))
+    assert events[:3] == ["start a", "end a", "start b"] and events.index("start c") < events.index("end b")
+    assert sorted(done) == ["a", "b", "c"]
+
+
+def test_after_a_failed_job_the_waiting_ones_are_cancelled_and_the_error_raised():
+    from concurrent.futures import Future
+    from types import SimpleNamespace
+
+    from core.executors import run_packed
+    from core.packing import Packing
+
+    started = []
+
+    def start(device, spec):
+        started.append(spec.method)
+        future = Future()
+        if spec.method == "a":
+            future.set_exception(RuntimeError("out of memory"))
+        else:
+            future.set_result(1)
+        return future
+
+    specs = [SimpleNamespace(method=name, seed=0) for name in "abc"]
+    with pytest.raises(RuntimeError, match="out of memory"):
+        run_packed([(spec, 1) for spec in specs], Packing([None], per_device=1, limit=1), start, lambda *a: None)
+    assert started == ["a"]
