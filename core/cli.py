@@ -454,7 +454,8 @@ def add_executor_flags(run) -> None:
                             "one per 2 cores)")
     scale.add_argument("--jobs-per-gpu", type=positive_int, metavar="K",
                        help="local: up to K jobs at once on each GPU, as their memory allows (default: 3 for "
-                            "32x32 and 28x28 images, 1 for segmentation and larger images); implies --jobs")
+                            "32x32 and 28x28 images, 1 for segmentation and larger images; on the CPU: K in "
+                            "all); implies --jobs")
     scale.add_argument("--partition", help="slurm: partition")
     scale.add_argument("--time", type=int, metavar="MIN", help="slurm: time limit per task in minutes (1440)")
     scale.add_argument("--gpus-per-task", type=int, help="slurm: GPUs per task (1)")
