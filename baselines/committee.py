@@ -75,21 +75,55 @@ class QueryByCommittee(CommitteeStrategy):
     reduce = staticmethod(vote_entropy)
 
 
+def cosine_similarities(candidate_descriptors: torch.Tensor, pool_descriptors: torch.Tensor, chunk: int = 4096
+                        ) -> torch.Tensor:
+    """(C, d), (P, d) -> (C, P) cosine similarities, pool columns in chunks."""
+    candidates = torch.nn.functional.normalize(candidate_descriptors, dim=1)
+    pool = torch.nn.functional.normalize(pool_descriptors, dim=1)
+    return torch.cat([candidates @ pool[i:i + chunk].T for i in range(0, len(pool), chunk)], dim=1)
+
+
 def greedy_max_cover(candidate_descriptors: torch.Tensor, pool_descriptors: torch.Tensor, count: int,
                      chunk: int = 4096, refresh: int = 16) -> torch.Tensor:
     """Positions of `count` candidates chosen greedily to maximise sum_x max_{s in chosen} cos(s, x) over the
-    pool (Suggestive Annotation's representativeness step).
+    pool (Suggestive Annotation's representativeness step), on the descriptors' device: lazily on the CPU,
+    densely in float64 on a GPU; both pick what re-evaluating every candidate at every step picks."""
+    if candidate_descriptors.device.type == "cpu":
+        return lazy_max_cover(candidate_descriptors, pool_descriptors, count, chunk, refresh)
+    return dense_max_cover(candidate_descriptors, pool_descriptors, count, chunk)
+
+
+def dense_max_cover(candidate_descriptors: torch.Tensor, pool_descriptors: torch.Tensor, count: int,
+                    chunk: int = 4096) -> torch.Tensor:
+    """Every candidate's gain re-evaluated at every step, in float64, with no value brought to the host before
+    the end: on a GPU a queue of a few kernels per pick that never waits (the lazy loop compares gains with
+    stale bounds on the host, one synchronisation or more per pick). Chosen candidates are held at -inf, so
+    none comes twice when the gains run out."""
+    similarity = cosine_similarities(candidate_descriptors.double(), pool_descriptors.double(), chunk)
+    covered = torch.zeros(similarity.shape[1], dtype=torch.float64, device=similarity.device)
+    taken = torch.zeros(len(similarity), dtype=torch.float64, device=similarity.device)
+    chosen = torch.empty(count, dtype=torch.long, device=similarity.device)
+    for step in range(count):
+        gains = (similarity - covered).clamp_(min=0).sum(dim=1) + taken
+        best = torch.argmax(gains, dim=0, keepdim=True)
+        chosen[step:step + 1] = best
+        taken.index_fill_(0, best, float("-inf"))
+        covered = torch.maximum(covered, similarity.index_select(0, best)[0])
+    return chosen
+
+
+def lazy_max_cover(candidate_descriptors: torch.Tensor, pool_descriptors: torch.Tensor, count: int,
+                   chunk: int = 4096, refresh: int = 16) -> torch.Tensor:
+    """The greedy picks with few gain evaluations, in the descriptors' precision.
 
     Coverage is submodular, so a candidate's gain only shrinks as others are chosen: stale gains are upper
     bounds, and only the `refresh` largest are re-evaluated until the best fresh gain beats every stale bound
     (lazy greedy, Minoux 1978): the same picks as re-evaluating every candidate at every step."""
-    candidates = torch.nn.functional.normalize(candidate_descriptors, dim=1)
-    pool = torch.nn.functional.normalize(pool_descriptors, dim=1)
-    similarity = torch.cat([candidates @ pool[i:i + chunk].T for i in range(0, len(pool), chunk)], dim=1)
-    covered = torch.zeros(len(pool), device=pool.device, dtype=similarity.dtype)
+    similarity = cosine_similarities(candidate_descriptors, pool_descriptors, chunk)
+    covered = torch.zeros(similarity.shape[1], device=similarity.device, dtype=similarity.dtype)
     bounds = similarity.clamp(min=0).sum(dim=1)
-    available = torch.ones(len(candidates), dtype=torch.bool, device=pool.device)
-    chosen = torch.empty(count, dtype=torch.long, device=pool.device)
+    available = torch.ones(len(similarity), dtype=torch.bool, device=similarity.device)
+    chosen = torch.empty(count, dtype=torch.long, device=similarity.device)
     for step in range(count):
         while True:
             top = torch.topk(bounds, min(refresh + 1, len(bounds)))

@@ -2,7 +2,9 @@
 points being the initial centres.
 
 The distance of every candidate to its nearest centre is kept in one vector and lowered after each pick by
-the distances to the new centre only, in chunks on the device: O(N x d) memory, never an N x N matrix."""
+the distances to the new centre only, in chunks on the device: O(N x d) memory, never an N x N matrix. On the
+CPU only the largest distances are updated (`active_set_kcenter`); on a GPU every distance is, in float64,
+without waiting for the GPU between picks (`dense_kcenter`). Both pick what the textbook loop picks."""
 import numpy as np
 import torch
 
@@ -30,7 +32,35 @@ def nearest_centre_distances(points: torch.Tensor, centres: torch.Tensor, chunk:
 def kcenter_greedy(candidates: torch.Tensor, centres: torch.Tensor, budget: int, active_size: int = 4096
                    ) -> torch.Tensor:
     """Positions (into `candidates`) of `budget` greedy k-center picks, the same as the textbook loop
-    `pick argmax(nearest); nearest = min(nearest, dist(all, pick))`, but cheaper.
+    `pick argmax(nearest); nearest = min(nearest, dist(all, pick))`, on the features' device."""
+    if candidates.device.type == "cpu":
+        return active_set_kcenter(candidates, centres, budget, active_size)
+    return dense_kcenter(candidates, centres, budget)
+
+
+def dense_kcenter(candidates: torch.Tensor, centres: torch.Tensor, budget: int) -> torch.Tensor:
+    """The textbook loop in float64, every distance updated at every pick. No value comes back to the host
+    before the end, so on a GPU the picks are a queue of a few kernels each that never waits for the GPU (the
+    active-set loop compares with its bound on the host at every pick, one synchronisation each)."""
+    points = candidates.double()
+    if len(centres):
+        nearest = nearest_centre_distances(points, centres.double())
+    else:                               # every distance is infinite: the argmax takes the first candidate
+        nearest = torch.full((len(points),), float("inf"), dtype=torch.float64, device=points.device)
+    norms = (points * points).sum(1)
+    picks = torch.empty(budget, dtype=torch.long, device=points.device)
+    for step in range(budget):
+        best = torch.argmax(nearest, dim=0, keepdim=True)
+        picks[step:step + 1] = best
+        to_centre = torch.addmv(norms + norms.index_select(0, best), points, points.index_select(0, best)[0],
+                                alpha=-2).clamp_(min=0)
+        nearest = torch.minimum(nearest, to_centre).index_fill_(0, best, -1.0)
+    return picks
+
+
+def active_set_kcenter(candidates: torch.Tensor, centres: torch.Tensor, budget: int, active_size: int = 4096
+                       ) -> torch.Tensor:
+    """The textbook loop's picks with fewer operations, in the features' precision.
 
     Nearest-centre distances only shrink, so only the `active_size` largest need exact updates: every other
     point is bounded by the largest value outside the active set and cannot be picked while the active maximum

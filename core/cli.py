@@ -138,7 +138,7 @@ def check_executor_flags(args) -> str:
                                             ("--cpus-per-task", args.cpus_per_task), ("--mem-gb", args.mem_gb),
                                             ("--sbatch", args.sbatch), ("--slurm-config", args.slurm_config),
                                             ("--no-wait", args.no_wait or None)) if value is not None]
-    if args.executor != "local" or args.jobs not in (None, 1):
+    if args.executor != "local" or args.jobs not in (None, 1) or args.jobs_per_gpu is not None:
         from core import distributed
 
         if distributed.launched():
@@ -147,9 +147,10 @@ def check_executor_flags(args) -> str:
     if args.executor == "local":
         if slurm_flags:
             raise UserError(f"{', '.join(slurm_flags)}: only for --executor slurm; add --executor slurm")
-        return "local" if args.jobs in (None, 1) else "parallel"
-    if args.jobs is not None:
-        raise UserError("--jobs applies to --executor local; Slurm runs every job as its own array task")
+        return "local" if args.jobs in (None, 1) and args.jobs_per_gpu is None else "parallel"
+    if args.jobs is not None or args.jobs_per_gpu is not None:
+        raise UserError("--jobs and --jobs-per-gpu apply to --executor local; Slurm runs every job as its own "
+                        "array task")
     return "slurm"
 
 
@@ -207,15 +208,24 @@ def job_specs(config, jobs, settings, quiet: bool) -> list:
 def run_in_parallel(config, jobs, settings, args) -> None:
     from tqdm.auto import tqdm
 
-    from core.executors import default_jobs, run_parallel
+    from core.executors import default_jobs, device_environments, run_parallel
+    from core.packing import default_jobs_per_gpu
 
-    count = default_jobs(settings.device.type) if args.jobs == "auto" else args.jobs
-    count = min(count, len(jobs))
+    device = settings.device.type
+    count = min(default_jobs(device) if args.jobs in (None, "auto") else args.jobs, len(jobs))
+    if device == "cuda":
+        per_device = args.jobs_per_gpu or default_jobs_per_gpu(config)
+        gpus = len(device_environments(device, count))
+        count, where = min(count, gpus * per_device), f"{per_device} per GPU on {gpus} GPUs"
+    else:                               # the CPU is one device; its workers share the cores
+        count = min(count, args.jobs_per_gpu or count)
+        per_device, where = count, "cpu"
     overall = tqdm(total=len(jobs), desc=f"{config.paper}/{config.experiment} ({count} at once)", unit="job",
                    disable=args.quiet or not sys.stderr.isatty())
     if not args.quiet:
-        print(f"running {len(jobs)} jobs, {count} at once on {settings.device.type}", file=sys.stderr)
-    run_parallel(job_specs(config, jobs, settings, args.quiet), count, lambda spec, cycles: overall.update())
+        print(f"running {len(jobs)} jobs, {count} at once ({where})", file=sys.stderr)
+    run_parallel(job_specs(config, jobs, settings, args.quiet), count, per_device,
+                 lambda spec, cycles: overall.update())
     overall.close()
 
 
@@ -440,7 +450,12 @@ def add_executor_flags(run) -> None:
                        help="local (default): this machine; slurm: one array task per (method, seed) through "
                             "submitit; submitit-local: the same array on this machine")
     scale.add_argument("--jobs", type=jobs_count, nargs="?", const="auto", metavar="N",
-                       help="local: run N jobs at once (no N: one per visible GPU, on CPU one per 2 cores)")
+                       help="local: run up to N jobs at once (no N: --jobs-per-gpu on every visible GPU, on CPU "
+                            "one per 2 cores)")
+    scale.add_argument("--jobs-per-gpu", type=positive_int, metavar="K",
+                       help="local: up to K jobs at once on each GPU, as their memory allows (default: 3 for "
+                            "32x32 and 28x28 images, 1 for segmentation and larger images; on the CPU: K in "
+                            "all); implies --jobs")
     scale.add_argument("--partition", help="slurm: partition")
     scale.add_argument("--time", type=int, metavar="MIN", help="slurm: time limit per task in minutes (1440)")
     scale.add_argument("--gpus-per-task", type=int, help="slurm: GPUs per task (1)")

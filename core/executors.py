@@ -1,8 +1,9 @@
 """How the (method, seed) jobs of one `run` are carried out.
 
 - local (default): one after another in this process.
-- `--jobs N`: N worker processes on this machine. On a CUDA machine each worker sees one GPU through
-  CUDA_VISIBLE_DEVICES (round robin when N exceeds the GPUs); on the CPU each worker gets its share of the cores.
+- `--jobs N`: up to N jobs at once on this machine, each in a worker process. On a CUDA machine each worker sees
+  one GPU through CUDA_VISIBLE_DEVICES, `--jobs-per-gpu K` of them per GPU, and jobs are placed round robin on
+  the GPUs while their estimated memory fits (core.packing); on the CPU each worker gets its share of the cores.
 - slurm: one Slurm array task per job through submitit, requeued on preemption or time-out; `submitit-local`
   runs the same array on this machine through submitit's LocalExecutor, to try a setup before a cluster.
 
@@ -15,6 +16,8 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -64,62 +67,86 @@ def run_spec(spec: JobSpec, on_cycle: Callable[[dict], None] | None = None) -> i
 
 # ---------------------------------------------------------------- several jobs at once on this machine
 
-def worker_devices(count: int, device: str) -> list[dict]:
-    """The environment of each of `count` workers: one visible GPU each on CUDA, a share of the cores on CPU
-    (PyTorch's CPU results depend on the threads per process: they equal a sequential run's made with
-    OMP_NUM_THREADS set to that share)."""
+def device_environments(device: str, count: int) -> list[dict]:
+    """The environment of the workers of each device: on CUDA one entry per visible GPU, which its workers see
+    alone; on the CPU one entry, the CPU, whose `count` workers get a share of the cores each (PyTorch's CPU
+    results depend on the threads per process: they equal a sequential run's made with OMP_NUM_THREADS set to
+    that share)."""
     if device == "cuda":
         import torch
 
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         gpus = [g for g in visible.split(",") if g.strip()] if visible else \
             [str(i) for i in range(torch.cuda.device_count())]
-        return [{"CUDA_VISIBLE_DEVICES": gpus[i % len(gpus)]} for i in range(count)]
+        return [{"CUDA_VISIBLE_DEVICES": gpu} for gpu in gpus]
     threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // count))
-    return [{"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads} for _ in range(count)]
+    return [{"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}]
 
 
 def default_jobs(device: str) -> int:
-    """One job per visible GPU on CUDA; on the CPU, two cores per job."""
+    """On the CPU, two cores per job; on CUDA no bound beyond the jobs per GPU."""
     if device == "cuda":
-        import torch
-
-        return max(1, torch.cuda.device_count())
+        return sys.maxsize
     return max(1, (os.cpu_count() or 1) // 2)
 
 
-def _start_worker(environments, lock) -> None:
-    """Takes the next worker environment before torch starts CUDA, which reads CUDA_VISIBLE_DEVICES once."""
-    with lock:
-        os.environ.update(environments.pop(0))
+def _start_worker(environment: dict) -> None:
+    """Sets the device's environment before torch starts CUDA, which reads CUDA_VISIBLE_DEVICES once."""
+    os.environ.update(environment)
     import torch
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
 
 
-def run_parallel(specs: list[JobSpec], count: int, on_job_done: Callable[[JobSpec, int], None]) -> None:
-    """Run `specs` in `count` worker processes. After a failed job, the jobs not started are cancelled and
-    the running ones finish (their cycles are kept); then the first error is raised."""
+def run_parallel(specs: list[JobSpec], count: int, per_device: int,
+                 on_job_done: Callable[[JobSpec, int], None]) -> None:
+    """Run `specs`, at most `count` at once and `per_device` on each GPU (the CPU counts as one device), in
+    worker processes pinned to their device, placed by core.packing.Packing (memory-aware on CUDA)."""
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import ProcessPoolExecutor
 
+    from core.packing import Packing, device_free_memory, job_memory
+
+    if not specs:
+        return
     context = multiprocessing.get_context("spawn")      # no CUDA state or threads copied from this process
-    manager = context.Manager()
-    environments = manager.list(worker_devices(count, specs[0].device if specs else "cpu"))
-    first_error = None
-    with manager, ProcessPoolExecutor(count, mp_context=context, initializer=_start_worker,
-                                      initargs=(environments, manager.Lock())) as pool:
-        futures = {pool.submit(run_spec, spec): spec for spec in specs}
-        for future in as_completed(futures):
-            spec = futures[future]
+    device = specs[0].device
+    pools = [ProcessPoolExecutor(min(per_device, count), mp_context=context, initializer=_start_worker,
+                                 initargs=(environment,)) for environment in device_environments(device, count)]
+    try:
+        free = [pool.submit(device_free_memory, device).result() for pool in pools]
+        sized = any(f is not None for f in free)      # the specs of one run share their config
+        needs = {m: job_memory(specs[0].config, m) if sized else 0 for m in {spec.method for spec in specs}}
+        run_packed([(spec, needs[spec.method]) for spec in specs], Packing(free, per_device, count),
+                   lambda where, spec: pools[where].submit(run_spec, spec), on_job_done)
+    finally:
+        for pool in pools:
+            pool.shutdown(cancel_futures=True)
+
+
+def run_packed(jobs: list[tuple[JobSpec, int]], packing, start: Callable[[int, JobSpec], Future],
+               on_job_done: Callable[[JobSpec, int], None]) -> None:
+    """Start the (spec, memory estimate) jobs in order, each on the device `packing` gives it (`start(device,
+    spec)` returns its future); a job that does not fit yet waits, and the jobs after it wait behind it. After a
+    failed job, the jobs not started are cancelled and the running ones finish (their cycles are kept); then
+    the first error is raised."""
+    waiting, running, first_error = deque(jobs), {}, None
+    while waiting or running:
+        while waiting and (where := packing.place(waiting[0][1])) is not None:
+            spec, need = waiting.popleft()
+            running[start(where, spec)] = (spec, where, need)
+        done, _ = wait(running, return_when=FIRST_COMPLETED)
+        for future in done:
+            spec, where, need = running.pop(future)
+            packing.release(where, need)
             try:
                 on_job_done(spec, future.result())
             except Exception as err:                   # noqa: BLE001 - reported after the running jobs end
                 if first_error is None:
                     first_error = err
-                    cancelled = sum(f.cancel() for f in futures)
-                    print(f"error in {spec.method} seed {spec.seed}: {err}; {cancelled} jobs not started are "
+                    print(f"error in {spec.method} seed {spec.seed}: {err}; {len(waiting)} jobs not started are "
                           "cancelled, the running ones finish", file=sys.stderr)
+                    waiting.clear()
     if first_error is not None:
         raise first_error
 

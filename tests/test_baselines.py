@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from baselines.committee import greedy_max_cover, vote_entropy
-from baselines.coreset import kcenter_greedy
+from baselines.committee import dense_max_cover, greedy_max_cover, vote_entropy
+from baselines.coreset import dense_kcenter, kcenter_greedy
 from baselines.learning_loss import LossPredictionModule, bce_ranking_loss, margin_ranking_loss
 from baselines.mc_dropout import bald, mc_dropout_samples, mean_entropy, variation_ratio
 from baselines.uncertainty import entropy, least_confidence, smallest_margin
@@ -43,6 +43,60 @@ def test_kcenter_greedy_selects_exactly_what_the_textbook_algorithm_selects(seed
     ours = kcenter_greedy(torch.tensor(points, dtype=torch.float64), torch.tensor(centres, dtype=torch.float64),
                           40, active_size=active_size).tolist()
     assert ours == textbook_kcenter(points, centres, 40)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_the_gpu_kcenter_loop_selects_what_the_textbook_and_cpu_loops_select(seed, dtype):
+    """The loop a GPU runs, here on the CPU device: float32 features are taken to float64 first."""
+    rng = np.random.default_rng(seed)
+    points = torch.tensor(rng.normal(size=(300, 6)) * rng.uniform(0.5, 3, size=(300, 1)), dtype=dtype)
+    centres = torch.tensor(rng.normal(size=(20 * (seed % 2), 6)), dtype=dtype)
+    ours = dense_kcenter(points, centres, 40).tolist()
+    assert ours == textbook_kcenter(points.double().numpy(), centres.double().numpy(), 40)
+    if dtype == torch.float64:
+        assert ours == kcenter_greedy(points, centres, 40, active_size=16).tolist()
+
+
+HOST_VALUES = {"__float__", "__int__", "__bool__", "__index__", "item", "tolist", "cpu", "numpy"}
+
+
+class HostValues(torch.overrides.TorchFunctionMode):
+    """Records every tensor value brought to Python, each a wait for the GPU there."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = set()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if getattr(func, "__name__", "") in HOST_VALUES:
+            self.seen.add(func.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+def test_the_gpu_selection_loops_never_wait_for_the_device():
+    generator = torch.Generator().manual_seed(0)
+    points, centres = torch.randn(200, 8, generator=generator), torch.randn(10, 8, generator=generator)
+    with HostValues() as dense:
+        dense_kcenter(points, centres, 30)
+        dense_max_cover(points[:50], points, 20)
+    with HostValues() as cpu_loops:
+        kcenter_greedy(points, centres, 30, active_size=16)
+        greedy_max_cover(points[:50], points, 20)
+    assert dense.seen == set() and "__float__" in cpu_loops.seen
+
+
+def test_a_gpu_tensor_takes_the_gpu_loops(monkeypatch):
+    """The meta device stands in for a GPU: anything but the CPU takes the dense loops."""
+    from baselines import committee, coreset
+
+    taken = []
+    monkeypatch.setattr(coreset, "dense_kcenter", lambda *args: taken.append("kcenter"))
+    monkeypatch.setattr(committee, "dense_max_cover", lambda *args: taken.append("max_cover"))
+    elsewhere = torch.empty(5, 3, device="meta")
+    coreset.kcenter_greedy(elsewhere, elsewhere[:0], 2)
+    committee.greedy_max_cover(elsewhere, elsewhere, 2)
+    assert taken == ["kcenter", "max_cover"]
 
 
 def test_single_pass_acquisitions_on_hand_checked_probabilities():
@@ -150,6 +204,15 @@ def test_lazy_max_cover_equals_plain_greedy(seed, refresh):
         plain_greedy_max_cover(candidates, pool, 30)
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_the_gpu_max_cover_equals_plain_greedy(seed):
+    generator = torch.Generator().manual_seed(seed)
+    candidates = torch.randn(80, 5, generator=generator, dtype=torch.float64)
+    pool = torch.randn(200, 5, generator=generator, dtype=torch.float64)
+    assert dense_max_cover(candidates, pool, 30).tolist() == plain_greedy_max_cover(candidates, pool, 30) == \
+        greedy_max_cover(candidates, pool, 30).tolist()
+
+
 def test_full_data_trains_once_on_every_non_validation_image(data_root, tmp_path):
     config = get("vaal", "fig2_cifar10").config("smoke", {"seeds": 1})
     (row,) = run_job(config, "full_data", 0, RunSettings(data_root, tmp_path, torch.device("cpu"), "smoke",
@@ -196,9 +259,12 @@ def test_learning_loss_stops_the_backbone_gradient_after_60_percent_of_training(
 
 
 @pytest.mark.parametrize("descriptors", ["zero", "duplicate"])
-@pytest.mark.parametrize("refresh", [1, 3, 16])
+@pytest.mark.parametrize("refresh", [1, 3, 16, "gpu loop"])
 def test_max_cover_never_picks_a_candidate_twice_when_the_gains_run_out(descriptors, refresh):
     """Zero or duplicate descriptors leave zero gains after the first picks: every candidate still comes once."""
     rows = torch.zeros(6, 4) if descriptors == "zero" else torch.tensor([[1.0, 0, 0, 0]] * 4 + [[0, 1.0, 0, 0]] * 2)
-    chosen = greedy_max_cover(rows, rows, 6, refresh=refresh).tolist()
+    if refresh == "gpu loop":
+        chosen = dense_max_cover(rows, rows, 6).tolist()
+    else:
+        chosen = greedy_max_cover(rows, rows, 6, refresh=refresh).tolist()
     assert sorted(chosen) == list(range(6))

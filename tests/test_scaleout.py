@@ -71,9 +71,11 @@ def sequential(data_root, tmp_path_factory):
     return {method: job_rows(out, method) for method in ("random", "entropy")}
 
 
-def test_two_jobs_at_once_give_the_rows_of_one_at_a_time(sequential, data_root, tmp_path):
-    subprocess.run(run_command(tmp_path, *PARALLEL, "--jobs", "2"), cwd=REPO, env=one_thread(data_root),
-                   check=True)
+@pytest.mark.parametrize("per_device", ["2", "1"])
+def test_two_jobs_at_once_give_the_rows_of_one_at_a_time(per_device, sequential, data_root, tmp_path):
+    """Two workers on the CPU, or one with the second job waiting for its slot."""
+    subprocess.run(run_command(tmp_path, *PARALLEL, "--jobs", "2", "--jobs-per-gpu", per_device), cwd=REPO,
+                   env=one_thread(data_root), check=True)
     for method, rows in sequential.items():
         assert stable(job_rows(tmp_path, method)) == stable(rows) and len(rows) == 2
     assert (tmp_path / "baselines" / "ll4al_cifar10" / "report.md").exists()
@@ -126,7 +128,8 @@ def test_the_default_path_needs_no_submitit(data_root, tmp_path):
 
 
 @pytest.mark.parametrize("flags,message", [
-    (["--jobs", "2", "--executor", "slurm"], "--jobs applies to --executor local"),
+    (["--jobs", "2", "--executor", "slurm"], "--jobs and --jobs-per-gpu apply to --executor local"),
+    (["--jobs-per-gpu", "2", "--executor", "slurm"], "--jobs and --jobs-per-gpu apply to --executor local"),
     (["--partition", "gpu"], "--partition: only for --executor slurm"),
     (["--jobs", "0"], "must be 1 or more"),
 ])
@@ -163,12 +166,127 @@ def test_slurm_options_come_from_defaults_then_file_then_flags(tmp_path):
         slurm_options(config, {})
 
 
-def test_workers_are_pinned_one_gpu_each_round_robin(monkeypatch):
-    from core.executors import worker_devices
+def test_each_gpu_is_one_device_and_the_cpu_shares_its_cores(monkeypatch):
+    from core.executors import device_environments
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,5")
-    assert worker_devices(3, "cuda") == [{"CUDA_VISIBLE_DEVICES": "2"}, {"CUDA_VISIBLE_DEVICES": "5"},
-                                         {"CUDA_VISIBLE_DEVICES": "2"}]
+    assert device_environments("cuda", 6) == [{"CUDA_VISIBLE_DEVICES": "2"}, {"CUDA_VISIBLE_DEVICES": "5"}]
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(os, "cpu_count", lambda: 8)
-    assert worker_devices(4, "cpu") == [{"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}] * 4
+    assert device_environments("cpu", 4) == [{"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}]
+
+
+def test_jobs_are_placed_k_per_device_round_robin():
+    from core.packing import Packing
+
+    packing = Packing([None, None], per_device=2, limit=8)
+    assert [packing.place(1) for _ in range(5)] == [0, 1, 0, 1, None]
+    packing.release(1, 1)
+    assert packing.place(1) == 1 and packing.place(1) is None
+    limited = Packing([None] * 3, per_device=4, limit=2)
+    assert [limited.place(1) for _ in range(3)] == [0, 1, None]
+
+
+def test_a_job_that_does_not_fit_waits_until_memory_frees():
+    """Free bytes as the devices reported them before the run (faked): 10 on each of two GPUs."""
+    from core.packing import Packing
+
+    packing = Packing([10, 10], per_device=3, limit=6)
+    assert [packing.place(6), packing.place(6), packing.place(6)] == [0, 1, None]
+    assert packing.place(5) is None and packing.running == [[6], [6]]
+    packing.release(1, 6)
+    assert packing.place(6) == 1
+    assert packing.place(3) == 0 and packing.running == [[6, 3], [6]]
+
+
+def test_an_idle_device_takes_a_job_larger_than_its_memory():
+    from core.packing import Packing
+
+    packing = Packing([4], per_device=2, limit=2)
+    assert packing.place(6) == 0 and packing.place(1) is None
+
+
+def test_the_memory_query_reads_the_gpus_free_bytes(monkeypatch):
+    import torch
+
+    from core.packing import device_free_memory
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (3 * 2**30, 80 * 2**30))
+    assert device_free_memory("cuda") == 3 * 2**30 and device_free_memory("cpu") is None
+
+
+def test_small_images_pack_three_per_gpu_and_segmentation_runs_alone():
+    from core import experiments
+    from core.packing import default_jobs_per_gpu, job_memory
+
+    experiments.papers()
+    cifar = experiments.get("baselines", "ll4al_cifar10").config("paper")
+    camvid = experiments.get("segmentation", "camvid").config("paper")
+    assert (default_jobs_per_gpu(cifar), default_jobs_per_gpu(camvid)) == (3, 1)
+    gib = 2**30
+    random, vaal = job_memory(cifar, "random"), job_memory(cifar, "vaal")
+    assert 1 * gib < random < 4 * gib, "ResNet-18, batch 128: about 1 GB saved for backward, 0.2 GB of images"
+    assert vaal > random, "VAAL adds its VAE and discriminator"
+    assert job_memory(camvid, "random") > random, "DRN-D-22 on 352-pixel crops keeps more"
+
+
+def test_a_job_that_does_not_fit_starts_when_the_job_before_it_ends():
+    """Threads stand in for the workers of one GPU with 10 free bytes (faked), 3 slots: the second job (6 bytes)
+    waits for the first (6) to end, the third (3) waits behind it, then the two run side by side."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+    from types import SimpleNamespace
+
+    from core.executors import run_packed
+    from core.packing import Packing
+
+    events, lock, release_first = [], threading.Lock(), threading.Event()
+
+    def job(name):
+        with lock:
+            events.append(f"start {name}")
+        if name == "a":
+            assert release_first.wait(10)
+        else:
+            time.sleep(0.2)
+        with lock:
+            events.append(f"end {name}")
+        return 1
+
+    specs = [SimpleNamespace(method=name, seed=0) for name in "abc"]
+    with ThreadPoolExecutor(3) as threads:
+        def start(device, spec):
+            future = threads.submit(job, spec.method)
+            if spec.method == "a":
+                threading.Timer(0.3, release_first.set).start()
+            return future
+
+        done = []
+        run_packed(list(zip(specs, [6, 6, 3])), Packing([10], per_device=3, limit=3), start,
+                   lambda spec, cycles: done.append(spec.method))
+    assert events[:3] == ["start a", "end a", "start b"] and events.index("start c") < events.index("end b")
+    assert sorted(done) == ["a", "b", "c"]
+
+
+def test_after_a_failed_job_the_waiting_ones_are_cancelled_and_the_error_raised():
+    from concurrent.futures import Future
+    from types import SimpleNamespace
+
+    from core.executors import run_packed
+    from core.packing import Packing
+
+    started = []
+
+    def start(device, spec):
+        started.append(spec.method)
+        future = Future()
+        if spec.method == "a":
+            future.set_exception(RuntimeError("out of memory"))
+        else:
+            future.set_result(1)
+        return future
+
+    specs = [SimpleNamespace(method=name, seed=0) for name in "abc"]
+    with pytest.raises(RuntimeError, match="out of memory"):
+        run_packed([(spec, 1) for spec in specs], Packing([None], per_device=1, limit=1), start, lambda *a: None)
+    assert started == ["a"]
