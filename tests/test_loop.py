@@ -145,3 +145,48 @@ def test_init_seed_restarts_every_cycle_from_the_same_weights(data_root):
     same = smoke(**{"train.init_seed": "seed"})
     assert torch.equal(weights(same, 0), weights(same, 2))
     assert not torch.equal(weights(smoke(), 0), weights(smoke(), 2))
+
+
+class Interrupted(Exception):
+    pass
+
+
+def stop_after_cycle_0(row):
+    if row["cycle"] == 0:
+        raise Interrupted
+
+
+KEEP_ADAM = {"train.optimizer": "adam", "train.lr": 1e-3, "train.weight_decay": 0.0, "train.reinit": False}
+
+
+def test_a_carried_optimizer_resumes_to_the_uninterrupted_result(data_root, tmp_path):
+    """train.keep_optimizer: each cycle continues the last cycle's Adam from optimizer_cycle<c>.pt, so a job
+    stopped after a finished cycle resumes to the rows of an uninterrupted one; only the last file is kept."""
+    config = smoke(**KEEP_ADAM, **{"train.keep_optimizer": True})
+    stopped = RunSettings(data_root, tmp_path / "interrupted", torch.device("cpu"), "smoke", progress=False,
+                          on_cycle=stop_after_cycle_0)
+    with pytest.raises(Interrupted):
+        run_job(config, "random", 0, stopped)
+    folder = run_folder(tmp_path / "interrupted", config, "random", 0)
+    assert (folder / "optimizer_cycle0.pt").exists()
+    resumed = run_job(config, "random", 0, settings(data_root, tmp_path / "interrupted"))
+    clean = run_job(config, "random", 0, settings(data_root, tmp_path / "clean"))
+    assert stable(resumed) == stable(read_jsonl(folder / "results.jsonl")) == stable(clean) and len(clean) == 3
+    assert sorted(p.name for p in folder.glob("optimizer_cycle*")) == ["optimizer_cycle2.pt"]
+    steps = sum(row["train_steps"] for row in clean)
+    assert all(float(state["step"]) == steps for state in torch.load(folder / "optimizer_cycle2.pt")["state"].values())
+    fresh = run_job(smoke(**KEEP_ADAM), "random", 0, settings(data_root, tmp_path / "fresh"))
+    losses = lambda rows: [row["train_loss"] for row in rows]
+    assert losses(fresh[:1]) == losses(clean[:1]) and all(a != b for a, b in zip(losses(fresh[1:]), losses(clean[1:])))
+
+
+def test_a_missing_carried_optimizer_is_refused(data_root, tmp_path):
+    config = smoke(**KEEP_ADAM, **{"train.keep_optimizer": True})
+    out = tmp_path / "out"
+    stopped = RunSettings(data_root, out, torch.device("cpu"), "smoke", progress=False, on_cycle=stop_after_cycle_0)
+    with pytest.raises(Interrupted):
+        run_job(config, "random", 0, stopped)
+    folder = run_folder(out, config, "random", 0)
+    (folder / "optimizer_cycle0.pt").unlink()
+    with pytest.raises(UserError, match="optimizer_cycle0.pt, which is missing"):
+        run_job(config, "random", 0, settings(data_root, out))
