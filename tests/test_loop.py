@@ -190,3 +190,27 @@ def test_a_missing_carried_optimizer_is_refused(data_root, tmp_path):
     (folder / "optimizer_cycle0.pt").unlink()
     with pytest.raises(UserError, match="optimizer_cycle0.pt, which is missing"):
         run_job(config, "random", 0, settings(data_root, out))
+
+
+def test_a_carried_optimizer_resumes_mid_cycle_to_the_uninterrupted_result(data_root, tmp_path, monkeypatch):
+    """Stopped after the first mid-cycle checkpoint of cycle 1, whose optimizer continued cycle 0's: the
+    checkpoint holds the carried state, so the resumed cycle ends as the uninterrupted one."""
+    from core.checkpoint import TrainCheckpoint
+
+    config = smoke(**KEEP_ADAM, **{"train.keep_optimizer": True, "runtime.checkpoint_every": 1})
+    save = TrainCheckpoint.save
+
+    def save_then_stop_in_cycle_1(checkpoint, state):
+        save(checkpoint, state)
+        if checkpoint.key.split("/")[1] == "1":
+            raise Interrupted
+
+    monkeypatch.setattr(TrainCheckpoint, "save", save_then_stop_in_cycle_1)
+    with pytest.raises(Interrupted):
+        run_job(config, "random", 0, settings(data_root, tmp_path / "interrupted"))
+    monkeypatch.undo()
+    resumed = run_job(config, "random", 0, settings(data_root, tmp_path / "interrupted"))
+    clean = run_job(config, "random", 0, settings(data_root, tmp_path / "clean"))
+    assert resumed[1]["train_resumed_at_step"] == 1 and clean[1]["train_resumed_at_step"] == 0
+    drop = lambda rows: [{k: v for k, v in row.items() if k != "train_resumed_at_step"} for row in stable(rows)]
+    assert drop(resumed) == drop(clean) and len(clean) == 3
