@@ -65,6 +65,8 @@ class TrainConfig:
     step_size: int = 0
     gamma: float = 0.1
     reinit: bool = True                  # new model every cycle; False warm-starts from the last cycle's model
+    keep_optimizer: bool = False         # carry the optimizer's state of the model's parameters (Adam's moments
+                                         # and step) from cycle to cycle, as LADA's code builds Adam once
     init_seed: str = "cycle"             # a new model's weights come from (seed, cycle), or from the seed only
                                          # ("seed": every cycle restarts from the same weights, LADA L5)
     select_on_validation: bool = False   # test the checkpoint that is best on the validation set
@@ -254,7 +256,8 @@ def from_dict(data: dict) -> ExperimentConfig:
 
 # Keys added after results were first stored: at their default they stay out of the hash, so that folders
 # written before the key existed still resume.
-HASH_NEUTRAL_DEFAULTS = {"train.init_seed": "cycle", "train.drop_last_first_cycle": False}
+HASH_NEUTRAL_DEFAULTS = {"train.init_seed": "cycle", "train.drop_last_first_cycle": False,
+                         "train.keep_optimizer": False}
 
 
 def run_hash(config: ExperimentConfig, method: str) -> str:

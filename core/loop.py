@@ -8,7 +8,9 @@ of cycle k must continue them; anything else is refused with one line, the folde
 A cycle trains on the labeled set, tests, and (except in the last cycle) selects the next batch. The pool at
 the start of cycle c is saved as pool_cycle{c}.npz before the row of cycle c-1 is appended, so a finished
 cycle is never recomputed and an interrupted one is redone from its saved pool. Every random stream is derived
-from (seed, cycle[, method]) rather than carried over, which makes a resumed run equal an uninterrupted one.
+from (seed, cycle[, method]) rather than carried over, which makes a resumed run equal an uninterrupted one;
+what a cycle does carry over (the warm-started model, the optimizer's state under train.keep_optimizer) is
+read from the files the cycle before wrote, in an uninterrupted run too.
 Under torchrun every process runs the job, and only rank 0 locks and writes (core.distributed).
 """
 from __future__ import annotations
@@ -63,6 +65,12 @@ LOCK_FILE = ".lock"
 def checkpoint_name(cycle: int, tag: str = "") -> str:
     """The mid-cycle checkpoint of a cycle's task model, or of a further model trained in it (`tag`)."""
     return f"train_cycle{cycle}_{tag}.ckpt" if tag else f"train_cycle{cycle}.ckpt"
+
+
+def optimizer_name(cycle: int) -> str:
+    """The optimizer's state at the end of a cycle's training, which the next cycle continues
+    (train.keep_optimizer); only the last finished cycle's is kept."""
+    return f"optimizer_cycle{cycle}.pt"
 
 
 def run_folder(out: Path, config: ExperimentConfig, method: str, seed: int) -> Path:
@@ -240,6 +248,9 @@ def finished_cycles(folder: Path, config: ExperimentConfig, method: str, seed: i
     results = folder / RESULTS_FILE
     rows = read_jsonl(results)
     redo = "move the run folder aside to start that run over"
+    if results.exists() and not rows:
+        raise UserError(f"{results} holds no row, yet it is written only with a finished cycle's row (rows "
+                        f"were lost); {redo}")
     for line, row in enumerate(rows, 1):
         where = f"{results} line {line}"
         missing = [name for name, kind in ROW_FIELDS.items()
@@ -277,6 +288,10 @@ def _check_resume_pool(folder: Path, config: ExperimentConfig, rows: list[dict],
     model_file = folder / f"model_cycle{len(rows) - 1}.pt"
     if not config.train.reinit and not model_file.exists():
         raise UserError(f"{folder} warm-starts cycle {len(rows)} from {model_file.name}, which is missing; {redo}")
+    optimizer_file = folder / optimizer_name(len(rows) - 1)
+    if config.train.keep_optimizer and not optimizer_file.exists():
+        raise UserError(f"{folder} continues the optimizer of cycle {len(rows) - 1} from {optimizer_file.name}, "
+                        f"which is missing; {redo}")
 
 
 # ---------------------------------------------------------------- running a job
@@ -353,10 +368,13 @@ def _run_cycles(plan: JobPlan, method: str, seed: int, settings: RunSettings,
             model.load_state_dict(torch.load(folder / f"model_cycle{cycle - 1}.pt", map_location=device))
         generator = torch.Generator(device=device)
         generator.manual_seed(stream_key("train", seed, cycle) % 2**63)
+        carried = torch.load(folder / optimizer_name(cycle - 1), map_location="cpu") \
+            if config.train.keep_optimizer and cycle > 0 else None
         report = ctx.trainer.fit(model, source, pool.labeled, oracle.answers, pool.validation, oracle.answers,
                                  hooks=strategy.train_hooks(model, ctx), generator=generator,
                                  desc=f"{method} seed {seed} cycle {cycle} train",
-                                 checkpoint=checkpoint(cycle, pool.labeled))
+                                 checkpoint=checkpoint(cycle, pool.labeled),
+                                 optimizer_state=carried)
         if not math.isfinite(report.final_loss):
             raise UserError(f"training diverged ({method} seed {seed} cycle {cycle}: loss {report.final_loss}); "
                             f"lower train.lr (now {config.train.lr:g}); finished cycles are kept")
@@ -366,6 +384,11 @@ def _run_cycles(plan: JobPlan, method: str, seed: int, settings: RunSettings,
             partial = folder / f"model_cycle{cycle}.partial.pt"
             torch.save(model.state_dict(), partial)
             partial.replace(folder / f"model_cycle{cycle}.pt")
+        if config.train.keep_optimizer and writes:
+            lock.verify()
+            partial = folder / f"optimizer_cycle{cycle}.partial.pt"
+            torch.save(report.optimizer_state, partial)
+            partial.replace(folder / optimizer_name(cycle))
         test = evaluate(model, test_source, np.arange(len(dataset.test)), dataset.test.targets,
                         dataset.num_classes, config.train.eval_batch_size, config.train.amp)
         selected, select_seconds, selector_seconds = [], 0.0, 0.0
@@ -401,7 +424,8 @@ def _run_cycles(plan: JobPlan, method: str, seed: int, settings: RunSettings,
             lock.verify()
             append_jsonl(results_file, row)
         rows.append(row)
-        for finished in [folder / checkpoint_name(cycle), *folder.glob(checkpoint_name(cycle, "*"))]:
+        superseded = [folder / optimizer_name(cycle - 1)] if cycle else []
+        for finished in [folder / checkpoint_name(cycle), *folder.glob(checkpoint_name(cycle, "*")), *superseded]:
             if writes:
                 finished.unlink(missing_ok=True)
         if settings.on_cycle:

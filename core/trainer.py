@@ -67,6 +67,22 @@ class TrainReport:
     best_validation: float | None = None
     validation_curve: list = field(default_factory=list)
     resumed_at_step: int = 0             # > 0: continued from a mid-cycle checkpoint saved after this step
+    optimizer_state: dict = field(default_factory=dict, repr=False)   # the model's part, for the next cycle
+
+
+def model_optimizer_state(optimizer: torch.optim.Optimizer, model: nn.Module) -> dict:
+    """The optimizer's state of the model's own parameters (Adam: step, exp_avg, exp_avg_sq), by their position
+    among the optimizer's parameters, which `fit` lists model first; the hooks' modules are new every cycle."""
+    count = len(list(model.parameters()))
+    return {"parameters": count, "state": {i: s for i, s in optimizer.state_dict()["state"].items() if i < count}}
+
+
+def load_model_optimizer_state(optimizer: torch.optim.Optimizer, model: nn.Module, carried: dict) -> None:
+    count = len(list(model.parameters()))
+    if carried["parameters"] != count:
+        raise ValueError(f"the carried optimizer state is of {carried['parameters']} parameters, the model has {count}")
+    state = optimizer.state_dict()
+    optimizer.load_state_dict({**state, "state": carried["state"]})
 
 
 def make_optimizer(parameters, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -132,10 +148,13 @@ class Trainer:
     def fit(self, model: nn.Module, source, labeled: np.ndarray, labels: np.ndarray,
             validation: np.ndarray | None = None, validation_labels: np.ndarray | None = None,
             hooks: list[TrainHook] = (), generator: torch.Generator | None = None, desc: str = "train",
-            checkpoint: TrainCheckpoint | None = None) -> TrainReport:
+            checkpoint: TrainCheckpoint | None = None, optimizer_state: dict | None = None) -> TrainReport:
         """Train `model` on `labeled` (indices into `source`) whose answers are `labels[labeled]`; with a
         `checkpoint`, continue from its saved state and save at the end of its epochs (core.checkpoint). Under
-        torchrun each rank trains on its rows of every batch (core.distributed)."""
+        torchrun each rank trains on its rows of every batch (core.distributed). `optimizer_state`, the
+        `TrainReport.optimizer_state` of an earlier fit, continues that fit's optimizer for the model's
+        parameters instead of starting a new one (the state at the end of training, also when a better
+        validation checkpoint is restored)."""
         cfg = self.cfg
         started = time.perf_counter()
         per_epoch = self.steps_per_epoch(len(labeled))
@@ -147,6 +166,8 @@ class Trainer:
                                   self.runtime)
         parameters = list(model.parameters()) + [p for m in hook_modules for p in m.parameters()]
         optimizer = make_optimizer(parameters, cfg)
+        if optimizer_state:
+            load_model_optimizer_state(optimizer, model, optimizer_state)
         answers = torch.as_tensor(np.asarray(labels), dtype=torch.long, device=self.device)
         dense_loss = mask_loss(cfg.loss)
         generator = generator or torch.Generator(device=self.device)
@@ -217,7 +238,8 @@ class Trainer:
         forward.finish()
         return TrainReport(steps=step, seconds=time.perf_counter() - started,
                            final_loss=distributed.mean_over_ranks(running), best_validation=best_score,
-                           validation_curve=curve, resumed_at_step=resumed_at)
+                           validation_curve=curve, resumed_at_step=resumed_at,
+                           optimizer_state=model_optimizer_state(optimizer, model))
 
     def _due(self, unit: int, total_units: int) -> bool:
         every = self.cfg.validate_every

@@ -31,7 +31,8 @@ TABLE5 = {"cifar10": (1000, 1000, 10), "cifar100": (5000, 2500, 7)}   # initial,
 
 def lada_options(dataset: str, methods) -> dict:
     """Table 1's numLambda (L1) and fixed tau (2.0 between feature maps, 0.2 between pixels) for every LADA
-    variant among `methods`."""
+    variant among `methods`; AdaMixup's policy generator and intrusion discriminator train only where the code
+    trains them, on CIFAR-100 (L5)."""
     _, _, tau, input_tau, draws = TABLE1[dataset]
     options = {}
     for method in methods:
@@ -39,15 +40,19 @@ def lada_options(dataset: str, methods) -> dict:
             options[method] = {"num_lambda": draws, "fixed_tau": tau}
         elif method.endswith("mix"):
             options[method] = {"num_lambda": draws, "fixed_tau": input_tau}
+        elif method == "ada_mixup":
+            options[method] = {"train_policy_and_discriminator": dataset == "cifar100"}
     return options
 
 
 def train_config(dataset: str) -> TrainConfig:
     """Adam 1e-3, betas (0.9, 0.999), no weight decay, no schedule, 50 epochs per acquisition (supplement A.3).
-    Warm start across acquisitions as the code, except CIFAR-100, where the code reloads the same initial
-    weights before every acquisition's training (L5)."""
+    Warm start across acquisitions with the one Adam the code builds before the first training, except
+    CIFAR-100, where the code reloads the same initial weights and builds a new Adam before every
+    acquisition's training (L5)."""
+    warm = dataset != "cifar100"
     return TrainConfig(optimizer="adam", lr=1e-3, weight_decay=0.0, batch_size=BATCH[dataset], epochs=50,
-                       reinit=dataset == "cifar100", init_seed="seed" if dataset == "cifar100" else "cycle",
+                       reinit=not warm, init_seed="cycle" if warm else "seed", keep_optimizer=warm,
                        eval_batch_size=500)
 
 

@@ -552,21 +552,40 @@ def truncated_normal(shape, generator: torch.Generator, device) -> torch.Tensor:
     return values.to(device)
 
 
+ADA_MIXUP_CLASS_LOSSES = ("batch_mean", "per_sample")
+
+
+def mixup_class_loss(log_p: torch.Tensor, first: torch.Tensor, second: torch.Tensor, weight: torch.Tensor,
+                     reduction: str) -> torch.Tensor:
+    """AdaMixup's class loss of log-probabilities against two labels per row, row i weighted w_i and 1 - w_i:
+        batch_mean: mean(w) CE(y1) + (1 - mean(w)) CE(y2), CE the batch mean (the code's `mixup_criterion`
+                    called with a batch-mean CrossEntropyLoss, which averages before weighting)
+        per_sample: mean_i [w_i CE_i(y1) + (1 - w_i) CE_i(y2)]"""
+    ce_first = -log_p.gather(1, first[:, None]).squeeze(1)
+    ce_second = -log_p.gather(1, second[:, None]).squeeze(1)
+    if reduction == "batch_mean":
+        return weight.mean() * ce_first.mean() + (1 - weight.mean()) * ce_second.mean()
+    return (weight * ce_first + (1 - weight) * ce_second).mean()
+
+
 class AdaMixupHook(TrainHook):
     """`train_adamixed` of the code: after each epoch over the labeled set, one pass over the queried images in
     batches; each batch is split into a first half mixed with a shuffled partner and a second, unseen half.
         gate = (m1 x1 + m2 x2) / 2, m ~ TruncNormal(-2, 2);  (alpha, delta, alpha') = policy(gate)
         gamma = alpha + delta eps, eps ~ U(0, 1);  x_mix = gamma x1 + (1 - gamma) x2
-        L_class = mean over [x1, x_mix] of gamma' CE(y1) + (1 - gamma') CE(y2), gamma' = [1, gamma]
+        L_class = mixup_class_loss over [x1, x_mix] of labels (y1, y2), weights gamma' = [1, gamma]
         L_intrusion = CE(D(features), [1 for unseen and x1, 0 for x_mix])
     Both gradients are taken at the same parameters and applied as two optimizer steps, as the code meant (its
-    retain_graph backward after the first step fails on current PyTorch)."""
+    retain_graph backward after the first step fails on current PyTorch). With `train_modules` false the policy
+    and the discriminator stay out of the optimizer, so only the classifier learns, as in the code on
+    Fashion-MNIST, SVHN and CIFAR-10 (lada/README.md)."""
 
     resumable_attributes = ("generator", "losses")
 
     def __init__(self, policy, discriminator, queried: np.ndarray, source, answers, batch_size: int, device,
-                 seed: int, cycle: int):
-        self.policy, self.discriminator, self.modules = policy, discriminator, [policy, discriminator]
+                 seed: int, cycle: int, class_loss: str = "batch_mean", train_modules: bool = True):
+        self.policy, self.discriminator, self.class_loss = policy, discriminator, class_loss
+        self.modules = [policy, discriminator] if train_modules else []
         self.queried, self.source, self.batch_size, self.device = queried, source, batch_size, device
         self.answers = torch.as_tensor(np.asarray(answers), dtype=torch.long, device=device)
         self.generator = torch.Generator(device=device)
@@ -591,10 +610,8 @@ class AdaMixupHook(TrainHook):
         gamma = alpha + delta * eps
         mixed = mix(x1, x2, gamma)
         log_p = F.log_softmax(model(torch.cat([x1, mixed])).float(), dim=1)
-        weight = torch.cat([torch.ones_like(gamma), gamma])
-        first, second = torch.cat([y1, y1]), torch.cat([y2, y2])
-        class_loss = -(weight * log_p.gather(1, first[:, None]).squeeze(1) +
-                       (1 - weight) * log_p.gather(1, second[:, None]).squeeze(1)).mean()
+        class_loss = mixup_class_loss(log_p, torch.cat([y1, y1]), torch.cat([y2, y2]),
+                                      torch.cat([torch.ones_like(gamma), gamma]), self.class_loss)
         _, features, _ = model.forward_features(torch.cat([unseen, x1, mixed]))
         truth = torch.cat([torch.ones(len(unseen) + len(x1), dtype=torch.long, device=self.device),
                            torch.zeros(len(mixed), dtype=torch.long, device=self.device)])
@@ -624,6 +641,17 @@ class AdaMixup(EntropySampling):
     """The code's `AdaMixup` baseline: max entropy acquisition, then AdaMixup training on the queried images."""
 
     name = "ada_mixup"
+    default_options = {
+        "class_loss": "batch_mean",   # the code's mixup_criterion (the paper is silent); or per_sample
+        "train_policy_and_discriminator": True,   # AdaMixup as designed (Guo et al.) and the code on CIFAR-100;
+                                                  # the code never trains them on the other datasets (README)
+    }
+
+    def __init__(self, options: dict | None = None):
+        super().__init__(options)
+        if self.options["class_loss"] not in ADA_MIXUP_CLASS_LOSSES:
+            raise UserError(f"method_options.ada_mixup.class_loss='{self.options['class_loss']}' is not one of "
+                            f"{', '.join(ADA_MIXUP_CLASS_LOSSES)}")
 
     def networks(self, config, num_classes: int) -> dict:
         side = 28 if config.data.dataset == "fashion_mnist" else 32
@@ -651,4 +679,5 @@ class AdaMixup(EntropySampling):
         policy = AdaMixupPolicy(images.shape[-1], images.shape[1]).to(ctx.device)
         discriminator = IntrusionDiscriminator(model.feature_dim, ctx.dataset.num_classes).to(ctx.device)
         return [AdaMixupHook(policy, discriminator, ctx.pool.labeled[-budget:], ctx.source, ctx.answers,
-                             ctx.config.train.batch_size, ctx.device, ctx.seed, ctx.cycle)]
+                             ctx.config.train.batch_size, ctx.device, ctx.seed, ctx.cycle, self.options["class_loss"],
+                             self.options["train_policy_and_discriminator"])]

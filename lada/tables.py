@@ -22,7 +22,7 @@ def _cell(values) -> str:
 
 def table1() -> str:
     lines = ["| Dataset | Initial (per class) | Budget b | Acquisitions | fixed tau (input level) | N lambda draws | "
-             "batch | warm start |", "|---|---|---|---|---|---|---|---|"]
+             "batch | warm start | Adam state |", "|---|---|---|---|---|---|---|---|---|"]
     for dataset in TABLE1:
         config = get("lada", f"table1_{dataset}").config()
         initial, budget = int(config.protocol.initial), int(config.protocol.budget)
@@ -30,7 +30,8 @@ def table1() -> str:
         lines.append(f"| {dataset} | {initial} ({initial // 10 if dataset != 'cifar100' else initial // 100}) | "
                      f"{budget} | {config.protocol.cycles - 1} | {options['lada_fixed']['fixed_tau']:g} "
                      f"({TABLE1[dataset][3]:g}) | {options['lada']['num_lambda']} | {config.train.batch_size} | "
-                     f"{'no (re-initialised)' if config.train.reinit else 'yes'} |")
+                     f"{'no (re-initialised)' if config.train.reinit else 'yes'} | "
+                     f"{'kept' if config.train.keep_optimizer else 'new per acquisition'} |")
     return "\n".join(lines)
 
 

@@ -1,5 +1,6 @@
 """LADA: network sizes against the official code, the Beta pathwise gradient against Eq. 4, the mixing on hand
 cases, pairs queried and used for mixup, and the paper tables reaching the options."""
+import math
 from types import SimpleNamespace
 
 import numpy as np
@@ -12,7 +13,9 @@ from core.networks import CifarResNet18, parameter_count
 from core.pool import Pool
 from core.sources import Augmentation, TensorSource
 from lada.experiments import TABLE1, lada_options
-from lada.method import (LADA, LADAFixed, PairMixupHook, QueriedPairs, VanillaMixup, beta_draws, frozen, mix)
+from core.errors import UserError
+from lada.method import (LADA, AdaMixup, LADAFixed, PairMixupHook, QueriedPairs, VanillaMixup, beta_draws, frozen,
+                         mix)
 from lada.networks import PolicyGenerator
 
 
@@ -155,6 +158,18 @@ def test_table1_reaches_the_options():
     assert "entropy" not in options and options["lada_ll4almix"]["num_lambda"] == 10
 
 
+def test_table1_follows_the_codes_optimizer_and_adamixup_training_per_dataset():
+    """L5: one Adam kept across acquisitions and AdaMixup's networks untrained where the code warm-starts;
+    CIFAR-100 rebuilds Adam and trains them."""
+    from core.experiments import get
+
+    for dataset in TABLE1:
+        config = get("lada", f"table1_{dataset}").config()
+        code_resets = dataset == "cifar100"
+        assert config.train.keep_optimizer is not code_resets and config.train.reinit is code_resets
+        assert config.method_options["ada_mixup"] == {"train_policy_and_discriminator": code_resets}
+
+
 def result_row(method, seed, cycle, value, **extra):
     return {"paper": "lada", "experiment": "table1_x", "profile": "smoke", "metric": "accuracy", "method": method,
             "seed": seed, "cycle": cycle, "n_labeled": 20 + 10 * cycle, "fraction_labeled": (20 + 10 * cycle) / 100,
@@ -222,7 +237,10 @@ def test_lada_stn_keeps_the_saved_tau_and_trains_the_classifier_alone_on_augment
     assert any(not torch.equal(a, b) for a, b in zip(task, model.task.parameters()))
 
 
-def test_ada_mixup_step_trains_classifier_policy_and_discriminator_on_the_queried_images_only():
+@pytest.mark.parametrize("train_modules", [True, False])
+def test_ada_mixup_step_trains_on_the_queried_images_only_and_its_networks_only_when_asked(train_modules):
+    """The code never trains AdaMixup's policy and discriminator on Fashion-MNIST, SVHN and CIFAR-10 (L5): with
+    `train_modules` false they stay out of the optimizer the trainer builds, and only the classifier changes."""
     from lada.method import AdaMixupHook
     from lada.networks import AdaMixupPolicy, IntrusionDiscriminator
 
@@ -231,17 +249,36 @@ def test_ada_mixup_step_trains_classifier_policy_and_discriminator_on_the_querie
     policy, discriminator = AdaMixupPolicy(3, 32), IntrusionDiscriminator(model.feature_dim, 10)
     assert parameter_count(AdaMixupPolicy(3, 32)) == 228_211 and parameter_count(AdaMixupPolicy(1, 28)) == 145_715
     queried = np.arange(30, 40)
-    hook = AdaMixupHook(policy, discriminator, queried, ctx.source, ctx.answers, 10, ctx.device, 0, 1)
+    hook = AdaMixupHook(policy, discriminator, queried, ctx.source, ctx.answers, 10, ctx.device, 0, 1,
+                        train_modules=train_modules)
     loaded, original = [], ctx.source.batches
     ctx.source.batches = lambda indices, *a, **k: loaded.append(np.asarray(indices).tolist()) or original(
         indices, *a, **k)
     modules = (model, policy, discriminator)
     before = [[p.detach().clone() for p in m.parameters()] for m in modules]
-    optimizer = torch.optim.Adam([p for m in modules for p in m.parameters()], lr=1e-3)
+    optimizer = torch.optim.Adam([p for m in (model, *hook.modules) for p in m.parameters()], lr=1e-3)
     hook.after_epoch(model, optimizer, 0)
     assert loaded == [queried.tolist()] and len(hook.losses) == 1
-    for module, old in zip(modules, before):
-        assert any(not torch.equal(a, b) for a, b in zip(old, module.parameters())), type(module).__name__
+    changed = [any(not torch.equal(a, b) for a, b in zip(old, m.parameters())) for m, old in zip(modules, before)]
+    assert changed == [True, train_modules, train_modules]
+
+
+def test_ada_mixup_class_loss_on_a_hand_case():
+    """Two rows, probabilities of (y1, y2): row 0 (0.5, 0.25), row 1 (0.8, 0.1); weights 1 and 0.5.
+    per_sample: mean(1 ln 2 + 0, 0.5 ln 1.25 + 0.5 ln 10); batch_mean, the code's mixup_criterion:
+    0.75 mean(ln 2, ln 1.25) + 0.25 mean(ln 4, ln 10)."""
+    from lada.method import mixup_class_loss
+
+    log_p = torch.log(torch.tensor([[0.5, 0.25, 0.25], [0.1, 0.8, 0.1]]))
+    first, second, weight = torch.tensor([0, 1]), torch.tensor([1, 2]), torch.tensor([1.0, 0.5])
+    per_sample = (math.log(2) + 0.5 * math.log(1.25) + 0.5 * math.log(10)) / 2
+    batch_mean = 0.75 * (math.log(2) + math.log(1.25)) / 2 + 0.25 * (math.log(4) + math.log(10)) / 2
+    assert mixup_class_loss(log_p, first, second, weight, "per_sample").item() == pytest.approx(per_sample)
+    assert mixup_class_loss(log_p, first, second, weight, "batch_mean").item() == pytest.approx(batch_mean)
+    assert abs(per_sample - batch_mean) > 0.1
+    with pytest.raises(UserError, match="class_loss='mean' is not one of batch_mean, per_sample"):
+        AdaMixup({"class_loss": "mean"})
+    assert AdaMixup().options["class_loss"] == "batch_mean"
 
 
 def test_readme_table1_is_the_generated_one():

@@ -145,3 +145,72 @@ def test_init_seed_restarts_every_cycle_from_the_same_weights(data_root):
     same = smoke(**{"train.init_seed": "seed"})
     assert torch.equal(weights(same, 0), weights(same, 2))
     assert not torch.equal(weights(smoke(), 0), weights(smoke(), 2))
+
+
+class Interrupted(Exception):
+    pass
+
+
+def stop_after_cycle_0(row):
+    if row["cycle"] == 0:
+        raise Interrupted
+
+
+KEEP_ADAM = {"train.optimizer": "adam", "train.lr": 1e-3, "train.weight_decay": 0.0, "train.reinit": False}
+
+
+def test_a_carried_optimizer_resumes_to_the_uninterrupted_result(data_root, tmp_path):
+    """train.keep_optimizer: each cycle continues the last cycle's Adam from optimizer_cycle<c>.pt, so a job
+    stopped after a finished cycle resumes to the rows of an uninterrupted one; only the last file is kept."""
+    config = smoke(**KEEP_ADAM, **{"train.keep_optimizer": True})
+    stopped = RunSettings(data_root, tmp_path / "interrupted", torch.device("cpu"), "smoke", progress=False,
+                          on_cycle=stop_after_cycle_0)
+    with pytest.raises(Interrupted):
+        run_job(config, "random", 0, stopped)
+    folder = run_folder(tmp_path / "interrupted", config, "random", 0)
+    assert (folder / "optimizer_cycle0.pt").exists()
+    resumed = run_job(config, "random", 0, settings(data_root, tmp_path / "interrupted"))
+    clean = run_job(config, "random", 0, settings(data_root, tmp_path / "clean"))
+    assert stable(resumed) == stable(read_jsonl(folder / "results.jsonl")) == stable(clean) and len(clean) == 3
+    assert sorted(p.name for p in folder.glob("optimizer_cycle*")) == ["optimizer_cycle2.pt"]
+    steps = sum(row["train_steps"] for row in clean)
+    assert all(float(state["step"]) == steps for state in torch.load(folder / "optimizer_cycle2.pt")["state"].values())
+    fresh = run_job(smoke(**KEEP_ADAM), "random", 0, settings(data_root, tmp_path / "fresh"))
+    losses = lambda rows: [row["train_loss"] for row in rows]
+    assert losses(fresh[:1]) == losses(clean[:1]) and all(a != b for a, b in zip(losses(fresh[1:]), losses(clean[1:])))
+
+
+def test_a_missing_carried_optimizer_is_refused(data_root, tmp_path):
+    config = smoke(**KEEP_ADAM, **{"train.keep_optimizer": True})
+    out = tmp_path / "out"
+    stopped = RunSettings(data_root, out, torch.device("cpu"), "smoke", progress=False, on_cycle=stop_after_cycle_0)
+    with pytest.raises(Interrupted):
+        run_job(config, "random", 0, stopped)
+    folder = run_folder(out, config, "random", 0)
+    (folder / "optimizer_cycle0.pt").unlink()
+    with pytest.raises(UserError, match="optimizer_cycle0.pt, which is missing"):
+        run_job(config, "random", 0, settings(data_root, out))
+
+
+def test_a_carried_optimizer_resumes_mid_cycle_to_the_uninterrupted_result(data_root, tmp_path, monkeypatch):
+    """Stopped after the first mid-cycle checkpoint of cycle 1, whose optimizer continued cycle 0's: the
+    checkpoint holds the carried state, so the resumed cycle ends as the uninterrupted one."""
+    from core.checkpoint import TrainCheckpoint
+
+    config = smoke(**KEEP_ADAM, **{"train.keep_optimizer": True, "runtime.checkpoint_every": 1})
+    save = TrainCheckpoint.save
+
+    def save_then_stop_in_cycle_1(checkpoint, state):
+        save(checkpoint, state)
+        if checkpoint.key.split("/")[1] == "1":
+            raise Interrupted
+
+    monkeypatch.setattr(TrainCheckpoint, "save", save_then_stop_in_cycle_1)
+    with pytest.raises(Interrupted):
+        run_job(config, "random", 0, settings(data_root, tmp_path / "interrupted"))
+    monkeypatch.undo()
+    resumed = run_job(config, "random", 0, settings(data_root, tmp_path / "interrupted"))
+    clean = run_job(config, "random", 0, settings(data_root, tmp_path / "clean"))
+    assert resumed[1]["train_resumed_at_step"] == 1 and clean[1]["train_resumed_at_step"] == 0
+    drop = lambda rows: [{k: v for k, v in row.items() if k != "train_resumed_at_step"} for row in stable(rows)]
+    assert drop(resumed) == drop(clean) and len(clean) == 3

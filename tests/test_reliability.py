@@ -256,6 +256,7 @@ def corrupt_pool(folder):
     (corrupt_pool, "pool_cycle2.npz cannot be read"),
     (lambda folder: (folder / "config.json").write_text("{ broken"), "config.json cannot be read"),
     (lambda folder: (folder / "results.jsonl").write_bytes(b"\xff\xfe\x00garbage\n"), "results.jsonl cannot be read"),
+    (lambda folder: (folder / "results.jsonl").write_bytes(b""), "results.jsonl holds no row"),
 ])
 def test_an_inconsistent_folder_is_refused_without_changing_a_byte(capsys, data_root, finished_run, tmp_path, damage,
                                                                    message):

@@ -1,3 +1,5 @@
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -6,7 +8,7 @@ from core.config import TrainConfig
 from core.datasets import load_dataset, subsample
 from core.networks import build_network
 from core.sources import Augmentation, TensorSource
-from core.trainer import TrainHook, Trainer, lr_factor
+from core.trainer import TrainHook, Trainer, load_model_optimizer_state, lr_factor, make_optimizer
 
 
 def test_multistep_decays_after_the_milestone_epoch():
@@ -78,3 +80,42 @@ def test_hooks_add_their_loss_and_train_their_modules(small_cifar):
     Trainer(cfg, "cpu", 10, progress=False).fit(build_network("resnet18_cifar", 10, width=0.0625), source,
                                                 np.arange(100), split.targets, hooks=[hook])
     assert hook.calls == 2 and not torch.equal(before, hook.extra.weight)
+
+
+def test_a_carried_optimizer_state_continues_adam_and_a_fresh_fit_starts_it_over(small_cifar):
+    """train.keep_optimizer (LADA's code builds Adam once): the next fit starts from the moments and step count
+    the last one left, for the model's parameters only (a hook's modules are new every cycle)."""
+    split, source = small_cifar
+    torch.manual_seed(0)
+    model = build_network("resnet18_cifar", 10, width=0.0625)
+    cfg = TrainConfig(optimizer="adam", lr=1e-3, weight_decay=0.0, batch_size=50, epochs=1)
+    trainer = Trainer(cfg, "cpu", 10, progress=False)
+    first = trainer.fit(model, source, np.arange(100), split.targets, hooks=[CountingHook()])
+    parameters = list(model.parameters())
+    assert sorted(first.optimizer_state["state"]) == list(range(len(parameters)))   # not the hook's Linear
+
+    hook = CountingHook()
+    optimizer = make_optimizer(parameters + list(hook.extra.parameters()), cfg)
+    load_model_optimizer_state(optimizer, model, first.optimizer_state)
+    for index, parameter in enumerate(parameters):
+        saved = first.optimizer_state["state"][index]
+        assert float(optimizer.state[parameter]["step"]) == float(saved["step"]) == 2
+        assert torch.equal(optimizer.state[parameter]["exp_avg"], saved["exp_avg"])
+        assert torch.equal(optimizer.state[parameter]["exp_avg_sq"], saved["exp_avg_sq"])
+    assert hook.extra.weight not in optimizer.state
+
+    weights = copy.deepcopy(model.state_dict())
+
+    def fit_from_the_same_weights(optimizer_state):
+        model.load_state_dict(weights)
+        torch.manual_seed(1)
+        report = trainer.fit(model, source, np.arange(100), split.targets, hooks=[CountingHook()],
+                             generator=torch.Generator().manual_seed(1), optimizer_state=optimizer_state)
+        return report, torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    continued, continued_weights = fit_from_the_same_weights(first.optimizer_state)
+    fresh, fresh_weights = fit_from_the_same_weights(None)
+    assert all(float(state["step"]) == 4 for state in continued.optimizer_state["state"].values())
+    assert all(float(state["step"]) == 2 for state in fresh.optimizer_state["state"].values())
+    assert torch.equal(fit_from_the_same_weights(None)[1], fresh_weights)
+    assert not torch.equal(continued_weights, fresh_weights)
