@@ -119,8 +119,9 @@ def game_sizes(methods: list[str], iterations: int, subset: int) -> dict:
 
 def profiles(dataset: str, methods: list[str], budget: float) -> dict:
     if dataset == "cityscapes":
+        # whole images in the smoke profile too (its 32 px crops would be augmentation)
         return {"smoke": segmentation_smoke(**{"protocol.cycles": 2, "train.epochs": 1, **game_sizes(methods, 2, 16),
-                                               **NO_AUGMENTATION})}
+                                               "data.image_size": NO_AUGMENTATION["data.image_size"]})}
     smoke = smoke_profile(**{"protocol.cycles": 2, "train.epochs": 1, "train.milestones": [1], "protocol.budget": 20,
                              **game_sizes(methods, 3, 200)})
     # the mini run (a quarter of an hour on an idle 2-core CPU for daal, vaal, coreset, random and 2 seeds):
