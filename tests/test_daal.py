@@ -200,10 +200,12 @@ def test_every_daal_experiment_trains_without_flip_or_crop():
     assert shape.train_hw == shape.eval_hw == (1024, 2048)
 
 
-def test_cityscapes_training_batches_are_the_whole_unflipped_images(tmp_path):
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_cityscapes_training_batches_are_the_whole_unflipped_images(tmp_path, in_memory):
     config = get("daal", "fig3_cityscapes").config("smoke")
     data = config.data
-    dataset = load_cityscapes(write_cityscapes_tree(tmp_path, {"train": 6, "val": 2}), tmp_path / "cache", False)
+    dataset = load_cityscapes(write_cityscapes_tree(tmp_path, {"train": 6, "val": 2}), tmp_path / "cache", False,
+                              in_memory=in_memory)
     source = dataset.make_source(dataset.train, Augmentation(data.hflip, data.crop_padding, data.image_size,
                                                              data.resize), "cpu", workers=0)
     indices = np.arange(6)
