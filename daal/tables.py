@@ -24,8 +24,8 @@ def settings() -> str:
         train, protocol, daal = config.train, config.protocol, {**DAAL_OPTIONS, **config.method_options["daal"]}
         decays = f" ({', '.join(map(str, train.milestones))})" if train.milestones else ""
         lines.append(f"| fig3_{dataset} | {config.model.arch} | {train.optimizer} {train.lr:g} | "
-                     f"{train.epochs}{decays} | {augmentation(config.data)} | {daal['epochs']} | {daal['lr']:g} | {daal['batch_size']} | "
-                     f"{daal['sigma']:g} | "
+                     f"{train.epochs}{decays} | {augmentation(config.data)} | {daal['epochs']} | {daal['lr']:g} | "
+                     f"{daal['batch_size']} | {daal['sigma']:g} | "
                      f"{resolve_count(protocol.initial, images)} + {resolve_count(protocol.budget, images)} x "
                      f"{protocol.cycles - 1} | {config.seeds} |")
     return "\n".join(lines)
