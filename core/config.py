@@ -24,7 +24,7 @@ class DataConfig:
                                          # "none": pixels in [0, 1] (ToTensor only: TA-VAAL's SVHN/FMNIST)
     hflip: bool = True
     crop_padding: int = 0                # RandomCrop(size, padding) when > 0
-    image_size: int = 224                # large-image datasets: crop size
+    image_size: int = 224                # large-image datasets: crop size (segmentation: 0 trains on whole images)
     resize: int = 256                    # large-image datasets: shorter side before cropping
     workers: int = 2                     # DataLoader workers for large-image datasets
 

@@ -23,8 +23,8 @@ Sizes. Training and test images from core.datasets TRAIN_SIZE/TEST_SIZE (segment
 data.imbalance (balanced classes assumed), Caltech's data.test_size split and data.train_subset, as
 core.loop.prepare_dataset applies them; the protocol as core.loop.check_protocol resolves it. Image sizes:
 CIFAR and SVHN 32 px and Fashion-MNIST 28 px as stored; Caltech and ImageNet crops of data.image_size for
-training and testing; segmentation crops of data.image_size for training and whole images (shorter side scaled
-to data.resize when set) for testing and scoring.
+training and testing; segmentation crops of data.image_size for training (whole images when 0) and whole images
+(shorter side scaled to data.resize when set) for testing and scoring.
 
 GPU-hours = FLOPs / (utilisation x dense peak) / 3600, with the bfloat16 tensor-core peak when train.amp is on
 and the TF32 peak otherwise (cuDNN runs float32 convolutions, which dominate these networks, in TF32 by
@@ -118,10 +118,11 @@ def data_shape(config: ExperimentConfig) -> DataShape:
     crop = (data.image_size, data.image_size)
     if data.dataset in ds.SMALL_IMAGE_DATASETS:
         train_hw = eval_hw = ds.IMAGE_SIZE[data.dataset]
-    elif data.dataset in ds.IMAGE_SIZE:          # segmentation: crops to train, whole images to test
-        height, width = ds.IMAGE_SIZE[data.dataset]
+    elif data.dataset in ds.IMAGE_SIZE:          # segmentation: crops (image_size 0: whole images) to train,
+        height, width = ds.IMAGE_SIZE[data.dataset]    # whole images to test
         scale = data.resize / min(height, width) if data.resize else 1
-        train_hw, eval_hw = crop, (round(height * scale), round(width * scale))
+        eval_hw = (round(height * scale), round(width * scale))
+        train_hw = crop if data.image_size else eval_hw
     else:                                        # files of any size: resized, then cropped
         train_hw = eval_hw = crop
     return DataShape(train, test, classes, ds.input_channels(data.dataset), train_hw, eval_hw)

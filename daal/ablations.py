@@ -13,6 +13,10 @@ subclassing, nothing copied:
   informativeness rater plays against rDis only (the Fig. 6 rDis game); each candidate scores the product of
   its ScoreNet score and its min-max normalised predicted loss (`combine: "product"`), or the mean of the two
   ranks (`"rank_mean"`). The paper does not say how the two are combined.
+
+And one ablation of this project, not of the paper: `daal_no_dpp`, DAAL whose ScoreNet and encoder minimise
+L_recon + L_prior + L_LR, without L_DPP (Eq. 5-7), which on its own drives the scores to 0 or 1 (daal/README.md,
+"Why the scores saturate").
 """
 from __future__ import annotations
 
@@ -28,7 +32,8 @@ from core.networks import scaled
 from core.pool import candidate_subset
 from core.seeding import seed_everything, stream_key
 from core.strategy import CycleContext, CycleSizes, CycleWork, register
-from daal.method import DAAL_OPTIONS, DAALRepresentativenessOnly, FeatureBank, endless_batches, feature_dim
+from daal.method import (DAAL, DAAL_OPTIONS, SELECTOR_TERMS, DAALRepresentativenessOnly, FeatureBank,
+                         endless_batches, feature_dim)
 from daal.networks import FeatureVAE
 from vaal.method import VAAL_OPTIONS, VAAL, VAALFamily
 from vaal.networks import Discriminator
@@ -176,3 +181,12 @@ class LearningLossRD(DAALRepresentativenessOnly):
         representativeness = torch.sigmoid(super().score(model, ctx, candidates))
         predicted_loss = self.loss_prediction.score(model, ctx, candidates)
         return COMBINE[self.options["combine"]](representativeness, predicted_loss.to(representativeness.dtype))
+
+
+@register
+class DAALWithoutDPP(DAAL):
+    """DAAL with L_sparsity reduced to L_LR: L_DPP is still computed and logged (`dpp_first`, `dpp_last`), but
+    no update follows its gradient."""
+
+    name = "daal_no_dpp"
+    selector_terms = tuple(term for term in SELECTOR_TERMS if term != "dpp")

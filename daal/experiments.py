@@ -1,9 +1,11 @@
 """Every DAAL figure (Sec. 4): Fig. 3 (CIFAR-10, CIFAR-100, Cityscapes against the baselines), Fig. 4 (VAAL with
-task features and/or RSS), Fig. 5 (the LL variants at three budgets) and Fig. 6 (one discriminator only).
+task features and/or RSS), Fig. 5 (the LL variants at three budgets) and Fig. 6 (one discriminator only); and
+`no_dpp_cifar10`, this project's ablation of L_DPP (daal/README.md, "Why the scores saturate").
 
 Protocol (Sec. 4.2): 10% initial labels, +5% per cycle to 40%, three runs, no data augmentation. CIFAR: WRN-28-2,
 SGD 0.1 divided by 10 after epochs 80 and 120, 150 epochs; DAAL 150 epochs, Adam 5e-4, batch 128, sigma 0.2.
-Cityscapes: a DRN, task 50 and DAAL 100 epochs, both Adam 5e-4. Choices the paper leaves open are the DAAL rows
+Cityscapes: a DRN, task 50 and DAAL 100 epochs, both Adam 5e-4, trained on whole images, neither cropped nor
+flipped (`NO_AUGMENTATION`; VAAL's recipe has 688 crops and flips). Choices the paper leaves open are the DAAL rows
 of REFERENCES section 2, listed with their options in daal/README.md.
 """
 from core.config import DataConfig, ExperimentConfig, ModelConfig, ProtocolConfig, TrainConfig
@@ -18,7 +20,7 @@ SETTINGS = {   # dataset: (task optimiser, task lr, task epochs, lr milestones, 
 }
 CITYSCAPES_IMAGES = 2975               # the official train split; the official val split (500) is the test set
 DATASETS = ("cifar10", "cifar100", "cityscapes")
-DAAL_FAMILY = ("daal", "daal_udis", "daal_rdis", "ll_rd")
+DAAL_FAMILY = ("daal", "daal_udis", "daal_rdis", "daal_no_dpp", "ll_rd")
 VAAL_VARIANTS = ("vaal", "vaal_rss", "vaal_tf", "vaal_tf_rss")
 RSS_METHODS = ("learning_loss_rss", "vaal_rss", "vaal_tf_rss", "ll_coreset")
 
@@ -28,6 +30,11 @@ FIG4_METHODS = ["daal", "vaal", "vaal_tf", "vaal_rss", "vaal_tf_rss", "learning_
 FIG5_METHODS = ["learning_loss_rss", "learning_loss", "ll_rd", "ll_coreset"]
 FIG5_BUDGETS = {"cifar10": (250, 1000, 2500), "cifar100": (250, 1000, 2500), "cityscapes": (30, 75, 150)}
 FIG6_METHODS = ["daal", "daal_udis", "daal_rdis", "learning_loss_rss", "random"]
+NO_DPP_METHODS = ["daal", "daal_no_dpp", "entropy", "random"]
+# Sec. 4.2, "we evaluate all methods without any data augmentation": for segmentation, whole images (crop size 0)
+# and no flip; CIFAR's configs already set hflip=False and crop_padding=0. To train with VAAL's recipe instead:
+# --set data.hflip=true --set data.image_size=688
+NO_AUGMENTATION = {"data.hflip": False, "data.image_size": 0}
 
 
 def method_options(dataset: str, methods: list[str]) -> dict:
@@ -57,9 +64,10 @@ def classification(dataset: str, methods: list[str], title: str, source: str, bu
 
 
 def cityscapes(methods: list[str], title: str, source: str, budget: float = 0.05) -> ExperimentConfig:
-    """VAAL's segmentation recipe (DRN-D-22 from ImageNet weights, 688 crops, batch 8) with DAAL's schedule:
-    Adam 5e-4 for 50 epochs, the last model tested, no validation images."""
+    """VAAL's segmentation recipe (DRN-D-22 from ImageNet weights, batch 8) with DAAL's schedule: Adam 5e-4 for
+    50 epochs on whole images without augmentation (Sec. 4.2), the last model tested, no validation images."""
     config = segmentation_config("cityscapes", CITYSCAPES_IMAGES, 0, 0.1, budget, methods, title, source)
+    config.data.hflip, config.data.image_size = NO_AUGMENTATION["data.hflip"], NO_AUGMENTATION["data.image_size"]
     optimizer, lr, epochs, _, _, _, _ = SETTINGS["cityscapes"]
     config.seeds = 3
     config.train = TrainConfig(optimizer=optimizer, lr=lr, weight_decay=0.0, batch_size=config.train.batch_size,
@@ -95,6 +103,13 @@ def fig6(dataset: str) -> ExperimentConfig:
     return build(dataset, FIG6_METHODS, f"DAAL Fig. 6: one discriminator only, {dataset}", "DAAL Fig. 6, Sec. 4.6")
 
 
+def no_dpp() -> ExperimentConfig:
+    """Not in the paper: DAAL against DAAL without L_DPP (`daal_no_dpp`) on Fig. 3's CIFAR-10 protocol, with
+    entropy and random sampling for reference."""
+    return build("cifar10", NO_DPP_METHODS, "DAAL with and without L_DPP, cifar10",
+                 "this project's ablation of DAAL Eq. 5-7 on the Fig. 3 protocol (daal/README.md)")
+
+
 def game_sizes(methods: list[str], iterations: int, subset: int) -> dict:
     """The small profiles' game lengths and RSS sizes."""
     sizes = {f"method_options.{m}.iterations": iterations for m in methods if m in DAAL_FAMILY + VAAL_VARIANTS}
@@ -104,7 +119,9 @@ def game_sizes(methods: list[str], iterations: int, subset: int) -> dict:
 
 def profiles(dataset: str, methods: list[str], budget: float) -> dict:
     if dataset == "cityscapes":
-        return {"smoke": segmentation_smoke(**{"protocol.cycles": 2, "train.epochs": 1, **game_sizes(methods, 2, 16)})}
+        # whole images in the smoke profile too (its 32 px crops would be augmentation)
+        return {"smoke": segmentation_smoke(**{"protocol.cycles": 2, "train.epochs": 1, **game_sizes(methods, 2, 16),
+                                               "data.image_size": NO_AUGMENTATION["data.image_size"]})}
     smoke = smoke_profile(**{"protocol.cycles": 2, "train.epochs": 1, "train.milestones": [1], "protocol.budget": 20,
                              **game_sizes(methods, 3, 200)})
     # the mini run (a quarter of an hour on an idle 2-core CPU for daal, vaal, coreset, random and 2 seeds):
@@ -126,6 +143,7 @@ def register_all() -> None:
         for budget in FIG5_BUDGETS[dataset]:
             register(Experiment("daal", f"fig5_{dataset}_b{budget}", lambda d=dataset, b=budget: fig5(d, b),
                                 profiles(dataset, FIG5_METHODS, budget)))
+    register(Experiment("daal", "no_dpp_cifar10", no_dpp, profiles("cifar10", NO_DPP_METHODS, 0.05)))
 
 
 register_all()

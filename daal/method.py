@@ -57,6 +57,7 @@ DAAL_OPTIONS = {
 CHOICES = {"dpp_subset": ("top", "random"), "recon_reduction": ("sum", "mean"),
            "generator_loss": ("minimax", "non_saturating")}
 BLOCK = re.compile(r"block(\d+)$")
+SELECTOR_TERMS = ("recon", "prior", "length", "dpp")   # Alg. 1 line 14: L_recon + L_prior + L_sparsity (Eq. 5)
 
 
 # ----------------------------------------------------------------------------------------------- equations
@@ -224,9 +225,10 @@ def game_losses(nets: DAALNetworks, x_l: torch.Tensor, x_u: torch.Tensor, option
     return terms
 
 
-def objectives(terms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def objectives(terms: dict[str, torch.Tensor], selector_terms: tuple[str, ...] = SELECTOR_TERMS
+               ) -> dict[str, torch.Tensor]:
     """Alg. 1 lines 14-16: what each parameter group minimises."""
-    return {"selector": terms["recon"] + terms["prior"] + terms["length"] + terms["dpp"],
+    return {"selector": sum(terms[name] for name in selector_terms),
             "decoder": terms["recon"] + terms["generator"],
             "discriminators": -terms["gan"]}
 
@@ -236,10 +238,11 @@ def make_optimizers(nets: DAALNetworks, lr: float) -> dict[str, torch.optim.Opti
 
 
 def game_step(nets: DAALNetworks, optimizers: dict[str, torch.optim.Optimizer], x_l: torch.Tensor,
-              x_u: torch.Tensor, options: dict) -> dict[str, torch.Tensor]:
+              x_u: torch.Tensor, options: dict, selector_terms: tuple[str, ...] = SELECTOR_TERMS
+              ) -> dict[str, torch.Tensor]:
     """One batch of Alg. 1: one forward, each group's gradient of its own objective, then the three steps."""
     terms = game_losses(nets, x_l, x_u, options)
-    goals, groups = objectives(terms), nets.groups()
+    goals, groups = objectives(terms, selector_terms), nets.groups()
     gradients = {name: torch.autograd.grad(goals[name], groups[name], retain_graph=True, allow_unused=True)
                  for name in optimizers}
     for name, optimizer in optimizers.items():
@@ -257,6 +260,7 @@ class DAAL(ScoringStrategy):
     name = "daal"
     default_options = DAAL_OPTIONS
     discriminators = ("uDis", "rDis")
+    selector_terms = SELECTOR_TERMS
 
     def __init__(self, options: dict | None = None):
         super().__init__(options)
@@ -327,7 +331,7 @@ class DAAL(ScoringStrategy):
         tenth = max(1, iterations // 10)
         first, last = {}, {}
         for step in tqdm(range(iterations), desc=f"{self.name} game", leave=False, disable=not ctx.progress):
-            terms = game_step(self.nets, optimizers, next(streams[0]), next(streams[1]), opts)
+            terms = game_step(self.nets, optimizers, next(streams[0]), next(streams[1]), opts, self.selector_terms)
             for window, active in ((first, step < tenth), (last, step >= iterations - tenth)):
                 if active:
                     for name, value in terms.items():

@@ -1,5 +1,6 @@
 """DAAL's settings (Sec. 4.2), generated from the Fig. 3 configs so the code and the documentation cannot disagree
 (`./reproduce.sh tables daal`; daal/README.md embeds the table)."""
+from core.datasets import SMALL_IMAGE_DATASETS
 from core.experiments import get
 from core.loop import resolve_count
 from core.reported import REPORTED
@@ -8,17 +9,23 @@ from daal.method import DAAL_OPTIONS
 TRAIN_IMAGES = {"cifar10": 50000, "cifar100": 50000, "cityscapes": 2975}
 
 
+def augmentation(data) -> str:
+    """What the task model's training batches go through: "none" in every DAAL experiment (Sec. 4.2)."""
+    crops = data.crop_padding or (data.dataset not in SMALL_IMAGE_DATASETS and data.image_size)
+    return ", ".join(name for name, used in (("flips", data.hflip), ("random crops", crops)) if used) or "none"
+
+
 def settings() -> str:
-    lines = ["| Experiment | Task model | Task optimiser | Task epochs (lr decays) | DAAL epochs | DAAL Adam lr | "
-             "DAAL batch | sigma | Initial + budget x acquisitions | Runs |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| Experiment | Task model | Task optimiser | Task epochs (lr decays) | Augmentation | DAAL epochs | "
+             "DAAL Adam lr | DAAL batch | sigma | Initial + budget x acquisitions | Runs |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for dataset, images in TRAIN_IMAGES.items():
         config = get("daal", f"fig3_{dataset}").config()
         train, protocol, daal = config.train, config.protocol, {**DAAL_OPTIONS, **config.method_options["daal"]}
         decays = f" ({', '.join(map(str, train.milestones))})" if train.milestones else ""
         lines.append(f"| fig3_{dataset} | {config.model.arch} | {train.optimizer} {train.lr:g} | "
-                     f"{train.epochs}{decays} | {daal['epochs']} | {daal['lr']:g} | {daal['batch_size']} | "
-                     f"{daal['sigma']:g} | "
+                     f"{train.epochs}{decays} | {augmentation(config.data)} | {daal['epochs']} | {daal['lr']:g} | "
+                     f"{daal['batch_size']} | {daal['sigma']:g} | "
                      f"{resolve_count(protocol.initial, images)} + {resolve_count(protocol.budget, images)} x "
                      f"{protocol.cycles - 1} | {config.seeds} |")
     return "\n".join(lines)

@@ -216,10 +216,10 @@ def pad_to_crop(images: torch.Tensor, masks: torch.Tensor, size: int) -> tuple[t
     return images, masks
 
 
-def crop_flip_pair(images: torch.Tensor, masks: torch.Tensor, size: int, hflip: bool, generator: torch.Generator
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The same random `size` x `size` crop and horizontal flip for each image and its mask, the whole batch at
-    once; sides shorter than the crop are first padded as fyu/drn's RandomCrop does (`pad_to_crop`)."""
+def crop_pair(images: torch.Tensor, masks: torch.Tensor, size: int, generator: torch.Generator
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same random `size` x `size` crop for each image and its mask, sides shorter than the crop first padded
+    as fyu/drn's RandomCrop does (`pad_to_crop`)."""
     images, masks = pad_to_crop(images, masks, size)
     batch, _, height, width = images.shape
     device = images.device
@@ -229,7 +229,16 @@ def crop_flip_pair(images: torch.Tensor, masks: torch.Tensor, size: int, hflip: 
     rows, cols = (offsets[0, :, None] + steps)[:, :, None], (offsets[1, :, None] + steps)[:, None, :]
     picked = torch.arange(batch, device=device)[:, None, None]
     images = images.permute(0, 2, 3, 1)[picked, rows, cols].permute(0, 3, 1, 2)
-    masks = masks[picked, rows, cols]
+    return images, masks[picked, rows, cols]
+
+
+def crop_flip_pair(images: torch.Tensor, masks: torch.Tensor, size: int, hflip: bool, generator: torch.Generator
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same random `size` x `size` crop and horizontal flip for each image and its mask, the whole batch at
+    once; size 0 keeps the whole images (DAAL Sec. 4.2: no augmentation)."""
+    batch, device = images.shape[0], images.device
+    if size:
+        images, masks = crop_pair(images, masks, size, generator)
     if hflip:
         flip = (torch.rand(batch, device=generator.device, generator=generator) < 0.5).to(device)
         images = torch.where(flip[:, None, None, None], images.flip(3), images)
@@ -239,8 +248,9 @@ def crop_flip_pair(images: torch.Tensor, masks: torch.Tensor, size: int, hflip: 
 
 class SegmentationSource:
     """Image/mask pairs of one split: (images, dataset indices) from `batches`, (images, masks) from
-    `labeled_batches`, both on the device. Augmented batches are cropped to `augmentation.image_size`;
-    unaugmented ones are whole images. `augmentation.resize` > 0 first scales the shorter side to it."""
+    `labeled_batches`, both on the device. Augmented batches are cropped to `augmentation.image_size` (0: not
+    cropped) and flipped when `augmentation.hflip`; unaugmented ones are whole images. `augmentation.resize` > 0
+    first scales the shorter side to it."""
 
     dense = True
 

@@ -10,11 +10,15 @@ from core.experiments import EXPERIMENTS, get, papers
 from core.networks import build_network, parameter_count
 from core.pool import candidate_subset, initial_pool
 from core.reported import REPORTED
-from daal.ablations import VAALRSS, normalised_ranks
+from core.plan import data_shape
+from core.sources import Augmentation
+from daal.ablations import DAALWithoutDPP, VAALRSS, normalised_ranks
 from daal.method import (DAAL, DAALNetworks, DAALRepresentativenessOnly, DAALUncertaintyOnly, FeatureBank,
                          dpp_loss, dpp_subset, feature_matching, game_step, kl_to_prior, length_regularizer,
-                         make_optimizers, rank_correlation)
+                         make_optimizers, objectives, rank_correlation)
 from daal.networks import Discriminator, FeatureVAE, ScoreNet
+from segmentation.data import load_cityscapes
+from tests.conftest import write_cityscapes_tree
 from tests.test_vaal import synthetic_context
 
 OPTIONS = dict(DAAL.default_options)
@@ -34,6 +38,17 @@ def test_dpp_term_against_a_hand_computation(sigma, subset, det_subset):
     # rows are L2-normalised first: scaling a feature leaves the cosine kernel unchanged
     assert dpp_loss(HAND_S, HAND_X * torch.tensor([[3.0], [1.0], [2.0]], dtype=torch.float64), chosen,
                     jitter=0.0).item() == pytest.approx(loss.item(), rel=1e-10)
+
+
+def test_dpp_gradient_raises_the_scores_in_s_and_lowers_the_others():
+    # dL_DPP/ds_i = -2 [(I + D)^-1]_ii / s_i on S, +2 (1 - [(I + D)^-1]_ii) / s_i off S (README, "Why the scores
+    # saturate"); here S = {0}, I + D = [[1.81, 0, .18], [0, 1.25, 0], [.18, 0, 1.04]], det 2.3125:
+    # [(I + D)^-1]_ii = 1.25 x 1.04 / 2.3125, 1 / 1.25, 1.25 x 1.81 / 2.3125
+    scores = HAND_S.clone().requires_grad_()
+    dpp_loss(scores, HAND_X, torch.tensor([0]), jitter=0.0).backward()
+    inverse = [1.3 / 2.3125, 0.8, 2.2625 / 2.3125]
+    expected = [-2 * inverse[0] / 0.9, 2 * (1 - inverse[1]) / 0.5, 2 * (1 - inverse[2]) / 0.2]
+    assert scores.grad.tolist() == pytest.approx(expected, rel=1e-10)
 
 
 def test_dpp_jitter_keeps_a_singular_subset_finite():
@@ -132,6 +147,74 @@ def test_the_discriminator_update_raises_eq_4_and_the_selector_update_lowers_its
     assert last["gan"] > first["gan"]
     assert last["recon"] + last["prior"] + last["length"] + last["dpp"] < \
         first["recon"] + first["prior"] + first["length"] + first["dpp"]
+
+
+def test_the_no_dpp_ablation_drops_l_dpp_from_the_selector_objective_only():
+    terms = {name: torch.tensor(float(value)) for value, name in
+             enumerate(("recon", "prior", "length", "dpp", "generator", "gan"), start=1)}
+    full, ablated = objectives(terms), objectives(terms, DAALWithoutDPP.selector_terms)
+    assert (full["selector"].item(), ablated["selector"].item()) == (1 + 2 + 3 + 4, 1 + 2 + 3)
+    assert ablated["decoder"] == full["decoder"] and ablated["discriminators"] == full["discriminators"]
+
+
+@pytest.mark.parametrize("strategy,dpp_matters", [(DAAL, True), (DAALWithoutDPP, False)])
+def test_the_no_dpp_game_does_not_follow_the_dpp_gradient(strategy, dpp_matters, monkeypatch):
+    """One game step under two different L_DPP: the ScoreNet moves differently in DAAL, identically without."""
+    import daal.method
+
+    after = []
+    for scale in (1.0, -1.0):
+        monkeypatch.setattr(daal.method, "dpp_loss", lambda scores, *args, s=scale: s * scores.sum())
+        nets, x_l, x_u = small_game()
+        torch.manual_seed(1)                                       # the same dropout and reparameterisation draws
+        game_step(nets, make_optimizers(nets, 1e-3), x_l, x_u, OPTIONS, strategy.selector_terms)
+        after.append(torch.cat([p.detach().flatten() for p in nets.scorer.parameters()]))
+    assert (not torch.equal(*after)) == dpp_matters
+
+
+def test_the_no_dpp_ablation_plays_selects_and_logs_l_dpp():
+    ctx = synthetic_context(shift=60)
+    torch.manual_seed(0)
+    model = build_network("wrn28_2", 2, width=0.25)
+    strategy = DAALWithoutDPP({"iterations": 5, "batch_size": 32})
+    strategy.prepare_selection(model, ctx)
+    chosen = strategy.select(model, ctx, ctx.pool.unlabeled, 10)
+    assert len(set(chosen.tolist())) == 10 and set(chosen.tolist()) <= set(ctx.pool.unlabeled.tolist())
+    assert strategy.diagnostics["dpp_last"] > 0 and "score_saturated" in strategy.diagnostics
+    config = get("daal", "no_dpp_cifar10").config("mini")
+    assert config.method_options["daal_no_dpp"] == config.method_options["daal"]   # the same game but for L_DPP
+
+
+def test_every_daal_experiment_trains_without_flip_or_crop():
+    """Sec. 4.2: "we evaluate all methods without any data augmentation", every experiment and profile."""
+    papers()
+    for (paper, name), experiment in EXPERIMENTS.items():
+        if paper != "daal":
+            continue
+        for profile in ("paper", *experiment.profiles):
+            data = experiment.config(profile).data
+            assert not data.hflip and not data.crop_padding, (name, profile)
+            if data.dataset == "cityscapes":
+                assert data.image_size == 0, (name, profile)       # whole images, no crop
+    shape = data_shape(get("daal", "fig3_cityscapes").config())
+    assert shape.train_hw == shape.eval_hw == (1024, 2048)
+
+
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_cityscapes_training_batches_are_the_whole_unflipped_images(tmp_path, in_memory):
+    config = get("daal", "fig3_cityscapes").config("smoke")
+    data = config.data
+    dataset = load_cityscapes(write_cityscapes_tree(tmp_path, {"train": 6, "val": 2}), tmp_path / "cache", False,
+                              in_memory=in_memory)
+    source = dataset.make_source(dataset.train, Augmentation(data.hflip, data.crop_padding, data.image_size,
+                                                             data.resize), "cpu", workers=0)
+    indices = np.arange(6)
+    shuffle = torch.Generator().manual_seed(0)
+    for (trained, trained_masks), (plain, plain_masks) in zip(
+            source.labeled_batches(indices, None, 6, augment=True, shuffle=shuffle),
+            source.labeled_batches(indices[torch.randperm(6, generator=torch.Generator().manual_seed(0))], None, 6)):
+        assert trained.shape[-2:] == (48, 72)                      # the fixture's 16 x 24, resized to 48 px
+        assert torch.equal(trained, plain) and torch.equal(trained_masks, plain_masks)
 
 
 def test_selection_is_the_top_budget_scorenet_scores_over_the_whole_pool():

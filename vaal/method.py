@@ -165,7 +165,8 @@ class VAALFamily(ScoringStrategy):
 
     def prepare_selection(self, model, ctx: CycleContext) -> None:
         config, opts, train = ctx.config, self.options, ctx.dataset.train
-        side = train.images.shape[1] if ctx.dataset.in_memory else config.data.image_size
+        # files: the training crop, or whole images (image_size 0, DAAL's segmentation), larger than 32
+        side = train.images.shape[1] if ctx.dataset.in_memory else config.data.image_size or opts["large_image_size"]
         self.size = 32 if side <= 32 else opts["large_image_size"]
         seed_everything("vaal", ctx.seed, ctx.cycle)
         modules = {k: m.to(ctx.device)
