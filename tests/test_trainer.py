@@ -39,7 +39,7 @@ def test_training_decreases_the_loss_on_real_images(small_cifar):
     loss_of = lambda: torch.nn.functional.cross_entropy(
         model.eval()(source.load(torch.arange(300), False, None)), torch.as_tensor(split.targets[:300])).item()
     before = loss_of()
-    cfg.epochs = 8
+    cfg.epochs = 12   # 8 sat at the bar with one thread (2.30 -> 1.87); 12 gives 1.04
     trainer.fit(model, source, labeled, split.targets)
     assert loss_of() < 0.8 * before
 
