@@ -6,8 +6,8 @@ Each case runs one method that exercises its paper's own code, seed 0, in a chil
 so one thread makes them independent of the cores a machine has. Per cycle the stored row holds what
 identifies behaviour: the test metric and per-class values, the validation score, the training steps and
 loss, the indices selected, the method's diagnostics and the config hash; not times, code version or device.
-Floats change with the PyTorch and NumPy versions and the CPU's vector instructions, so those are stored
-with the rows (versions.json) and the test skips elsewhere. Regenerate: `python -m tests.golden --regenerate`
+Floats change with the library versions and the CPU's vector instructions, so those are stored with the
+rows (versions.json) and the test skips elsewhere. Regenerate: `python -m tests.golden --regenerate`
 (README.md here).
 """
 from __future__ import annotations
@@ -52,12 +52,15 @@ def golden_row(row: dict) -> dict:
 
 
 def platform() -> dict:
-    """What the stored floats depend on besides the code."""
+    """What the stored floats depend on besides the code: the libraries that compute or decode (Pillow reads
+    the JPEGs, torchvision resizes), and the vector instructions PyTorch's CPU kernels were chosen for."""
     import numpy
+    import PIL
     import torch
+    import torchvision
 
-    return {"torch": torch.__version__, "numpy": numpy.__version__,
-            "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    return {"torch": torch.__version__, "torchvision": torchvision.__version__, "numpy": numpy.__version__,
+            "pillow": PIL.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability()}
 
 
 def platform_mismatch(stored: dict, current: dict) -> str | None:
@@ -113,11 +116,23 @@ def differences(stored: dict[str, list[dict]], produced: dict[str, list[dict]]) 
         if len(old) != len(new):
             lines.append(f"{case}: {len(new)} cycles, stored {len(old)}")
         for cycle, (old_row, new_row) in enumerate(zip(old, new)):
+            old_row, new_row = flat(old_row), flat(new_row)
             for field in sorted(old_row.keys() | new_row.keys()):
                 was, now = old_row.get(field), new_row.get(field)
                 if json.dumps(was, sort_keys=True) != json.dumps(now, sort_keys=True):
                     lines.append(f"{case} cycle {cycle} {field}: {describe_change(was, now)}")
     return lines
+
+
+def flat(row: dict) -> dict:
+    """Dict-valued fields (diagnostics, method options) as one field per key: `diagnostics.tau_mean`."""
+    fields = {}
+    for name, value in row.items():
+        if isinstance(value, dict):
+            fields.update({f"{name}.{key}": inner for key, inner in value.items()})
+        else:
+            fields[name] = value
+    return fields
 
 
 def describe_change(was, now) -> str:
@@ -130,4 +145,4 @@ def describe_change(was, now) -> str:
 def write_goldens(produced: dict[str, list[dict]]) -> None:
     for paper, rows in produced.items():
         golden_file(paper).write_text("".join(json.dumps(row, sort_keys=True) + "\n" for row in rows))
-    VERSIONS_FILE.write_text(json.dumps(platform(), indent=2, sort_keys=True) + "\n")
+    VERSIONS_FILE.write_text(json.dumps(platform(), indent=2) + "\n")
