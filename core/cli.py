@@ -1,4 +1,4 @@
-"""Command line behind ./reproduce.sh: list, run, report, describe, compare, bench, demo."""
+"""Command line behind ./reproduce.sh: list, run, verify, report, describe, compare, plan, bench, gpucheck, demo."""
 from __future__ import annotations
 
 import argparse
@@ -398,6 +398,12 @@ def command_bench(args) -> int:
     return 0
 
 
+def command_verify(args) -> int:
+    from core.verify import command
+
+    return command(args)
+
+
 def command_demo(args) -> int:
     argv = ["run", DEMO["paper"], DEMO["experiment"], "--methods", DEMO["methods"], "--seeds", str(DEMO["seeds"]),
             "--profile", DEMO["profile"], "--out", args.out or DEMO["out"], "--device", args.device, "--download"]
@@ -516,6 +522,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--batch-size", type=int, help="segmentation: batch (default 8, VAAL Table 3)")
     bench.add_argument("--out", default="results/bench", help="sampling: where the table is written")
     add_common(bench)
+    from core import verify
+
+    verify.add_arguments(sub.add_parser("verify", help="run or resume the first cycles at the paper profile and check "
+                                                       "them against the reported numbers (exit 1 on a miss)"),
+                         positive_int, add_common)
     demo = sub.add_parser("demo", help="a small real reproduction on CIFAR-10 with a figure and a table "
                                        "(downloads CIFAR-10 into the data root when it is not there)")
     demo.add_argument("--out")
@@ -526,7 +537,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 COMMANDS = {"run": command_run, "report": command_report, "compare": command_compare, "describe": command_describe,
             "list": command_list, "tables": command_tables, "figures": command_figures, "bench": command_bench,
-            "demo": command_demo, "plan": command_plan}
+            "demo": command_demo, "plan": command_plan, "verify": command_verify}
 
 
 def main(argv: list[str] | None = None) -> int:
