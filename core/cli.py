@@ -319,18 +319,18 @@ def command_describe(args) -> int:
 def command_plan(args) -> int:
     from core import plan
 
-    utilisation = plan.UTILISATION if args.utilisation is None else args.utilisation
+    measure_on = pick_device(args.device) if args.measure else None
     if args.all:
         if args.paper or args.methods or args.seeds or args.set or args.profile != "paper":
             raise UserError("plan --all covers every experiment at its paper profile; drop the experiment, "
                             "--profile, --methods, --seeds and --set")
-        print(plan.summary(args.gpu, utilisation))
+        print(plan.summary(args.gpu, measure_on))
         return 0
     if not args.experiment:
         raise UserError("plan needs <paper> <experiment> (see ./reproduce.sh list), or --all")
     _, config = resolve_experiment(args)
     methods = choose_methods(config, args.methods)
-    print(plan.job_table(config, methods, args.seeds or config.seeds, args.gpu, utilisation))
+    print(plan.job_table(config, methods, args.seeds or config.seeds, args.gpu, measure_on))
     return 0
 
 
@@ -492,9 +492,11 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--methods", help="comma-separated (default: every implemented method of the experiment)")
     plan.add_argument("--seeds", type=positive_int, help="number of seeds (default: the paper's)")
     plan.add_argument("--set", action="append", metavar="KEY=VALUE")
-    plan.add_argument("--gpu", default="h100", help="h100 (default), h200, a100, l40s, rtx4090, v100 or cpu")
-    plan.add_argument("--utilisation", type=float,
-                      help="sustained share of the GPU's dense peak (default 0.4; see core/plan.py)")
+    plan.add_argument("--gpu", default="h200", help="h200 (default: the measured one), h100, a100, l40s, rtx4090, "
+                                                    "v100 or cpu; priced from the measured H200 rates")
+    plan.add_argument("--measure", action="store_true", help="time a few training and evaluation steps of the task "
+                                                             "network on this machine's device and price from them")
+    plan.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="--measure: the device")
     report = sub.add_parser("report", help="figures, tables and paired comparisons from stored results, no training")
     report.add_argument("results", nargs="+", help="one or more results folders (several: one summary table)")
     report.add_argument("--out", help="where to write (default: the results folder; required with several)")
