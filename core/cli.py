@@ -404,6 +404,12 @@ def command_verify(args) -> int:
     return command(args)
 
 
+def command_gpucheck(args) -> int:
+    from core.gpucheck import command
+
+    return command(args)
+
+
 def command_demo(args) -> int:
     argv = ["run", DEMO["paper"], DEMO["experiment"], "--methods", DEMO["methods"], "--seeds", str(DEMO["seeds"]),
             "--profile", DEMO["profile"], "--out", args.out or DEMO["out"], "--device", args.device, "--download"]
@@ -529,6 +535,10 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_arguments(sub.add_parser("verify", help="run or resume the first cycles at the paper profile and check "
                                                        "them against the reported numbers (exit 1 on a miss)"),
                          positive_int, add_common)
+    gpucheck = sub.add_parser("gpucheck", help="check a CUDA machine in at most 8 minutes: smoke of every experiment "
+                                               "and method, trainer throughput, verify's first LL4AL cycle")
+    gpucheck.add_argument("--out", default="results/gpucheck", help="where gpucheck.md and the runs go")
+    gpucheck.add_argument("--data-root", help="folder with cifar10/ (part of its training images will do)")
     demo = sub.add_parser("demo", help="a small real reproduction on CIFAR-10 with a figure and a table "
                                        "(downloads CIFAR-10 into the data root when it is not there)")
     demo.add_argument("--out")
@@ -539,7 +549,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 COMMANDS = {"run": command_run, "report": command_report, "compare": command_compare, "describe": command_describe,
             "list": command_list, "tables": command_tables, "figures": command_figures, "bench": command_bench,
-            "demo": command_demo, "plan": command_plan, "verify": command_verify}
+            "demo": command_demo, "plan": command_plan, "verify": command_verify,
+            "gpucheck": command_gpucheck}
 
 
 def main(argv: list[str] | None = None) -> int:
