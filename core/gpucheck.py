@@ -41,7 +41,7 @@ TIMED_OUT, STOPPED = -124, -125          # Case.returncode of a process stopped 
 class Sizes:
     experiments: tuple | None = None         # (paper, experiment) pairs; None: every registered one
     other_methods: tuple | None = None       # run on baselines ll4al_cifar10; None: every method no experiment runs
-    processes: int = 8                       # smoke processes at once on the one GPU
+    processes: int = 0                       # smoke processes at once on the one GPU (0: all cores but 2)
     smoke_seconds: float = 270.0             # budget of the smoke step, every process included
     case_seconds: float = 240.0              # one smoke process at most
     bench_archs: tuple = ("resnet18_cifar", "vgg16_bn")
@@ -103,7 +103,8 @@ def run_checks(device: torch.device, data_root: Path, out: Path, sizes: Sizes) -
     started = time.perf_counter()
     train_images = cifar10_training_images(data_root)
     cifar10 = load_cifar10(data_root)            # decoded once here, so the smoke processes read the cache
-    smoke = run_cases(smoke_cases(device, data_root, out / "smoke", sizes), sizes.processes, sizes.smoke_seconds,
+    processes = sizes.processes or max(2, (os.cpu_count() or 4) - 2)
+    smoke = run_cases(smoke_cases(device, data_root, out / "smoke", sizes), processes, sizes.smoke_seconds,
                       sizes.case_seconds)
     smoke_seconds = time.perf_counter() - started
     throughput = measure_throughput(device, cifar10.train, sizes)
@@ -113,7 +114,7 @@ def run_checks(device: torch.device, data_root: Path, out: Path, sizes: Sizes) -
     total = time.perf_counter() - started
     report = "\n".join([
         header(device, data_root, train_images, total),
-        f"## 1. Smoke: every experiment and every method ({smoke_seconds:.0f} s, {sizes.processes} processes at "
+        f"## 1. Smoke: every experiment and every method ({smoke_seconds:.0f} s, {processes} processes at "
         "once)", "", smoke_table(smoke), "",
         f"## 2. Training throughput ({throughput_seconds:.0f} s)", "", throughput_table(throughput, sizes), "",
         f"## 3. verify baselines ll4al_cifar10 --cycles 1 --seeds {sizes.verify_seeds} --methods "
