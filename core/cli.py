@@ -159,12 +159,12 @@ def run_sequentially(config, jobs, settings, quiet: bool) -> None:
     from core import distributed
     from core.executors import cycle_line
     from core.locks import LockBusy, describe_owner
-    from core.loop import run_job
+    from core.loop import last_cycle, run_job
     from core.strategy import STRATEGIES
 
     quiet, interactive = quiet or not distributed.is_main(), sys.stderr.isatty()
     new_cycles: list[dict] = []
-    total = sum(1 if STRATEGIES[m].single_cycle else config.protocol.cycles for m, _ in jobs)
+    total = sum(1 if STRATEGIES[m].single_cycle else last_cycle(config) for m, _ in jobs)
     overall = tqdm(total=total, desc=f"{config.paper}/{config.experiment}", unit="cycle",
                    disable=quiet or not interactive)
 
