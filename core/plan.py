@@ -409,11 +409,20 @@ def gflop(flops: float) -> str:
     return f"{float(f'{flops / 1e9:.3g}'):,g}"
 
 
+MEASURED_NOW: dict[tuple, Speed] = {}      # --measure: each network, shape, batch and optimizer timed once
+
+
 def speed_for(config: ExperimentConfig, data: DataShape, device_name: str,
               measure_on: torch.device | None = None) -> Speed:
     task = task_flops(config, data)
-    return measure_speed(config, data, task, measure_on) if measure_on else table_speed(config, task, data,
-                                                                                          device_name)
+    if not measure_on:
+        return table_speed(config, task, data, device_name)
+    train, model = config.train, config.model
+    key = (model.arch, model.width, data, train.batch_size, train.eval_batch_size, train.amp, train.optimizer,
+           str(measure_on))
+    if key not in MEASURED_NOW:
+        MEASURED_NOW[key] = measure_speed(config, data, task, measure_on)
+    return MEASURED_NOW[key]
 
 
 def job_table(config: ExperimentConfig, methods: list[str], seeds: int, device_name: str = MEASURED_GPU,

@@ -41,6 +41,7 @@ def add_arguments(parser, positive_int, add_common) -> None:
     parser.add_argument("--download", action="store_true", help="as in run")
     parser.add_argument("--quiet", action="store_true")
     add_common(parser)
+    parser.set_defaults(profile="paper")      # verify compares paper-profile results only
 
 
 def command(args) -> int:
@@ -80,7 +81,7 @@ def run_first_cycles(args) -> tuple[list[str], int, Path]:
     """`run` with runtime.stop_after_cycles=K; the methods and seeds it ran, and the experiment's folder."""
     from core import cli
 
-    _, config = cli.resolve_experiment(argparse_namespace(args, profile="paper"))
+    _, config = cli.resolve_experiment(args)
     if args.cycles > config.protocol.cycles:
         raise UserError(f"--cycles {args.cycles}: {args.paper}/{args.experiment} has {config.protocol.cycles} "
                         "cycles")
@@ -95,12 +96,6 @@ def run_first_cycles(args) -> tuple[list[str], int, Path]:
     argv += ["--download"] * args.download + ["--quiet"] * args.quiet
     cli.command_run(cli.build_parser().parse_args(argv))
     return methods, seeds, cli.user_path(args.out) / config.paper / config.experiment
-
-
-def argparse_namespace(args, **extra):
-    import argparse
-
-    return argparse.Namespace(**{**vars(args), "pretrained": None, **extra})
 
 
 def first_cycles(rows: list[dict], paper: str | None, experiment: str | None, methods: list[str] | None,

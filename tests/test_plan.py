@@ -151,6 +151,7 @@ def test_unmeasured_networks_say_which_rate_prices_them(capsys):
 def test_measure_prices_training_and_evaluation_at_their_own_measured_rates(monkeypatch, capsys):
     speed = plan.Speed(1e12, 4e12, "measured now", "stub")
     monkeypatch.setattr(plan, "measure_speed", lambda *args: speed)
+    monkeypatch.setattr(plan, "MEASURED_NOW", {})
     config = get("baselines", "ll4al_cifar10").config(overrides={"protocol.cycles": 1})
     _, (job,) = plan.plan_jobs(config, ["random"], 1)
     assert 0 < job.inferred_flops < job.flops
