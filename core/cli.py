@@ -533,8 +533,7 @@ def build_parser() -> argparse.ArgumentParser:
     from core import verify
 
     verify.add_arguments(sub.add_parser("verify", help="run or resume the first cycles at the paper profile and check "
-                                                       "them against the reported numbers (exit 1 on a miss)"),
-                         positive_int, add_common)
+                                                       "them against the reported numbers (exit 1 on a miss)"))
     gpucheck = sub.add_parser("gpucheck", help="check a CUDA machine in at most 8 minutes: smoke of every experiment "
                                                "and method, trainer throughput, verify's first LL4AL cycle")
     gpucheck.add_argument("--out", default="results/gpucheck", help="where gpucheck.md and the runs go")

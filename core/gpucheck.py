@@ -23,6 +23,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from pathlib import Path
 
 import torch
 
+from core.datasets import load_dataset
 from core.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -96,43 +98,39 @@ def command(args) -> int:
 
 
 def run_checks(device: torch.device, data_root: Path, out: Path, sizes: Sizes) -> tuple[str, bool]:
-    """The three steps on `device` at `sizes`; writes out/gpucheck.md and returns its text and whether anything
-    crashed."""
+    """The three steps on `device` at `sizes`, their runs in a fresh folder below `out` removed at the end (a
+    second gpucheck trains again rather than resuming); writes out/gpucheck.md and returns its text and whether
+    anything crashed."""
     from core.results import write_atomic
 
-    started = time.perf_counter()
-    train_images = cifar10_training_images(data_root)
-    cifar10 = load_cifar10(data_root)            # decoded once here, so the smoke processes read the cache
-    processes = sizes.processes or max(2, (os.cpu_count() or 4) - 2)
-    smoke = run_cases(smoke_cases(device, data_root, out / "smoke", sizes), processes, sizes.smoke_seconds,
-                      sizes.case_seconds)
-    smoke_seconds = time.perf_counter() - started
-    throughput = measure_throughput(device, cifar10.train, sizes)
-    throughput_seconds = time.perf_counter() - started - smoke_seconds
-    verify = verify_case(device, data_root, out / "verify", sizes)
-    run_cases([verify], 1, sizes.verify_seconds, sizes.verify_seconds)
-    total = time.perf_counter() - started
+    out.mkdir(parents=True, exist_ok=True)
+    seconds = {}
+    with tempfile.TemporaryDirectory(prefix="runs-", dir=out) as runs:
+        started = time.perf_counter()
+        cifar10 = load_dataset("cifar10", data_root)     # decoded once here: the smoke processes read the cache
+        seconds["data"] = time.perf_counter() - started
+        processes = sizes.processes or max(2, (os.cpu_count() or 4) - 2)
+        smoke = run_cases(smoke_cases(device, data_root, Path(runs) / "smoke", sizes), processes,
+                          sizes.smoke_seconds, sizes.case_seconds)
+        seconds["smoke"] = time.perf_counter() - started - sum(seconds.values())
+        throughput = measure_throughput(device, cifar10.train, sizes)
+        seconds["throughput"] = time.perf_counter() - started - sum(seconds.values())
+        verify = verify_case(device, data_root, Path(runs) / "verify", sizes)
+        run_cases([verify], 1, sizes.verify_seconds, sizes.verify_seconds)
+        seconds["verify"] = time.perf_counter() - started - sum(seconds.values())
     report = "\n".join([
-        header(device, data_root, train_images, total),
-        f"## 1. Smoke: every experiment and every method ({smoke_seconds:.0f} s, {processes} processes at "
+        header(device, data_root, len(cifar10.train), seconds),
+        f"## 1. Smoke: every experiment and every method ({seconds['smoke']:.0f} s, {processes} processes at "
         "once)", "", smoke_table(smoke), "",
-        f"## 2. Training throughput ({throughput_seconds:.0f} s)", "", throughput_table(throughput, sizes), "",
+        f"## 2. Training throughput ({seconds['throughput']:.0f} s)", "", throughput_table(throughput, sizes), "",
         f"## 3. verify baselines ll4al_cifar10 --cycles 1 --seeds {sizes.verify_seeds} --methods "
-        f"{sizes.verify_methods} ({verify.seconds:.0f} s)", "", verify_section(verify), ""])
+        f"{sizes.verify_methods} ({seconds['verify']:.0f} s)", "", verify_section(verify), ""])
     write_atomic(out / REPORT_FILE, report)
     crashed = any(case.result in ("CRASH", "timed out") for case in smoke) or verify.returncode not in (0, 1)
     return report, crashed
 
 
 # ---------------------------------------------------------------- the steps
-
-def cifar10_training_images(data_root: Path) -> int:
-    folder = data_root / "cifar10" / "train"
-    if not folder.is_dir():
-        raise UserError(f"gpucheck trains on the CIFAR-10 ImageFolder tree {folder}, which is missing; pass "
-                        "--data-root DIR with cifar10/train and cifar10/test")
-    return sum(1 for path in folder.rglob("*") if path.is_file())
-
 
 def cli_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "core", *args]
@@ -185,12 +183,6 @@ def run_cases(cases: list[Case], processes: int, budget: float, case_seconds: fl
         return list(pool.map(run, cases))
 
 
-def load_cifar10(data_root: Path):
-    from core.datasets import load_dataset
-
-    return load_dataset("cifar10", data_root)
-
-
 def measure_throughput(device: torch.device, train, sizes: Sizes) -> list[dict]:
     from core.bench import time_bare_loop, time_our_trainer
     from core.datasets import subsample
@@ -215,14 +207,15 @@ def verify_case(device: torch.device, data_root: Path, out: Path, sizes: Sizes) 
 
 # ---------------------------------------------------------------- gpucheck.md
 
-def header(device: torch.device, data_root: Path, train_images: int, total: float) -> str:
+def header(device: torch.device, data_root: Path, train_images: int, seconds: dict) -> str:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU {platform.machine()}"
+    steps = ", ".join(f"{step} {value:.0f} s" for step, value in seconds.items())
     return "\n".join([
         "# gpucheck", "",
         f"- device: {name}; torch {torch.__version__}, CUDA {torch.version.cuda or 'none'}, "
         f"{os.cpu_count()} CPU cores",
         f"- data: {data_root}, {train_images:,} CIFAR-10 training images (of 50,000)",
-        f"- total: {total:.0f} s (budget 480 s on one GPU)", ""])
+        f"- time: {sum(seconds.values()):.0f} s ({steps}); budget 480 s on one GPU", ""])
 
 
 def smoke_table(cases: list[Case]) -> str:

@@ -24,7 +24,9 @@ from core.reported import Comparison, budget, compare
 VERIFY_FILE = "verify.md"
 
 
-def add_arguments(parser, positive_int, add_common) -> None:
+def add_arguments(parser) -> None:
+    from core.cli import add_common, jobs_count, positive_int
+
     parser.add_argument("paper", nargs="?")
     parser.add_argument("experiment", nargs="?")
     parser.add_argument("--cycles", type=positive_int, default=1, help="check the first K cycles (default 1)")
@@ -36,10 +38,10 @@ def add_arguments(parser, positive_int, add_common) -> None:
     parser.add_argument("--results", metavar="DIR", help="check the results stored below DIR; train nothing")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="as in run (a changed config is a "
                                                                             "different run; the table says so)")
-    parser.add_argument("--jobs", type=lambda t: t if t == "auto" else positive_int(t), nargs="?", const="auto",
-                        metavar="N", help="run N jobs at once, as in run")
+    parser.add_argument("--jobs", type=jobs_count, nargs="?", const="auto", metavar="N",
+                        help="run N jobs at once, as in run")
     parser.add_argument("--download", action="store_true", help="as in run")
-    parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--quiet", action="store_true", help="print only errors and the table")
     add_common(parser)
     parser.set_defaults(profile="paper")      # verify compares paper-profile results only
 
@@ -67,12 +69,11 @@ def command(args) -> int:
     rows = first_cycles(rows, args.paper, args.experiment, methods, seeds, args.cycles)
     comparisons, _ = compare(rows)
     if not comparisons:
-        print(f"no reported number at the budgets of the first {args.cycles} cycle(s) of the rows checked "
-              f"({len(rows)} paper-profile rows); nothing to verify")
+        print(f"no reported number at the budgets of the first {args.cycles} cycle(s) of the {len(rows)} rows "
+              "checked (paper profile only); nothing to verify")
         return 0
     table = verdict_table(comparisons, args.cycles, bool(args.set))
-    if where.is_dir():
-        write_atomic(where / VERIFY_FILE, table)
+    write_atomic(where / VERIFY_FILE, table)
     print(table, end="")
     return 1 if any(c.within is False for c in comparisons) else 0
 

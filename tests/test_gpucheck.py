@@ -48,6 +48,7 @@ def test_the_steps_run_on_the_cpu_at_tiny_size_on_part_of_cifar10(monkeypatch, t
     report, crashed = gpucheck.run_checks(torch.device("cpu"), root, tmp_path / "out", gpucheck.TINY)
     assert not crashed, report
     assert (tmp_path / "out" / gpucheck.REPORT_FILE).read_text() == report
+    assert [p.name for p in (tmp_path / "out").iterdir()] == [gpucheck.REPORT_FILE]   # its runs are removed
     assert "1,100 CIFAR-10 training images (of 50,000)" in report
     assert "| baselines/ll4al_cifar10 | pass |" in report
     assert "| baselines/ll4al_cifar10 --methods entropy | pass |" in report
