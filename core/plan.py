@@ -37,8 +37,9 @@ The rates (`Speed`) come from one of:
     steps, the last of each short, and evaluations) ran at 8.8k images/s where the benchmark epoch ran at 13.1k.
     Evaluation is assumed to run at the same FLOP rate as training. Other GPU kinds scale the H200 rate by the
     ratio of their dense TF32 peaks (bfloat16 peaks with train.amp): a ratio of datasheets, not a measurement.
-  - networks the table lacks: at 32 px or less, the share of the peak that the measured 32 px networks reached
-    (small images keep a GPU as busy as the measured networks do, far below its peak); at larger sizes
+  - networks the table lacks: at 32 px or less, the share of the TF32 peak that the measured 32 px networks
+    reached (small images keep a GPU as busy as the measured networks do, far below its peak; no bfloat16 gain
+    assumed); at larger sizes
     UTILISATION (40%) of the dense peak, the share large, well-fed batches reach (not measured; likely
     optimistic).
 Peaks are the vendors' datasheet figures without sparsity (GPUS). Several jobs sharing one GPU (`--jobs`) use it
@@ -126,7 +127,7 @@ def table_speed(config: ExperimentConfig, task: TaskFlops, data: DataShape, devi
                     "runs fewer images/s (--measure times it)"))
     elif size <= 32:
         share = measured_share()
-        rate, kind = share * device.peak(amp) * 1e12, "32 px share"
+        rate, kind = share * device.tf32 * 1e12, "32 px share"     # measured in fp32: no bf16 gain assumed
         basis = (f"{config.model.arch} (width {config.model.width:g}) at {size} px is not measured: priced at the "
                  f"{share:.1%} of the dense peak the measured 32 px networks reach in a real cycle")
     else:
