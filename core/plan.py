@@ -119,7 +119,7 @@ def table_speed(config: ExperimentConfig, task: TaskFlops, data: DataShape, devi
     key = (config.model.arch, size)
     if key in MEASURED and config.model.width == 1:
         rate = MEASURED[key] * REAL_CYCLE_SHARE * scale * task.step
-        kind = f"measured ({MEASURED_GPU})" + ("" if config.train.batch_size == 128 else
+        kind = f"measured ({MEASURED_GPU}{', scaled' if scaled else ''})" + ("" if config.train.batch_size == 128 else
                                               f", batch 128 (here {config.train.batch_size})")
         basis = (f"{config.model.arch} at {size} px measured on the H200: {MEASURED[key]:,.0f} images/s in a `bench "
                  f"train` epoch at batch 128, x {REAL_CYCLE_SHARE:.2f} for a real cycle{scaled}"
