@@ -3,8 +3,8 @@
 `bench train`: one epoch of our trainer (uint8 data on the device, batched augmentation) against a bare eager
 PyTorch loop over the same images already normalised on the device (the floor of a training step: no data
 work at all) and a plain torchvision loop (ImageFolder JPEGs, per-image PIL transforms, DataLoader workers), on
-the same network, images and batch size. `bench sampling`: one selection of every method, as VAAL's Table 1, feature extraction and
-selection timed apart."""
+the same network, images and batch size. `bench sampling`: one selection of every method, as VAAL's Table 1,
+feature extraction and selection timed apart."""
 from __future__ import annotations
 
 import argparse

@@ -220,12 +220,18 @@ def header(device: torch.device, data_root: Path, train_images: int, seconds: di
 
 def smoke_table(cases: list[Case]) -> str:
     counts = {result: sum(c.result == result for c in cases)
-              for result in ("pass", "refused", "CRASH", "timed out", "not finished (time budget)", "not run (time budget)")}
+              for result in ("pass", "refused", "CRASH", "timed out", "not finished (time budget)",
+                             "not run (time budget)")}
     lines = [", ".join(f"{count} {result}" for result, count in counts.items() if count) + ".", "",
              "| case | result | seconds | last line |", "|---|---|---:|---|"]
-    lines += [f"| {c.name} | {c.result} | {c.seconds:.0f} | {c.last_line.replace('|', '/')[:200] if c.result != 'pass' else ''} |"
+    lines += [f"| {c.name} | {c.result} | {c.seconds:.0f} | {'' if c.result == 'pass' else shown_line(c)} |"
               for c in cases]
     return "\n".join(lines)
+
+
+def shown_line(case: Case) -> str:
+    """The last line a case printed, as a table cell."""
+    return case.last_line.replace("|", "/")[:200]
 
 
 def throughput_table(rows: list[dict], sizes: Sizes) -> str:

@@ -33,8 +33,9 @@ The rates (`Speed`) come from one of:
     times the counted FLOPs per image; then REAL_CYCLE_SHARE, as below.
   - the table of measured rates (MEASURED: `bench train` epochs at full width, batch 128, fp32), for the task
     networks measured there, at any batch (a smaller batch likely runs fewer images/s; the table says so):
-    images/s x REAL_CYCLE_SHARE x the counted training FLOPs per image. REAL_CYCLE_SHARE is what a real cycle reached of the benchmark on the H200: a 1,000-label cycle of ResNet-18 (200 epochs of 8
-    steps, the last of each short, and evaluations) ran at 8.8k images/s where the benchmark epoch ran at 13.1k.
+    images/s x REAL_CYCLE_SHARE x the counted training FLOPs per image. REAL_CYCLE_SHARE is what a real cycle
+    reached of the benchmark on the H200: a 1,000-label cycle of ResNet-18 (200 epochs of 8 steps, the last of
+    each short, and evaluations) ran at 8.8k images/s where the benchmark epoch ran at 13.1k.
     Evaluation is assumed to run at the same FLOP rate as training. Other GPU kinds scale the H200 rate by the
     ratio of their dense TF32 peaks (bfloat16 peaks with train.amp): a ratio of datasheets, not a measurement.
   - networks the table lacks: at 32 px or less, the share of the TF32 peak that the measured 32 px networks
@@ -182,7 +183,8 @@ def measure_speed(config: ExperimentConfig, data: DataShape, task: TaskFlops, de
     eval_rate = images_per_second(eval_step, len(evaluated), steps, device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "this machine's CPU"
     return Speed(train_rate * REAL_CYCLE_SHARE * task.step, eval_rate * REAL_CYCLE_SHARE * task.forward,
-                 "measured now", f"measured now on {device} ({name}): {config.model.arch} (width {config.model.width:g}) "
+                 "measured now", f"measured now on {device} ({name}): {config.model.arch} "
+                 f"(width {config.model.width:g}) "
                  f"{train_rate:,.0f} images/s training at batch {config.train.batch_size}, {eval_rate:,.0f} "
                  f"evaluating at batch {config.train.eval_batch_size}, x {REAL_CYCLE_SHARE:.2f} for a real cycle")
 
