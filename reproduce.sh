@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The one entry point: creates .venv and installs the project when missing, then runs a command.
-#   ./reproduce.sh demo | test | list | run | report | describe | plan | compare | bench   (./reproduce.sh --help)
+#   ./reproduce.sh demo | test | list | run | verify | report | describe | plan | compare | bench | gpucheck   (./reproduce.sh --help)
 set -euo pipefail
 export AL_CALLER_CWD="$PWD"   # relative paths in the command resolve against it
 cd "$(dirname "$0")"

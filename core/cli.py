@@ -1,4 +1,4 @@
-"""Command line behind ./reproduce.sh: list, run, report, describe, compare, bench, demo."""
+"""Command line behind ./reproduce.sh: list, run, verify, report, describe, compare, plan, bench, gpucheck, demo."""
 from __future__ import annotations
 
 import argparse
@@ -160,12 +160,12 @@ def run_sequentially(config, jobs, settings, quiet: bool) -> None:
     from core import distributed
     from core.executors import cycle_line
     from core.locks import LockBusy, describe_owner
-    from core.loop import run_job
+    from core.loop import last_cycle, run_job
     from core.strategy import STRATEGIES
 
     quiet, interactive = quiet or not distributed.is_main(), sys.stderr.isatty()
     new_cycles: list[dict] = []
-    total = sum(1 if STRATEGIES[m].single_cycle else config.protocol.cycles for m, _ in jobs)
+    total = sum(1 if STRATEGIES[m].single_cycle else last_cycle(config) for m, _ in jobs)
     overall = tqdm(total=total, desc=f"{config.paper}/{config.experiment}", unit="cycle",
                    disable=quiet or not interactive)
 
@@ -329,18 +329,18 @@ def command_describe(args) -> int:
 def command_plan(args) -> int:
     from core import plan
 
-    utilisation = plan.UTILISATION if args.utilisation is None else args.utilisation
+    measure_on = pick_device(args.device) if args.measure else None
     if args.all:
         if args.paper or args.methods or args.seeds or args.set or args.profile != "paper":
             raise UserError("plan --all covers every experiment at its paper profile; drop the experiment, "
                             "--profile, --methods, --seeds and --set")
-        print(plan.summary(args.gpu, utilisation))
+        print(plan.summary(args.gpu, measure_on))
         return 0
     if not args.experiment:
         raise UserError("plan needs <paper> <experiment> (see ./reproduce.sh list), or --all")
     _, config = resolve_experiment(args)
     methods = choose_methods(config, args.methods)
-    print(plan.job_table(config, methods, args.seeds or config.seeds, args.gpu, utilisation))
+    print(plan.job_table(config, methods, args.seeds or config.seeds, args.gpu, measure_on))
     return 0
 
 
@@ -406,6 +406,18 @@ def command_bench(args) -> int:
 
     get(args.what).run(args, pick_device(args.device))
     return 0
+
+
+def command_verify(args) -> int:
+    from core.verify import command
+
+    return command(args)
+
+
+def command_gpucheck(args) -> int:
+    from core.gpucheck import command
+
+    return command(args)
 
 
 def command_demo(args) -> int:
@@ -501,9 +513,11 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--methods", help="comma-separated (default: every implemented method of the experiment)")
     plan.add_argument("--seeds", type=positive_int, help="number of seeds (default: the paper's)")
     plan.add_argument("--set", action="append", metavar="KEY=VALUE")
-    plan.add_argument("--gpu", default="h100", help="h100 (default), h200, a100, l40s, rtx4090, v100 or cpu")
-    plan.add_argument("--utilisation", type=float,
-                      help="sustained share of the GPU's dense peak (default 0.4; see core/plan.py)")
+    plan.add_argument("--gpu", default="h200", help="h200 (default: the measured one), h100, a100, l40s, rtx4090, "
+                                                    "v100 or cpu; priced from the measured H200 rates")
+    plan.add_argument("--measure", action="store_true", help="time a few training and evaluation steps of the task "
+                                                             "network on this machine's device and price from them")
+    plan.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="--measure: the device")
     report = sub.add_parser("report", help="figures, tables and paired comparisons from stored results, no training")
     report.add_argument("results", nargs="+", help="one or more results folders (several: one summary table)")
     report.add_argument("--out", help="where to write (default: the results folder; required with several)")
@@ -531,6 +545,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--batch-size", type=int, help="segmentation: batch (default 8, VAAL Table 3)")
     bench.add_argument("--out", default="results/bench", help="sampling: where the table is written")
     add_common(bench)
+    from core import verify
+
+    verify.add_arguments(sub.add_parser("verify", help="run or resume the first cycles at the paper profile and check "
+                                                       "them against the reported numbers (exit 1 on a miss)"))
+    gpucheck = sub.add_parser("gpucheck", help="check a CUDA machine in at most 8 minutes: smoke of every experiment "
+                                               "and method, trainer throughput, verify's first LL4AL cycle")
+    gpucheck.add_argument("--out", default="results/gpucheck", help="where gpucheck.md and the runs go")
+    gpucheck.add_argument("--data-root", help="folder with cifar10/ (part of its training images will do)")
     demo = sub.add_parser("demo", help="a small real reproduction on CIFAR-10 with a figure and a table "
                                        "(downloads CIFAR-10 into the data root when it is not there)")
     demo.add_argument("--out")
@@ -541,7 +563,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 COMMANDS = {"run": command_run, "report": command_report, "compare": command_compare, "describe": command_describe,
             "list": command_list, "tables": command_tables, "figures": command_figures, "bench": command_bench,
-            "demo": command_demo, "plan": command_plan}
+            "demo": command_demo, "plan": command_plan, "verify": command_verify,
+            "gpucheck": command_gpucheck}
 
 
 def main(argv: list[str] | None = None) -> int:

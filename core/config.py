@@ -85,6 +85,7 @@ class RuntimeConfig:
     channels_last: str = "auto"          # NHWC weights and batches in training; auto: on for conv nets on CUDA
     compile: bool = False                # torch.compile the training forward (compiling outlasts short cycles)
     sync_batchnorm: bool = True          # under torchrun on CUDA: BatchNorm statistics over the global batch
+    stop_after_cycles: int = 0           # run only the first N cycles (verify); 0: the whole protocol
 
 
 @dataclass
@@ -226,7 +227,8 @@ def validate(config: ExperimentConfig) -> None:
                     "protocol.missing_classes": protocol.missing_classes,
                     "protocol.fraction_base": protocol.fraction_base, "train.gamma": train.gamma,
                     "data.image_size": data.image_size, "data.resize": data.resize,
-                    "runtime.checkpoint_every": config.runtime.checkpoint_every}
+                    "runtime.checkpoint_every": config.runtime.checkpoint_every,
+                    "runtime.stop_after_cycles": config.runtime.stop_after_cycles}
     for key, value in not_negative.items():
         if value < 0:
             raise UserError(f"config value {key}={value} must not be negative (0 keeps the default behaviour)")

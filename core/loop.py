@@ -192,7 +192,14 @@ class JobPlan:
 
     @property
     def done(self) -> bool:
-        return len(self.rows) >= self.config.protocol.cycles
+        return len(self.rows) >= last_cycle(self.config)
+
+
+def last_cycle(config: ExperimentConfig) -> int:
+    """The cycles a job runs now: the protocol's, or its first runtime.stop_after_cycles (whose last cycle still
+    selects, so that a later run continues it)."""
+    stop = config.runtime.stop_after_cycles
+    return min(stop, config.protocol.cycles) if stop else config.protocol.cycles
 
 
 def plan_job(config: ExperimentConfig, method: str, seed: int, settings: RunSettings) -> JobPlan:
@@ -356,7 +363,7 @@ def _run_cycles(plan: JobPlan, method: str, seed: int, settings: RunSettings,
                            checkpoint=checkpoint(cycle, labeled, tag))
         return model
 
-    for cycle in range(len(rows), config.protocol.cycles):
+    for cycle in range(len(rows), last_cycle(config)):
         ctx = CycleContext(config=config, seed=seed, cycle=cycle, device=device, dataset=dataset, source=source,
                            pool=pool, answers=oracle.answers, trainer=trainer(cycle),
                            rng=numpy_rng("select", seed, method, cycle),

@@ -26,11 +26,25 @@ CIFAR and SVHN 32 px and Fashion-MNIST 28 px as stored; Caltech and ImageNet cro
 training and testing; segmentation crops of data.image_size for training (whole images when 0) and whole images
 (shorter side scaled to data.resize when set) for testing and scoring.
 
-GPU-hours = FLOPs / (utilisation x dense peak) / 3600, with the bfloat16 tensor-core peak when train.amp is on
-and the TF32 peak otherwise (cuDNN runs float32 convolutions, which dominate these networks, in TF32 by
-default). Peaks are the vendors' datasheet figures without sparsity (GPUS). The default utilisation, 40% of
-peak, is what large, well-fed batches reach; the 32 px networks of most experiments at batches of 64-128
-likely sustain less, so the hours are a lower bound: `--utilisation` changes it.
+GPU-hours = training FLOPs / the training FLOP rate + evaluation FLOPs / the evaluation FLOP rate, / 3600.
+The rates (`Speed`) come from one of:
+  - `--measure`: a few real training steps (forward, backward, optimizer step) and evaluation forwards of the
+    task network at the config's batch, image size, width and precision on this machine's device, in images/s,
+    times the counted FLOPs per image; then REAL_CYCLE_SHARE, as below.
+  - the table of measured rates (MEASURED: `bench train` epochs at full width, batch 128, fp32), for the task
+    networks measured there, at any batch (a smaller batch likely runs fewer images/s; the table says so):
+    images/s x REAL_CYCLE_SHARE x the counted training FLOPs per image. REAL_CYCLE_SHARE is what a real cycle
+    reached of the benchmark on the H200: a 1,000-label cycle of ResNet-18 (200 epochs of 8 steps, the last of
+    each short, and evaluations) ran at 8.8k images/s where the benchmark epoch ran at 13.1k.
+    Evaluation is assumed to run at the same FLOP rate as training. Other GPU kinds scale the H200 rate by the
+    ratio of their dense TF32 peaks (bfloat16 peaks with train.amp): a ratio of datasheets, not a measurement.
+  - networks the table lacks: at 32 px or less, the share of the TF32 peak that the measured 32 px networks
+    reached (small images keep a GPU as busy as the measured networks do, far below its peak; no bfloat16 gain
+    assumed); at larger sizes
+    UTILISATION (40%) of the dense peak, the share large, well-fed batches reach (not measured; likely
+    optimistic).
+Peaks are the vendors' datasheet figures without sparsity (GPUS). Several jobs sharing one GPU (`--jobs`) use it
+better: on the H200, 3 or 10 ResNet-18 jobs at once reached about 20k images/s in aggregate (AGGREGATE_SPEEDUP).
 """
 from __future__ import annotations
 
@@ -48,7 +62,7 @@ from core.errors import UserError
 from core.strategy import CycleSizes, CycleWork
 
 PROBE_BATCH = 8                      # samples per counted pass of a method's network; FLOPs scale linearly
-UTILISATION = 0.4
+UTILISATION = 0.4                    # share of the dense peak for unmeasured networks on large images
 
 
 @dataclass(frozen=True)
@@ -79,11 +93,118 @@ def gpu(name: str) -> Gpu:
     return GPUS[name]
 
 
-def sustained(device: Gpu, amp: bool, utilisation: float) -> float:
-    """FLOP/s a job is assumed to sustain."""
-    if not 0 < utilisation <= 1:
-        raise UserError(f"--utilisation {utilisation:g} must be a fraction of the peak in (0, 1]")
-    return device.peak(amp) * 1e12 * utilisation
+MEASURED_GPU = "h200"
+MEASURED = {   # (arch, image px): training images/s of one job, fp32, batch 128, full width, `bench train` epoch
+    ("resnet18_cifar", 32): 13100.0,     # issue 21: H200, PyTorch 2.11, CUDA 13
+    ("vgg16_bn", 32): 13100.0,           # issue 21: H200, same run
+}
+REAL_CYCLE_SHARE = 8.8 / 13.1            # H200: a real 1,000-label ResNet-18 cycle vs the benchmark epoch (issue 21)
+AGGREGATE_SPEEDUP = 20.0 / 8.8           # H200: 3 or 10 ResNet-18 jobs sharing the GPU vs one job (issue 21)
+MEASURE_STEPS = 5                        # timed steps of --measure, after 2 warm-up steps
+
+
+@dataclass(frozen=True)
+class Speed:
+    train: float                     # FLOP/s while training
+    infer: float                     # FLOP/s while evaluating and scoring
+    kind: str                        # one word or two for the summary's speed column
+    basis: str                       # where the rates come from, printed under every table
+
+
+def table_speed(config: ExperimentConfig, task: TaskFlops, data: DataShape, device_name: str) -> Speed:
+    """The rate of the measured-rates table for this task network on `device_name` (see the module docstring)."""
+    device, reference = gpu(device_name), GPUS[MEASURED_GPU]
+    amp, size = config.train.amp, max(data.train_hw)
+    scale = device.peak(amp) / reference.peak(amp)
+    scaled = "" if device_name == MEASURED_GPU else f", x {scale:.3g} for {device_name} (ratio of dense peaks)"
+    key = (config.model.arch, size)
+    if key in MEASURED and config.model.width == 1:
+        rate = MEASURED[key] * REAL_CYCLE_SHARE * scale * task.step
+        kind = f"measured ({MEASURED_GPU}{', scaled' if scaled else ''})" + ("" if config.train.batch_size == 128 else
+                                              f", batch 128 (here {config.train.batch_size})")
+        basis = (f"{config.model.arch} at {size} px measured on the H200: {MEASURED[key]:,.0f} images/s in a `bench "
+                 f"train` epoch at batch 128, x {REAL_CYCLE_SHARE:.2f} for a real cycle{scaled}"
+                 + ("" if config.train.batch_size >= 128 else f"; this batch of {config.train.batch_size} likely "
+                    "runs fewer images/s (--measure times it)"))
+    elif size <= 32:
+        share = measured_share()
+        rate, kind = share * device.tf32 * 1e12, "32 px share"     # measured in fp32: no bf16 gain assumed
+        basis = (f"{config.model.arch} (width {config.model.width:g}) at {size} px is not measured: priced at the "
+                 f"{share:.1%} of the dense peak the measured 32 px networks reach in a real cycle")
+    else:
+        rate, kind = UTILISATION * device.peak(amp) * 1e12, f"{UTILISATION:.0%} of peak"
+        basis = (f"{config.model.arch} at {size} px is not measured: {UTILISATION:.0%} of the dense peak "
+                 "(large images; likely optimistic)")
+    return Speed(rate, rate, kind, f"{device_name} = {device.name}; {basis}")
+
+
+@functools.lru_cache(maxsize=1)
+def measured_share() -> float:
+    """The mean share of the H200's TF32 peak that the measured networks reach in a real cycle."""
+    shares = [images * REAL_CYCLE_SHARE * _task_flops(arch, 1.0, 10, 3, (px, px), (px, px), 128, 128).step
+              / (GPUS[MEASURED_GPU].tf32 * 1e12) for (arch, px), images in MEASURED.items()]
+    return sum(shares) / len(shares)
+
+
+def measure_speed(config: ExperimentConfig, data: DataShape, task: TaskFlops, device: torch.device,
+                  steps: int = MEASURE_STEPS) -> Speed:
+    """Times `steps` training steps and evaluation forwards of the task network on `device` (random images of
+    the config's shapes: the step's cost does not depend on the pixels), x REAL_CYCLE_SHARE."""
+    from core.evaluate import autocast
+    from core.networks import build_network
+    from core.trainer import make_optimizer
+
+    torch.manual_seed(0)
+    network = build_network(config.model.arch, data.classes, data.channels, config.model.width).to(device)
+    optimizer = make_optimizer(network.parameters(), config.train)
+    train = torch.randn(config.train.batch_size, data.channels, *data.train_hw, device=device)
+    evaluated = torch.randn(config.train.eval_batch_size, data.channels, *data.eval_hw, device=device)
+
+    def logits_of(images):
+        with autocast(device, config.train.amp):
+            outputs = network(images)
+        return (outputs[0] if isinstance(outputs, (tuple, list)) else outputs).float()
+
+    targets = torch.randint(data.classes, (len(train), *logits_of(train[:1]).shape[2:]), device=device)
+
+    def train_step():
+        network.train()
+        loss = torch.nn.functional.cross_entropy(logits_of(train), targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    def eval_step():
+        network.eval()
+        with torch.no_grad():
+            logits_of(evaluated)
+
+    train_rate = images_per_second(train_step, len(train), steps, device)
+    eval_rate = images_per_second(eval_step, len(evaluated), steps, device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "this machine's CPU"
+    return Speed(train_rate * REAL_CYCLE_SHARE * task.step, eval_rate * REAL_CYCLE_SHARE * task.forward,
+                 "measured now", f"measured now on {device} ({name}): {config.model.arch} "
+                 f"(width {config.model.width:g}) "
+                 f"{train_rate:,.0f} images/s training at batch {config.train.batch_size}, {eval_rate:,.0f} "
+                 f"evaluating at batch {config.train.eval_batch_size}, x {REAL_CYCLE_SHARE:.2f} for a real cycle")
+
+
+def images_per_second(step, images: int, steps: int, device: torch.device) -> float:
+    import time
+
+    for _ in range(2):
+        step()
+    synchronize(device)
+    started = time.perf_counter()
+    for _ in range(steps):
+        step()
+    synchronize(device)
+    return steps * images / (time.perf_counter() - started)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 # ---------------------------------------------------------------- the dataset as a job sees it, without data
@@ -186,12 +307,13 @@ def network_flops(network: torch.nn.Module, inputs: tuple) -> tuple[float, float
     return COUNTED[key]
 
 
-def method_network_flops(work: CycleWork, networks: dict[str, torch.nn.Module]) -> float:
-    total = 0.0
+def method_network_flops(work: CycleWork, networks: dict[str, torch.nn.Module]) -> tuple[float, float]:
+    """FLOPs of a method's own networks in one cycle: (training, inference)."""
+    trained = inferred = 0.0
     for name, use in work.networks.items():
         step, forward = network_flops(networks[name], use.inputs)
-        total += use.trained * step + use.inferred * forward
-    return total
+        trained, inferred = trained + use.trained * step, inferred + use.inferred * forward
+    return trained, inferred
 
 
 # ---------------------------------------------------------------- jobs
@@ -204,6 +326,10 @@ class Job:
     train_steps: int                 # task-model steps, every training of every cycle
     scored: int                      # candidates the selections scored
     flops: float
+    inferred_flops: float = 0.0      # the part of `flops` in forward passes without a backward
+
+    def seconds(self, speed: Speed) -> float:
+        return (self.flops - self.inferred_flops) / speed.train + self.inferred_flops / speed.infer
 
 
 def validations(config: ExperimentConfig, units: int) -> int:
@@ -249,8 +375,10 @@ def method_job(config: ExperimentConfig, method: str, data: DataShape) -> Job:
             inferred = validated + data.test + work.task_inferred
             job.train_steps += trainings * steps
             job.scored += work.scored
-            job.flops += trained * task.step + inferred * task.forward + work.task_head_inferred * task.head + \
-                method_network_flops(work, networks)
+            own_trained, own_inferred = method_network_flops(work, networks)
+            inferred_flops = inferred * task.forward + work.task_head_inferred * task.head + own_inferred
+            job.flops += trained * task.step + own_trained + inferred_flops
+            job.inferred_flops += inferred_flops
     return job
 
 
@@ -259,7 +387,8 @@ def plan_jobs(config: ExperimentConfig, methods: list[str], seeds: int) -> tuple
     jobs = []
     for method in methods:
         job = method_job(config, method, data)
-        jobs += [Job(method, seed, job.cycles, job.train_steps, job.scored, job.flops) for seed in range(seeds)]
+        jobs += [Job(method, seed, job.cycles, job.train_steps, job.scored, job.flops, job.inferred_flops)
+                 for seed in range(seeds)]
     return data, jobs
 
 
@@ -284,19 +413,29 @@ def gflop(flops: float) -> str:
     return f"{float(f'{flops / 1e9:.3g}'):,g}"
 
 
-def assumption(device_name: str, amp: bool, utilisation: float) -> str:
-    device = gpu(device_name)
-    precision = "bfloat16, train.amp is on" if amp else "TF32, train.amp is off"
-    return (f"{device_name} = {device.name}: {sustained(device, amp, utilisation) / 1e12:.1f} TFLOP/s sustained "
-            f"({utilisation:.0%} of its dense peak of {device.peak(amp):g} TFLOP/s; {precision})")
+MEASURED_NOW: dict[tuple, Speed] = {}      # --measure: each network, shape, batch and optimizer timed once
 
 
-def job_table(config: ExperimentConfig, methods: list[str], seeds: int, device_name: str,
-              utilisation: float = UTILISATION) -> str:
-    rate = sustained(gpu(device_name), config.train.amp, utilisation)
+def speed_for(config: ExperimentConfig, data: DataShape, device_name: str,
+              measure_on: torch.device | None = None) -> Speed:
+    task = task_flops(config, data)
+    if not measure_on:
+        return table_speed(config, task, data, device_name)
+    train, model = config.train, config.model
+    key = (model.arch, model.width, data, train.batch_size, train.eval_batch_size, train.amp, train.optimizer,
+           str(measure_on))
+    if key not in MEASURED_NOW:
+        MEASURED_NOW[key] = measure_speed(config, data, task, measure_on)
+    return MEASURED_NOW[key]
+
+
+def job_table(config: ExperimentConfig, methods: list[str], seeds: int, device_name: str = MEASURED_GPU,
+              measure_on: torch.device | None = None) -> str:
     data, jobs = plan_jobs(config, methods, seeds)
+    speed = speed_for(config, data, device_name, measure_on)
+    column = str(measure_on) if measure_on else device_name
     flops, flops_total = shown([job.flops / 1e15 for job in jobs])
-    hours, hours_total = shown([job.flops / rate / 3600 for job in jobs])
+    hours, hours_total = shown([job.seconds(speed) / 3600 for job in jobs])
     task = task_flops(config, data)
     lines = [f"{config.paper}/{config.experiment} ({config.title}): {len(methods)} method(s) x {seeds} seed(s) = "
              f"{len(jobs)} jobs",
@@ -305,14 +444,17 @@ def job_table(config: ExperimentConfig, methods: list[str], seeds: int, device_n
              f"{'x'.join(map(str, data.train_hw))} px: {gflop(task.step)} GFLOP per image trained (batch "
              f"{config.train.batch_size}), {gflop(task.forward)} per image evaluated at "
              f"{'x'.join(map(str, data.eval_hw))} px", "",
-             f"| method | seed | cycles | train steps | scored images | PFLOP | GPU-hours ({device_name}) |",
+             f"| method | seed | cycles | train steps | scored images | PFLOP | GPU-hours ({column}) |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for job, job_flops, job_hours in zip(jobs, flops, hours):
         lines.append(f"| {job.method} | {job.seed} | {job.cycles} | {job.train_steps:,} | {job.scored:,} | "
                      f"{job_flops} | {job_hours} |")
     lines += [f"| TOTAL | {len(jobs)} jobs | {sum(j.cycles for j in jobs)} | {sum(j.train_steps for j in jobs):,} | "
               f"{sum(j.scored for j in jobs):,} | {flops_total} | {hours_total} |", "",
-              f"GPU: {assumption(device_name, config.train.amp, utilisation)}.",
+              f"Speed ({'--measure' if measure_on else 'measured-rates table, no --measure'}): {speed.basis}: "
+              f"{speed.train / 1e12:.3g} TFLOP/s training, {speed.infer / 1e12:.3g} evaluating.",
+              f"One job at a time; several jobs sharing one GPU (--jobs) go faster: on the H200, 3 or 10 ResNet-18 "
+              f"jobs reached {AGGREGATE_SPEEDUP:.1f}x one job's images/s in aggregate.",
               "FLOPs: counted with torch's FlopCounterMode on one step of each network (convolutions and matrix "
               "products): task training, validation, test, scoring, and each method's own networks and extra "
               "passes as its cycle_work declares them; data loading and selection arithmetic not counted. "
@@ -320,9 +462,9 @@ def job_table(config: ExperimentConfig, methods: list[str], seeds: int, device_n
     return "\n".join(lines)
 
 
-def summary(device_name: str = "h100", utilisation: float = UTILISATION) -> str:
+def summary(device_name: str = MEASURED_GPU, measure_on: torch.device | None = None) -> str:
     """One row per registered experiment at its paper profile, every implemented method and the paper's seeds
-    (the README's table)."""
+    (the README's table), with the kind of speed each row is priced at."""
     from core import experiments
 
     experiments.papers()
@@ -330,18 +472,19 @@ def summary(device_name: str = "h100", utilisation: float = UTILISATION) -> str:
     for (paper, name), experiment in sorted(experiments.EXPERIMENTS.items()):
         config = experiment.config("paper")
         implemented, pending = experiments.method_status(config)
-        rate = sustained(gpu(device_name), config.train.amp, utilisation)
-        _, jobs = plan_jobs(config, implemented, config.seeds)
-        flops = sum(job.flops for job in jobs)
-        rows.append((paper, name, len(implemented), len(pending), config.seeds, len(jobs), flops / 1e15,
-                     flops / rate / 3600))
+        data, jobs = plan_jobs(config, implemented, config.seeds)
+        speed = speed_for(config, data, device_name, measure_on)
+        rows.append((paper, name, len(implemented), len(pending), config.seeds, len(jobs),
+                     sum(job.flops for job in jobs) / 1e15, sum(job.seconds(speed) for job in jobs) / 3600,
+                     speed.kind))
     flops, flops_total = shown([row[6] for row in rows])
     hours, hours_total = shown([row[7] for row in rows])
-    lines = [f"| paper | experiment | methods | seeds | jobs | PFLOP | GPU-hours ({device_name}) |",
-             "|---|---|---:|---:|---:|---:|---:|"]
-    for (paper, name, methods, pending, seeds, jobs, _, _), row_flops, row_hours in zip(rows, flops, hours):
+    column = str(measure_on) if measure_on else device_name
+    lines = [f"| paper | experiment | methods | seeds | jobs | PFLOP | GPU-hours ({column}) | speed |",
+             "|---|---|---:|---:|---:|---:|---:|---|"]
+    for (paper, name, methods, pending, seeds, jobs, _, _, kind), row_flops, row_hours in zip(rows, flops, hours):
         lines.append(f"| {paper} | {name} | {methods}{f' (+{pending} pending)' if pending else ''} | {seeds} | "
-                     f"{jobs} | {row_flops} | {row_hours} |")
+                     f"{jobs} | {row_flops} | {row_hours} | {kind} |")
     lines.append(f"| TOTAL | {len(rows)} experiments | | | {sum(row[5] for row in rows):,} | {flops_total} | "
-                 f"{hours_total} |")
+                 f"{hours_total} | |")
     return "\n".join(lines)

@@ -2,12 +2,13 @@
 section 3, and the comparison of reproduced results against them.
 
 `fraction` is the labeled fraction of the training set the number belongs to (1.0 with method `full_data`:
-the whole training set); `tolerance` is the allowed |reproduced - reported| in points, None where the number
+the whole training set); `labels`, where the paper counts labels rather than a share (LL4AL: 1,000 + 1,000),
+is that count, and results match it by their number of labels, so a copy of the dataset with fewer training
+images still compares; `tolerance` is the allowed |reproduced - reported| in points, None where the number
 is informative only (read off a plot at unknown resolution, hardware-dependent, or the setting is ambiguous).
 """
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +28,7 @@ class Reported:
     metric: str = "accuracy"
     std: float | None = None
     tolerance: float | None = TOLERANCE
+    labels: int | None = None
 
 
 VAAL_FIG2 = "10% initial, +5% per cycle, VGG16-BN, 5 runs"
@@ -85,13 +87,17 @@ REPORTED: list[Reported] = [
     Reported("daal", "fig3_cityscapes", "full_data", 59.42, "DAAL Sec. 4.4 text", "all of train", 1.0, "miou",
              std=0.29),
     *[Reported("baselines", "ll4al_cifar10", "learning_loss", 100 * value,
-               "Mephisto405 results.PNG, read off the plot", LL4AL, labels / 50000, tolerance=3.0)
+               "Mephisto405 results.PNG, read off the plot", LL4AL, labels / 50000, tolerance=3.0, labels=labels)
       for labels, value in zip(range(1000, 11000, 1000),
                                (.51, .65, .75, .815, .835, .865, .88, .89, .90, .905))],
+    Reported("baselines", "ll4al_cifar10", "random", 48.0, "Mephisto405 results.PNG, read off the plot "
+             "(REFERENCES 3: random from .48)", LL4AL, 0.02, tolerance=3.0, labels=1000),
+    Reported("baselines", "ll4al_cifar10", "learning_loss", 51.0, "LL4AL paper Fig. 4 (left), read off the plot "
+             "(REFERENCES 3: LL from .51)", LL4AL, 0.02, tolerance=3.0, labels=1000),
     Reported("baselines", "ll4al_cifar10", "learning_loss", 91.0, "LL4AL paper Fig. 4 (left), read off the plot",
-             LL4AL, 0.20, tolerance=3.0),
+             LL4AL, 0.20, tolerance=3.0, labels=10000),
     Reported("baselines", "ll4al_cifar10", "random", 87.6, "LL4AL paper Fig. 4 (left), read off the plot",
-             LL4AL, 0.20, tolerance=3.0),
+             LL4AL, 0.20, tolerance=3.0, labels=10000),
     Reported("vaal", "fig2_cifar10", "random", 68.58, "TorchAL figure1_cifar10.png (initial model, 25 runs)",
              "VGG16 on 10% of CIFAR-10 (TorchAL's training recipe)", 0.10, tolerance=None),
     Reported("vaal", "fig2_cifar100", "random", 33.48, "TorchAL figure1_cifar100.png (initial model, 25 runs)",
@@ -122,26 +128,36 @@ class Comparison:
         return abs(self.difference) <= self.reported.tolerance
 
 
+def matches(reported: Reported, row: dict) -> bool:
+    """A paper-profile row at the reported point: same experiment, method and metric, and the reported number of
+    labels, or else the reported fraction to two decimals (the full-data line whatever share validation holds)."""
+    if (row["paper"], row["experiment"], row["method"], row["metric"]) != \
+            (reported.paper, reported.experiment, reported.method, reported.metric):
+        return False
+    if reported.labels:
+        return row["n_labeled"] == reported.labels
+    fraction = 1.0 if row["method"] == "full_data" else round(row["fraction_labeled"], 2)
+    return fraction == round(reported.fraction, 2)
+
+
 def compare(rows: list[dict]) -> tuple[list[Comparison], int]:
     """Reported vs reproduced for every reported point that paper-profile results cover; also the number of
     paper-profile rows that no reported number covers."""
-    values = defaultdict(list)
-    for row in rows:
-        if row.get("profile", "paper") == "paper":
-            # the full-data line is one point whatever share of the data validation holds out
-            fraction = 1.0 if row["method"] == "full_data" else round(row["fraction_labeled"], 2)
-            key = (row["paper"], row["experiment"], row["method"], row["metric"], fraction)
-            values[key].append(row["value"])
+    rows = [row for row in rows if row.get("profile", "paper") == "paper"]
     comparisons, used = [], set()
     for reported in REPORTED:
         if reported.fraction is None:
             continue
-        key = (reported.paper, reported.experiment, reported.method, reported.metric, round(reported.fraction, 2))
-        if key in values:
-            used.add(key)
-            found = np.asarray(values[key])
-            comparisons.append(Comparison(reported, float(found.mean()), float(found.std()), len(found)))
-    return comparisons, sum(len(v) for k, v in values.items() if k not in used)
+        found = [i for i, row in enumerate(rows) if matches(reported, row)]
+        if found:
+            used.update(found)
+            values = np.asarray([rows[i]["value"] for i in found])
+            comparisons.append(Comparison(reported, float(values.mean()), float(values.std()), len(values)))
+    return comparisons, len(rows) - len(used)
+
+
+def budget(reported: Reported) -> str:
+    return f"{reported.labels:,}" if reported.labels else f"{100 * reported.fraction:.0f}%"
 
 
 def comparison_table(comparisons: list[Comparison]) -> str:
@@ -151,7 +167,7 @@ def comparison_table(comparisons: list[Comparison]) -> str:
         r = c.reported
         within = {None: "info", True: "yes", False: "NO"}[c.within]
         tolerance = "-" if r.tolerance is None else f"±{r.tolerance:g}"
-        lines.append(f"| {r.paper} | {r.experiment} | {r.method} | {100 * r.fraction:.0f}% | {r.value:.2f} | "
+        lines.append(f"| {r.paper} | {r.experiment} | {r.method} | {budget(r)} | {r.value:.2f} | "
                      f"{c.mean:.2f} ± {c.std:.2f} (n={c.seeds}) | {c.difference:+.2f} | {tolerance} | {within} | "
                      f"{r.source} |")
     return "\n".join(lines) + "\n"

@@ -1,0 +1,255 @@
+"""`./reproduce.sh gpucheck`: one command that checks a CUDA machine against this project, on one GPU, in at most
+8 minutes (each step has its own time budget; what does not fit is listed as not run), and writes every figure
+to gpucheck.md:
+
+1. smoke: every registered experiment at its smoke profile with every implemented method (1 seed), and every
+   method no experiment runs on `baselines ll4al_cifar10`, each experiment in its own `./reproduce.sh run`
+   process, several processes at once on the one GPU;
+2. throughput: one epoch of the trainer against a bare eager PyTorch loop over the same images already on the
+   device (core.bench), for ResNet-18 and VGG16-BN at full width, batch 128;
+3. verify: `verify baselines ll4al_cifar10 --cycles 1` with 3 seeds of random and learning_loss, 3 jobs at once,
+   against the registry (core.verify).
+
+It needs only the CIFAR-10 ImageFolder tree in the data root, and any part of its training images will do (the
+LL4AL protocol needs 1,000 + 1,000); experiments whose data is missing are listed with the line `run` refused them
+with. Exit status 0 when nothing crashed (a smoke case or a step that stopped with an error other than a refusal),
+1 otherwise; verify's pass/fail against the papers is a finding, reported in the file, not a failure of the
+machine. Without a CUDA GPU it refuses in one line (exit 2). `run_checks` runs the same steps on any device at
+the sizes it is given: the tests run them on the CPU at TINY size.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from core.datasets import load_dataset
+from core.errors import UserError
+
+REPO = Path(__file__).resolve().parent.parent
+REPORT_FILE = "gpucheck.md"
+TIMED_OUT, STOPPED = -124, -125          # Case.returncode of a process stopped on its own limit, or the step's
+
+
+@dataclass(frozen=True)
+class Sizes:
+    experiments: tuple | None = None         # (paper, experiment) pairs; None: every registered one
+    other_methods: tuple | None = None       # run on baselines ll4al_cifar10; None: every method no experiment runs
+    processes: int = 0                       # smoke processes at once on the one GPU (0: all cores but 2)
+    smoke_seconds: float = 270.0             # budget of the smoke step, every process included
+    case_seconds: float = 240.0              # one smoke process at most
+    bench_archs: tuple = ("resnet18_cifar", "vgg16_bn")
+    bench_images: int = 10000
+    bench_width: float = 1.0
+    verify_seeds: int = 3
+    verify_methods: str = "random,learning_loss"
+    verify_set: tuple = ()                   # --set overrides of the verify run (TINY shrinks the paper profile)
+    verify_seconds: float = 150.0
+
+
+FULL = Sizes()
+TINY = Sizes(experiments=(("baselines", "ll4al_cifar10"),), other_methods=("entropy",), processes=2,
+             smoke_seconds=600, case_seconds=600, bench_archs=("resnet18_cifar",), bench_images=256,
+             bench_width=0.0625, verify_seeds=1, verify_seconds=600,
+             verify_set=("train.epochs=1", "model.width=0.0625", "protocol.cycles=2", "protocol.budget=50",
+                         "protocol.subset=0", "data.test_subset=100"))
+
+
+@dataclass
+class Case:
+    """One `./reproduce.sh` process and what came of it."""
+
+    name: str
+    argv: list[str]
+    returncode: int | None = None            # None: not started within the step's budget
+    seconds: float = 0.0
+    last_line: str = ""
+    stdout: str = field(default="", repr=False)
+
+    @property
+    def result(self) -> str:
+        if self.returncode is None:
+            return "not run (time budget)"
+        return {0: "pass", 2: "refused", TIMED_OUT: "timed out", STOPPED: "not finished (time budget)"}.get(
+            self.returncode, "CRASH")
+
+
+def command(args) -> int:
+    from core.cli import check_out_folder, resolve_data_root_arg, user_path
+
+    if not torch.cuda.is_available():
+        raise UserError("gpucheck checks a CUDA GPU and PyTorch sees none here (torch "
+                        f"{torch.__version__}, CUDA build {torch.version.cuda or 'none'}); run it on a GPU machine")
+    out = user_path(args.out)
+    check_out_folder(out)
+    data_root = resolve_data_root_arg(args.data_root)
+    report, crashed = run_checks(torch.device("cuda"), data_root, out, FULL)
+    print(report, end="")
+    print(f"written: {out / REPORT_FILE}")
+    return 1 if crashed else 0
+
+
+def run_checks(device: torch.device, data_root: Path, out: Path, sizes: Sizes) -> tuple[str, bool]:
+    """The three steps on `device` at `sizes`, their runs in a fresh folder below `out` removed at the end (a
+    second gpucheck trains again rather than resuming); writes out/gpucheck.md and returns its text and whether
+    anything crashed."""
+    from core.results import write_atomic
+
+    out.mkdir(parents=True, exist_ok=True)
+    seconds = {}
+    with tempfile.TemporaryDirectory(prefix="runs-", dir=out) as runs:
+        started = time.perf_counter()
+        cifar10 = load_dataset("cifar10", data_root)     # decoded once here: the smoke processes read the cache
+        seconds["data"] = time.perf_counter() - started
+        processes = sizes.processes or max(2, (os.cpu_count() or 4) - 2)
+        smoke = run_cases(smoke_cases(device, data_root, Path(runs) / "smoke", sizes), processes,
+                          sizes.smoke_seconds, sizes.case_seconds)
+        seconds["smoke"] = time.perf_counter() - started - sum(seconds.values())
+        throughput = measure_throughput(device, cifar10.train, sizes)
+        seconds["throughput"] = time.perf_counter() - started - sum(seconds.values())
+        verify = verify_case(device, data_root, Path(runs) / "verify", sizes)
+        run_cases([verify], 1, sizes.verify_seconds, sizes.verify_seconds)
+        seconds["verify"] = time.perf_counter() - started - sum(seconds.values())
+    report = "\n".join([
+        header(device, data_root, len(cifar10.train), seconds),
+        f"## 1. Smoke: every experiment and every method ({seconds['smoke']:.0f} s, {processes} processes at "
+        "once)", "", smoke_table(smoke), "",
+        f"## 2. Training throughput ({seconds['throughput']:.0f} s)", "", throughput_table(throughput, sizes), "",
+        f"## 3. verify baselines ll4al_cifar10 --cycles 1 --seeds {sizes.verify_seeds} --methods "
+        f"{sizes.verify_methods} ({seconds['verify']:.0f} s)", "", verify_section(verify), ""])
+    write_atomic(out / REPORT_FILE, report)
+    crashed = any(case.result in ("CRASH", "timed out") for case in smoke) or verify.returncode not in (0, 1)
+    return report, crashed
+
+
+# ---------------------------------------------------------------- the steps
+
+def cli_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "core", *args]
+
+
+def smoke_cases(device: torch.device, data_root: Path, out: Path, sizes: Sizes) -> list[Case]:
+    from core import experiments
+    from core.strategy import STRATEGIES
+
+    experiments.papers()
+    chosen = sizes.experiments or sorted(experiments.EXPERIMENTS)
+    common = ["--profile", "smoke", "--seeds", "1", "--device", device.type, "--data-root", str(data_root),
+              "--out", str(out), "--quiet"]
+    cases = [Case(f"{paper}/{name}", cli_argv("run", paper, name, *common)) for paper, name in chosen]
+    covered = {method for key in experiments.EXPERIMENTS
+               for method in experiments.method_status(experiments.EXPERIMENTS[key].config("smoke"))[0]}
+    others = sorted(set(STRATEGIES) - covered) if sizes.other_methods is None else list(sizes.other_methods)
+    if others:
+        cases.append(Case(f"baselines/ll4al_cifar10 --methods {','.join(others)}",
+                          cli_argv("run", "baselines", "ll4al_cifar10", "--methods", ",".join(others), *common)))
+    return cases
+
+
+def run_cases(cases: list[Case], processes: int, budget: float, case_seconds: float) -> list[Case]:
+    """Run each case's process, `processes` at once, within `budget` seconds for them all: a case not started by
+    then is not run, one still running then is stopped (not finished); one running longer than `case_seconds`
+    on its own is stopped too (timed out)."""
+    deadline = time.perf_counter() + budget
+    environment = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // max(1, processes)))}
+
+    def run(case: Case) -> Case:
+        started = time.perf_counter()
+        if started >= deadline:
+            return case
+        limit = min(case_seconds, deadline - started)
+        try:
+            done = subprocess.run(case.argv, cwd=REPO, env=environment, capture_output=True, text=True,
+                                  timeout=limit)
+            case.returncode, case.stdout = done.returncode, done.stdout
+            lines = (done.stderr or done.stdout).strip().splitlines()
+            case.last_line = lines[-1] if lines else ""
+        except subprocess.TimeoutExpired:
+            stopped_by_budget = limit < case_seconds
+            case.returncode = STOPPED if stopped_by_budget else TIMED_OUT
+            case.last_line = f"stopped after {limit:.0f} s" + (" (the step's time budget)" if stopped_by_budget else "")
+        case.seconds = time.perf_counter() - started
+        return case
+
+    with ThreadPoolExecutor(processes) as pool:
+        return list(pool.map(run, cases))
+
+
+def measure_throughput(device: torch.device, train, sizes: Sizes) -> list[dict]:
+    from core.bench import time_bare_loop, time_our_trainer
+    from core.datasets import subsample
+
+    split = subsample(train, min(sizes.bench_images, len(train)), "bench")
+    rows = []
+    for arch in sizes.bench_archs:
+        torch.manual_seed(0)
+        ours = time_our_trainer(split, device, arch, sizes.bench_width, 128)
+        bare = time_bare_loop(split, device, arch, sizes.bench_width, 128)
+        rows.append({"arch": arch, "images": len(split), "ours": ours, "bare": bare})
+    return rows
+
+
+def verify_case(device: torch.device, data_root: Path, out: Path, sizes: Sizes) -> Case:
+    overrides = [part for item in sizes.verify_set for part in ("--set", item)]
+    return Case("verify", cli_argv("verify", "baselines", "ll4al_cifar10", "--cycles", "1", "--seeds",
+                                   str(sizes.verify_seeds), "--methods", sizes.verify_methods, "--jobs",
+                                   str(min(3, sizes.verify_seeds)), "--device", device.type, "--data-root",
+                                   str(data_root), "--out", str(out), "--quiet", *overrides))
+
+
+# ---------------------------------------------------------------- gpucheck.md
+
+def header(device: torch.device, data_root: Path, train_images: int, seconds: dict) -> str:
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU {platform.machine()}"
+    steps = ", ".join(f"{step} {value:.0f} s" for step, value in seconds.items())
+    return "\n".join([
+        "# gpucheck", "",
+        f"- device: {name}; torch {torch.__version__}, CUDA {torch.version.cuda or 'none'}, "
+        f"{os.cpu_count()} CPU cores",
+        f"- data: {data_root}, {train_images:,} CIFAR-10 training images (of 50,000)",
+        f"- time: {sum(seconds.values()):.0f} s ({steps}); budget 480 s on one GPU", ""])
+
+
+def smoke_table(cases: list[Case]) -> str:
+    counts = {result: sum(c.result == result for c in cases)
+              for result in ("pass", "refused", "CRASH", "timed out", "not finished (time budget)",
+                             "not run (time budget)")}
+    lines = [", ".join(f"{count} {result}" for result, count in counts.items() if count) + ".", "",
+             "| case | result | seconds | last line |", "|---|---|---:|---|"]
+    lines += [f"| {c.name} | {c.result} | {c.seconds:.0f} | {'' if c.result == 'pass' else shown_line(c)} |"
+              for c in cases]
+    return "\n".join(lines)
+
+
+def shown_line(case: Case) -> str:
+    """The last line a case printed, as a table cell."""
+    return case.last_line.replace("|", "/")[:200]
+
+
+def throughput_table(rows: list[dict], sizes: Sizes) -> str:
+    lines = [f"One epoch, batch 128, width {sizes.bench_width:g}: our trainer (uint8 on the device, batched crop and "
+             "flip, core.trainer) against a bare eager loop (zero_grad, forward, backward, step over normalised "
+             "floats already on the device).", "",
+             "| network | images | trainer (images/s) | bare loop (images/s) | trainer / bare |",
+             "|---|---:|---:|---:|---:|"]
+    lines += [f"| {r['arch']} | {r['images']:,} | {r['ours']:,.0f} | {r['bare']:,.0f} | {r['ours'] / r['bare']:.2f} |"
+              for r in rows]
+    return "\n".join(lines)
+
+
+def verify_section(case: Case) -> str:
+    if case.returncode in (0, 1):
+        verdict = "all checked points within tolerance" if case.returncode == 0 else \
+            "a point lies outside its tolerance (a finding about the reproduction, not the machine)"
+        table = case.stdout[case.stdout.find("Reported vs reproduced"):] if "Reported vs" in case.stdout else \
+            case.stdout
+        return f"exit {case.returncode}: {verdict}.\n\n{table.strip()}"
+    return f"{case.result}: {case.last_line}"

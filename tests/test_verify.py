@@ -1,0 +1,103 @@
+"""./reproduce.sh verify (core/verify.py): stored results whose numbers are known pass or fail against the
+registry with exit codes 0/1; bad arguments are one line and exit 2; run mode stops after the first cycles and
+a later call resumes the same folders."""
+import json
+
+import pytest
+
+from core.cli import main
+from core.results import append_jsonl
+from core.verify import VERIFY_FILE
+
+
+def loop_row(method, seed, cycle, n_labeled, value, profile="paper", train_size=40000):
+    """A row with the fields the loop writes, on a CIFAR-10 copy of 40,000 training images (part of it)."""
+    return {"paper": "baselines", "experiment": "ll4al_cifar10", "dataset": "cifar10", "method": method,
+            "seed": seed, "cycle": cycle, "profile": profile, "n_labeled": n_labeled,
+            "fraction_labeled": round(n_labeled / train_size, 6), "train_size": train_size, "metric": "accuracy",
+            "value": value, "selected": [], "config_hash": "abc"}
+
+
+def store(folder, curves: dict) -> None:
+    """curves: {(method, seed): [value at 1,000 labels, at 2,000, ...]}, written as the loop writes rows."""
+    for (method, seed), values in curves.items():
+        for cycle, value in enumerate(values):
+            append_jsonl(folder / "baselines" / "ll4al_cifar10" / method / f"seed{seed}" / "results.jsonl",
+                         loop_row(method, seed, cycle, 1000 * (cycle + 1), value))
+
+
+def table_rows(text: str) -> dict:
+    """(method, labeled) -> the cells of the verify table."""
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines() if line.startswith("| ")]
+    return {(row[1], row[2]): row for row in cells[1:]}
+
+
+def test_stored_results_within_tolerance_pass_with_exit_0(tmp_path, capsys):
+    # reported at 1,000 labels: random 48 (Mephisto405), learning_loss 51 twice (Mephisto405, LL4AL Fig. 4)
+    store(tmp_path, {("random", 0): [47.0, 60.0], ("random", 1): [49.0, 61.0],
+                     ("learning_loss", 0): [50.0, 64.0], ("learning_loss", 1): [52.0, 66.0]})
+    assert main(["verify", "--results", str(tmp_path), "--cycles", "1"]) == 0
+    out = capsys.readouterr().out
+    rows = table_rows(out)
+    assert rows[("random", "1,000")][3:8] == ["48.00", "48.00 ± 1.00 (n=2)", "+0.00", "±3", "pass"]
+    assert rows[("learning_loss", "1,000")][3:8] == ["51.00", "51.00 ± 1.00 (n=2)", "+0.00", "±3", "pass"]
+    assert not any(labeled == "2,000" for _, labeled in rows)           # cycle 1 is not among the first 1
+    assert "3 of 3 checked point(s) within tolerance." in out
+    assert (tmp_path / VERIFY_FILE).read_text() == out
+
+
+def test_a_point_outside_its_tolerance_fails_with_exit_1(tmp_path, capsys):
+    # the issue's H200 numbers: learning_loss 47.65 at 1,000 labels, 59.02 at 2,000 (reported 51 and 65, ±3)
+    store(tmp_path, {("random", 0): [46.04, 60.85], ("learning_loss", 0): [47.65, 59.02]})
+    assert main(["verify", "--results", str(tmp_path), "--cycles", "2", "--methods", "learning_loss"]) == 1
+    rows = table_rows(capsys.readouterr().out)
+    assert rows[("learning_loss", "1,000")][5:8] == ["-3.35", "±3", "FAIL"]
+    assert rows[("learning_loss", "2,000")][5:8] == ["-5.98", "±3", "FAIL"]
+    assert not any(method == "random" for method, _ in rows)
+
+
+def test_seeds_limit_and_mini_rows_are_not_checked(tmp_path, capsys):
+    store(tmp_path, {("random", 0): [48.0], ("random", 1): [20.0]})
+    assert main(["verify", "--results", str(tmp_path), "--seeds", "1"]) == 0
+    assert "48.00 ± 0.00 (n=1)" in capsys.readouterr().out
+    mini = tmp_path / "mini"
+    append_jsonl(mini / "results.jsonl", loop_row("random", 0, 0, 1000, 10.0, profile="mini"))
+    assert main(["verify", "--results", str(mini)]) == 0
+    assert "nothing to verify" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args,message", [
+    (["verify", "baselines"], "verify needs <paper> <experiment>"),
+    (["verify", "baselines", "ll4al_cifar10", "--cycles", "0"], "argument --cycles: must be 1 or more"),
+    (["verify", "baselines", "ll4al_cifar10", "--cycles", "11"], "--cycles 11: baselines/ll4al_cifar10 has 10"),
+    (["verify", "baselines", "nope"], "unknown experiment"),
+    (["verify", "--results", "/nonexistent/folder"], "results folder /nonexistent/folder does not exist"),
+    (["verify", "--results", "/tmp", "--set", "train.epochs=1"], "--set: only when verify runs the jobs"),
+    (["verify", "--results", "/tmp", "baselines"], "verify --results DIR takes both <paper> and <experiment>"),
+])
+def test_bad_arguments_are_one_line_with_exit_2(capsys, args, message):
+    try:
+        code = main(args)
+    except SystemExit as exited:              # argparse's mistakes leave through OneLineParser.error
+        code = exited.code
+    assert code == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and message in error and len(error.strip().splitlines()) == 1
+
+
+def test_run_mode_stops_after_the_first_cycles_and_resumes_the_same_folder(tmp_path, data_root, capsys):
+    """Paper profile shrunk by --set to seconds on the CPU: 1 epoch of a narrow ResNet-18 on 1,000 labels
+    cannot reach the reported 48, so the first call exits 1; --cycles 2 then adds cycle 1 to the same job."""
+    tiny = ["--seeds", "1", "--methods", "random", "--device", "cpu", "--quiet", "--out", str(tmp_path),
+            "--set", "train.epochs=1", "--set", "model.width=0.0625", "--set", "data.test_subset=200",
+            "--set", "protocol.subset=2000"]
+    assert main(["verify", "baselines", "ll4al_cifar10", *tiny]) == 1
+    out = capsys.readouterr().out
+    assert "with --set changes" in out and "| FAIL |" in out
+    results = tmp_path / "baselines" / "ll4al_cifar10" / "random" / "seed0" / "results.jsonl"
+    first = results.read_text().splitlines()
+    assert [json.loads(line)["cycle"] for line in first] == [0]
+    assert (results.parent / "pool_cycle1.npz").exists()              # the last cycle run still selected
+    main(["verify", "baselines", "ll4al_cifar10", "--cycles", "2", *tiny])
+    second = results.read_text().splitlines()
+    assert second[0] == first[0] and json.loads(second[1])["n_labeled"] == 2000
