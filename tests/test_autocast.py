@@ -123,3 +123,64 @@ def test_every_method_selects_with_amp_under_emulated_cuda_autocast(method, emul
     config = get("baselines", "ll4al_cifar10").config("smoke", {"seeds": 1, "protocol.cycles": 2,
                                                                  "train.amp": True, **SMALLER})
     one_selection(config, method, data_root, tmp_path)
+
+
+def test_discriminator_and_loss_prediction_module_run_in_float32_under_autocast(emulated_cuda_autocast):
+    """A logit of 8 gives 0.99966 in float32; a bfloat16 sigmoid rounds it to 1, where BCE(D, 0) is clamped."""
+    from baselines.learning_loss import LossPredictionModule
+    from vaal.networks import Discriminator
+
+    torch.manual_seed(0)
+    disc = Discriminator(4, 3)
+    torch.nn.init.zeros_(disc.net[-2].weight)
+    torch.nn.init.constant_(disc.net[-2].bias, 8.0)
+    module = LossPredictionModule([4, 8], hidden=16)
+    blocks = [torch.randn(5, 4, 6, 6), torch.randn(5, 8, 3, 3)]
+    with cpu_autocast(torch.device("cpu"), True):
+        d = disc(torch.randn(5, 4))
+        predicted = module([b.bfloat16() for b in blocks])
+    assert d.dtype == torch.float32 and (d < 1).all()
+    assert predicted.dtype == torch.float32
+    torch.testing.assert_close(predicted, module(blocks), rtol=1e-2, atol=1e-2)   # only the blocks were rounded
+
+
+def test_float32_game_losses_are_the_formulas_before_the_autocast_fix_bit_for_bit():
+    """amp off: VAAL's VAE and discriminator losses, their gradients and the loss-prediction module's output equal
+    the expressions the code had before the losses moved out of the autocast region, bit for bit."""
+    from baselines.learning_loss import LossPredictionModule
+    from core.strategy import make_strategy
+    from vaal.method import discriminator_loss, kl_sum
+    from vaal.networks import VAE, Discriminator
+
+    torch.manual_seed(0)
+    vaal = make_strategy("vaal")
+    vaal.vae, vaal.disc = VAE(8, 3, 32, 0.0625), Discriminator(8, 3)
+    x_l, x_u = torch.randn(6, 3, 32, 32), torch.randn(6, 3, 32, 32)
+
+    def before():
+        recon_l, _, mu_l, logvar_l = vaal.vae(x_l)
+        recon_u, _, mu_u, logvar_u = vaal.vae(x_u)
+        transductive = F.mse_loss(recon_l.float(), x_l) + kl_sum(mu_l.float(), logvar_l.float()) + \
+            F.mse_loss(recon_u.float(), x_u) + kl_sum(mu_u.float(), logvar_u.float())
+        d_l, d_u = (vaal.disc.net(torch.flatten(mu, 1)).squeeze(1).float() for mu in (mu_l, mu_u))
+        adversarial = F.binary_cross_entropy(d_l, torch.ones_like(d_l)) + \
+            F.binary_cross_entropy(d_u, torch.ones_like(d_u))
+        return transductive, adversarial, mu_l.detach(), mu_u.detach()
+
+    found = {}
+    for name, compute in (("before", before), ("now", lambda: vaal.vae_losses(x_l, x_u, False))):
+        torch.manual_seed(1)
+        transductive, adversarial = compute()[:2]
+        gradients = torch.autograd.grad(transductive + adversarial, list(vaal.vae.parameters()))
+        found[name] = [transductive, adversarial, *gradients]
+    assert all(torch.equal(a, b) for a, b in zip(found["before"], found["now"]))
+
+    mu_l, mu_u = torch.randn(6, 8), torch.randn(6, 8)
+    d_l, d_u = (vaal.disc.net(torch.flatten(mu, 1)).squeeze(1) for mu in (mu_l, mu_u))
+    expected = F.binary_cross_entropy(d_l, torch.ones_like(d_l)) + F.binary_cross_entropy(d_u, torch.zeros_like(d_u))
+    assert torch.equal(discriminator_loss(vaal.disc(mu_l), vaal.disc(mu_u)), expected)
+
+    module = LossPredictionModule([4, 8], hidden=16)
+    blocks = [torch.randn(5, 4, 6, 6), torch.randn(5, 8, 3, 3)]
+    pooled = [F.relu(branch(torch.flatten(F.adaptive_avg_pool2d(b, 1), 1))) for branch, b in zip(module.branches, blocks)]
+    assert torch.equal(module(blocks), module.out(torch.cat(pooled, dim=1)).squeeze(1))
