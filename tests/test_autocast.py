@@ -182,5 +182,6 @@ def test_float32_game_losses_are_the_formulas_before_the_autocast_fix_bit_for_bi
 
     module = LossPredictionModule([4, 8], hidden=16)
     blocks = [torch.randn(5, 4, 6, 6), torch.randn(5, 8, 3, 3)]
-    pooled = [F.relu(branch(torch.flatten(F.adaptive_avg_pool2d(b, 1), 1))) for branch, b in zip(module.branches, blocks)]
+    pooled = [F.relu(branch(torch.flatten(F.adaptive_avg_pool2d(b, 1), 1)))
+              for branch, b in zip(module.branches, blocks)]
     assert torch.equal(module(blocks), module.out(torch.cat(pooled, dim=1)).squeeze(1))
