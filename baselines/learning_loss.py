@@ -13,7 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from core.errors import UserError
-from core.evaluate import autocast
+from core.evaluate import autocast, without_autocast
 from core.seeding import seed_everything
 from core.strategy import CycleContext, ScoringStrategy, register
 from core.trainer import TrainHook
@@ -28,9 +28,12 @@ class LossPredictionModule(nn.Module):
         self.out = nn.Linear(hidden * len(block_channels), 1)
 
     def forward(self, blocks: list[torch.Tensor]) -> torch.Tensor:
-        pooled = [F.relu(branch(torch.flatten(F.adaptive_avg_pool2d(b, 1), 1)))
-                  for branch, b in zip(self.branches, blocks)]
-        return self.out(torch.cat(pooled, dim=1)).squeeze(1)
+        """The predicted loss, in float32 inside an autocast region too (after pooling): it is the ranked score,
+        and bfloat16 keeps 8 significant bits, so thousands of candidates would tie."""
+        with without_autocast(blocks[0].device):
+            pooled = [F.relu(branch(torch.flatten(F.adaptive_avg_pool2d(b, 1), 1).float()))
+                      for branch, b in zip(self.branches, blocks)]
+            return self.out(torch.cat(pooled, dim=1)).squeeze(1)
 
 
 def _pairs(values: torch.Tensor) -> torch.Tensor:

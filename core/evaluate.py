@@ -4,6 +4,12 @@ Models either classify images (logits (B, C)) or label pixels (logits (B, C, H, 
 kept for a whole pool: scores are reduced to one value per image batch by batch, and the test metric comes from
 a confusion matrix accumulated on the device, which gives accuracy for labels and mIoU for masks. Under torchrun
 every process counts its share of the images and the matrices are summed.
+
+train.amp: bfloat16 autocast on CUDA covers the networks' forward passes only. Losses and scores are computed
+from their outputs cast to float32, outside the autocast region: CUDA's autocast refuses binary_cross_entropy,
+and probabilities in bfloat16 saturate (a sigmoid rounds to 1 from a logit of about 6 on). The small heads whose
+outputs are probabilities or ranked scores (VAAL's discriminator, the loss-prediction module) run in float32
+by themselves, inside an autocast region too (`without_autocast`).
 """
 from __future__ import annotations
 
@@ -22,6 +28,14 @@ IGNORE_LABEL = 255          # pixels without a class in every segmentation datas
 def autocast(device: torch.device, enabled: bool):
     if enabled and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def without_autocast(device: torch.device):
+    """Float32 inside an `autocast` region (inputs must be cast to float32 as well); nothing to switch off on
+    devices without autocast (the plan's meta tensors)."""
+    if torch.amp.is_autocast_available(device.type):
+        return torch.autocast(device.type, enabled=False)
     return nullcontext()
 
 

@@ -212,6 +212,9 @@ def plan_job(config: ExperimentConfig, method: str, seed: int, settings: RunSett
     train_size = len(dataset.train)
     config = strategy.adjust_config(copy.deepcopy(config), train_size)
     _, budget = check_protocol(config, train_size)
+    if strategy.task_archs and config.model.arch not in strategy.task_archs:
+        raise UserError(f"method {method} works with model.arch {' or '.join(strategy.task_archs)} only, not "
+                        f"{config.model.arch}; set --set model.arch={strategy.task_archs[0]}")
     with torch.device("meta"):               # shapes only: catches a bad arch, width or option without the cost
         build_network(config.model.arch, dataset.num_classes, dataset.channels, config.model.width,
                       config.model.init)

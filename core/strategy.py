@@ -84,6 +84,7 @@ class Strategy:
     name = ""
     default_options: dict = {}
     single_cycle = False          # True: the method trains once and never selects (full_data)
+    task_archs: tuple[str, ...] = ()    # the task networks it works with (LADA mixes ResNet feature maps); (): any
 
     def __init__(self, options: dict | None = None):
         unknown = set(options or {}) - set(self.default_options)

@@ -32,7 +32,8 @@ class TrainHook:
 
     def loss(self, logits, features, blocks, per_sample_loss, progress: float) -> torch.Tensor:
         """`progress`: the share of training done before this step, in [0, 1): epoch / epochs when
-        epoch-based, iteration / iterations when iteration-based."""
+        epoch-based, iteration / iterations when iteration-based. Called outside the autocast region
+        (core/evaluate.py): the outputs may be bfloat16 under train.amp, the term should be float32."""
         raise NotImplementedError
 
     def wants_features(self) -> bool:
@@ -201,10 +202,10 @@ class Trainer:
                         module.train()
                 with autocast(self.device, cfg.amp):
                     logits, features, blocks = forward(images)
-                    loss, per_sample = task_loss(logits.float(), targets, dense_loss)
-                    for hook in hooks:
-                        loss = loss + hook.loss(logits, features, blocks, per_sample, unit / total_units)
-                    loss = loss * distributed.loss_weight(size)
+                loss, per_sample = task_loss(logits.float(), targets, dense_loss)    # float32, outside autocast
+                for hook in hooks:
+                    loss = loss + hook.loss(logits, features, blocks, per_sample, unit / total_units)
+                loss = loss * distributed.loss_weight(size)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 forward.after_backward()

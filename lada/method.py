@@ -167,6 +167,7 @@ class LookAhead(Strategy):
     inputs or feature maps, differentiable in the mix)."""
 
     default_options = LOOKAHEAD_OPTIONS
+    task_archs = ("resnet18_cifar",)     # f^k and f_rest: the CIFAR ResNet-18's input, stem and layer1 (k = 0, 1, 2)
     learns_tau = True
     looks_ahead = True       # False: plain top-b acquisition, the mixing only augments training (vanilla mixup)
 

@@ -220,7 +220,8 @@ class TaskAwareGame(VAALFamily):
         return x_l, x_u, (torch.sigmoid(r_l), torch.sigmoid(r_u)), (r_l, r_u)
 
     def discriminate(self, mu: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
-        return self.disc(torch.cat([mu, r.to(mu.dtype)[:, None]], 1) if self.task_aware else mu).float()
+        """D(mu, r) in float32 (vaal/networks.py), r not rounded to bfloat16 under autocast."""
+        return self.disc(torch.cat([mu.float(), r.float()[:, None]], 1) if self.task_aware else mu)
 
     def train_game(self, ctx: CycleContext, labeled, unlabeled, iterations: int) -> None:
         opts, amp = self.options, ctx.config.train.amp
@@ -234,9 +235,8 @@ class TaskAwareGame(VAALFamily):
         for iteration in tqdm(range(iterations), desc=f"{self.name} game", leave=False, disable=not ctx.progress):
             for step in range(opts["vae_steps"]):       # every VAE step reads new batches; D the last ones
                 x_l, x_u, decoder_r, disc_r = self.draw(labeled, unlabeled, iteration == 0 and step == 0, generator)
-                with autocast(ctx.device, amp):
-                    transductive, adversarial = self.vae_losses(x_l, x_u, decoder_r, disc_r)
-                    loss = opts["lambda1"] * transductive + opts["lambda2"] * adversarial
+                transductive, adversarial = self.vae_losses(x_l, x_u, decoder_r, disc_r, amp)
+                loss = opts["lambda1"] * transductive + opts["lambda2"] * adversarial
                 vae_opt.zero_grad(set_to_none=True)
                 loss.backward()
                 vae_opt.step()
@@ -246,9 +246,7 @@ class TaskAwareGame(VAALFamily):
                     x_l, x_u, decoder_r, disc_r = self.draw(labeled, unlabeled, False, generator)
                 with torch.no_grad(), autocast(ctx.device, amp):
                     mu_l, mu_u = self.vae.encode(x_l)[0], self.vae.encode(x_u)[0]
-                with autocast(ctx.device, amp):
-                    d_l, d_u = self.discriminate(mu_l, disc_r[0]), self.discriminate(mu_u, disc_r[1])
-                    loss = discriminator_loss(d_l, d_u)
+                loss = discriminator_loss(self.discriminate(mu_l, disc_r[0]), self.discriminate(mu_u, disc_r[1]))
                 disc_opt.zero_grad(set_to_none=True)
                 loss.backward()
                 disc_opt.step()
@@ -256,12 +254,14 @@ class TaskAwareGame(VAALFamily):
         self.diagnostics.update(game_diagnostics(totals, iterations * opts["vae_steps"], iterations * opts["disc_steps"],
                                                  iterations))
 
-    def vae_losses(self, x_l, x_u, decoder_r, disc_r):
+    def vae_losses(self, x_l, x_u, decoder_r, disc_r, amp: bool):
+        """As VAAL's: the VAE's passes under autocast when `amp`, the losses and D in float32 outside it."""
         kl, beta = KL[self.options["kl"]], self.options["beta"]
-        recon_l, _, mu_l, logvar_l = self.vae(x_l, decoder_r[0])
-        recon_u, _, mu_u, logvar_u = self.vae(x_u, decoder_r[1])
-        transductive = F.mse_loss(recon_l.float(), x_l) + beta * kl(mu_l.float(), logvar_l.float()) + \
-            F.mse_loss(recon_u.float(), x_u) + beta * kl(mu_u.float(), logvar_u.float())
+        with autocast(x_l.device, amp):
+            outputs = self.vae(x_l, decoder_r[0]), self.vae(x_u, decoder_r[1])
+        (recon_l, _, mu_l, logvar_l), (recon_u, _, mu_u, logvar_u) = [[t.float() for t in out] for out in outputs]
+        transductive = F.mse_loss(recon_l, x_l) + beta * kl(mu_l, logvar_l) + \
+            F.mse_loss(recon_u, x_u) + beta * kl(mu_u, logvar_u)
         d_l, d_u = self.discriminate(mu_l, disc_r[0]), self.discriminate(mu_u, disc_r[1])
         adversarial = F.binary_cross_entropy(d_l, torch.ones_like(d_l)) + F.binary_cross_entropy(d_u, torch.ones_like(d_u))
         return transductive, adversarial

@@ -52,3 +52,22 @@ def test_bench_sampling_times_feature_extraction_and_selection_apart(monkeypatch
     table = (tmp_path / "sampling.md").read_text()
     assert "| Feature extraction (s) | Selection (s) |" in table
     assert json.loads((tmp_path / "sampling.json").read_text())["seconds"]["coreset"]["total"] > 0
+
+
+def test_bench_sampling_times_every_registered_method(monkeypatch, tmp_path):
+    """The whole list at smoke size; a method that needs another task network (LADA's ResNet feature maps)
+    selects from that one, and the table's note says so."""
+    from core.strategy import STRATEGIES, load_plugins
+
+    load_plugins()
+    monkeypatch.setattr(bench, "load_dataset", lambda name, root: tiny_cifar(200))
+    times = bench.bench_sampling(tmp_path, torch.device("cpu"), "vgg16_bn", 0.0625, 120, tmp_path, budget=10,
+                                 labeled_size=60, game_iterations=1)
+    methods = {name for name, cls in STRATEGIES.items() if not cls.single_cycle}
+    assert set(times) == methods
+    table = (tmp_path / "sampling.md").read_text()
+    assert all(f"| {name} " in table for name in methods)
+    needing = {name for name in methods if STRATEGIES[name].task_archs}
+    assert "lada" in needing and {name for name, t in times.items() if t.get("arch") == "resnet18_cifar"} == needing
+    note = table.splitlines()[-1]
+    assert "resnet18_cifar" in note and all(name in note for name in needing)

@@ -298,3 +298,14 @@ def test_tsne_without_scikit_learn_is_a_one_line_error(tmp_path, monkeypatch, ca
     assert main(["tsne", str(tmp_path), "--data-root", str(tmp_path)]) == 2
     error = capsys.readouterr().err
     assert error.startswith("error: ") and "[tsne]" in error and error.count("\n") == 1
+
+
+def test_lada_on_another_task_network_is_a_one_line_user_error_before_anything_is_written(data_root, tmp_path):
+    from core.errors import UserError
+    from core.experiments import get
+    from core.loop import RunSettings, plan_job
+
+    config = get("baselines", "ll4al_cifar10").config("smoke", {"seeds": 1, "model.arch": "vgg16_bn"})
+    with pytest.raises(UserError, match="lada works with model.arch resnet18_cifar only, not vgg16_bn") as error:
+        plan_job(config, "lada", 0, RunSettings(data_root, tmp_path, torch.device("cpu"), "smoke", progress=False))
+    assert "\n" not in str(error.value) and not any(tmp_path.iterdir())

@@ -88,7 +88,7 @@ def test_game_diagnostics_are_means_per_optimizer_step():
     strategy.size = 32
     strategy.vae, strategy.disc = VAE(8, width=0.125), Discriminator(8)
     anchor = next(strategy.vae.parameters())
-    strategy.vae_losses = lambda x_l, x_u: (anchor.sum() * 0 + 3.0, anchor.sum() * 0 + 0.5)
+    strategy.vae_losses = lambda x_l, x_u, amp: (anchor.sum() * 0 + 3.0, anchor.sum() * 0 + 0.5)
     labeled = endless(ctx.source, ctx.pool.labeled, 32, torch.Generator().manual_seed(0), True)
     unlabeled = endless(ctx.source, ctx.pool.unlabeled, 32, torch.Generator().manual_seed(1), False)
     strategy.train_game(ctx, labeled, unlabeled, 3)

@@ -196,9 +196,8 @@ class VAALFamily(ScoringStrategy):
             for step in range(opts["vae_steps"] if self.trains_vae else 0):
                 if step > 0:
                     x_l, x_u = self.vae_input(next(labeled)), self.vae_input(next(unlabeled))
-                with autocast(ctx.device, amp):
-                    transductive, adversarial = self.vae_losses(x_l, x_u)
-                    loss = opts["lambda1"] * transductive + opts["lambda2"] * adversarial
+                transductive, adversarial = self.vae_losses(x_l, x_u, amp)
+                loss = opts["lambda1"] * transductive + opts["lambda2"] * adversarial
                 vae_opt.zero_grad(set_to_none=True)
                 loss.backward()
                 vae_opt.step()
@@ -208,8 +207,8 @@ class VAALFamily(ScoringStrategy):
                 if step > 0:
                     x_l, x_u = self.vae_input(next(labeled)), self.vae_input(next(unlabeled))
                 with autocast(ctx.device, amp):
-                    d_l, d_u = self.disc(self.disc_input(x_l)).float(), self.disc(self.disc_input(x_u)).float()
-                    loss = discriminator_loss(d_l, d_u)
+                    inputs = self.disc_input(x_l), self.disc_input(x_u)
+                loss = discriminator_loss(self.disc(inputs[0]), self.disc(inputs[1]))     # float32, autocast off
                 disc_opt.zero_grad(set_to_none=True)
                 loss.backward()
                 disc_opt.step()
@@ -217,15 +216,18 @@ class VAALFamily(ScoringStrategy):
                 disc_steps += 1
         self.diagnostics = game_diagnostics(totals, vae_steps, disc_steps, iterations)
 
-    def vae_losses(self, x_l, x_u):
-        recon_l, _, mu_l, logvar_l = self.vae(x_l)
-        recon_u, _, mu_u, logvar_u = self.vae(x_u)
+    def vae_losses(self, x_l, x_u, amp: bool):
+        """(transductive, adversarial): the VAE's passes under autocast when `amp`, the losses and D in float32
+        outside it (core/evaluate.py)."""
+        with autocast(x_l.device, amp):
+            outputs = self.vae(x_l), self.vae(x_u)
+        (recon_l, _, mu_l, logvar_l), (recon_u, _, mu_u, logvar_u) = [[t.float() for t in out] for out in outputs]
         beta = self.options["beta"]
-        transductive = F.mse_loss(recon_l.float(), x_l) + beta * self.kl(mu_l.float(), logvar_l.float()) + \
-            F.mse_loss(recon_u.float(), x_u) + beta * self.kl(mu_u.float(), logvar_u.float())
+        transductive = F.mse_loss(recon_l, x_l) + beta * self.kl(mu_l, logvar_l) + \
+            F.mse_loss(recon_u, x_u) + beta * self.kl(mu_u, logvar_u)
         if not self.adversarial:
             return transductive, torch.zeros((), device=x_l.device)
-        d_l, d_u = self.disc(mu_l).float(), self.disc(mu_u).float()
+        d_l, d_u = self.disc(mu_l), self.disc(mu_u)
         adversarial = F.binary_cross_entropy(d_l, torch.ones_like(d_l)) + F.binary_cross_entropy(d_u, torch.ones_like(d_u))
         return transductive, adversarial
 

@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 
 from core.errors import UserError
+from core.evaluate import without_autocast
 from core.networks import scaled
 
 LAYOUTS = {32: (2, 4), 64: (4, 8)}     # input size -> (encoder output side, decoder start side)
@@ -76,4 +77,7 @@ class Discriminator(nn.Module):
                 nn.init.zeros_(module.bias)
 
     def forward(self, x):
-        return self.net(torch.flatten(x, 1)).squeeze(1)
+        """D(x), in float32 inside an autocast region too: its output is BCE's input and the selection's score,
+        and a bfloat16 sigmoid rounds to 1 from a logit of about 6 on (core/evaluate.py)."""
+        with without_autocast(x.device):
+            return self.net(torch.flatten(x, 1).float()).squeeze(1)
