@@ -97,29 +97,48 @@ def _start_worker(environments, lock) -> None:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
 
 
-def run_parallel(specs: list[JobSpec], count: int, on_job_done: Callable[[JobSpec, int], None]) -> None:
-    """Run `specs` in `count` worker processes. After a failed job, the jobs not started are cancelled and
+def run_spec_sending_cycles(spec: JobSpec, cycles) -> int:
+    """run_spec in a worker, its finished cycles' rows put on the parent's queue instead of printed."""
+    return run_spec(spec, cycles.put)
+
+
+def forward_cycles(cycles, on_cycle: Callable[[dict], None]) -> None:
+    while not cycles.empty():
+        on_cycle(cycles.get())
+
+
+def run_parallel(specs: list[JobSpec], count: int, on_job_done: Callable[[JobSpec, int], None],
+                 on_cycle: Callable[[dict], None] | None = None) -> None:
+    """Run `specs` in `count` worker processes; `on_cycle` gets each finished cycle's row in this process, as
+    it finishes (the workers then print nothing). After a failed job, the jobs not started are cancelled and
     the running ones finish (their cycles are kept); then the first error is raised."""
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     context = multiprocessing.get_context("spawn")      # no CUDA state or threads copied from this process
     manager = context.Manager()
     environments = manager.list(worker_devices(count, specs[0].device if specs else "cpu"))
+    cycles = manager.Queue()
     first_error = None
     with manager, ProcessPoolExecutor(count, mp_context=context, initializer=_start_worker,
                                       initargs=(environments, manager.Lock())) as pool:
-        futures = {pool.submit(run_spec, spec): spec for spec in specs}
-        for future in as_completed(futures):
-            spec = futures[future]
-            try:
-                on_job_done(spec, future.result())
-            except Exception as err:                   # noqa: BLE001 - reported after the running jobs end
-                if first_error is None:
-                    first_error = err
-                    cancelled = sum(f.cancel() for f in futures)
-                    print(f"error in {spec.method} seed {spec.seed}: {err}; {cancelled} jobs not started are "
-                          "cancelled, the running ones finish", file=sys.stderr)
+        futures = {(pool.submit(run_spec_sending_cycles, spec, cycles) if on_cycle else pool.submit(run_spec, spec)):
+                   spec for spec in specs}
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+            if on_cycle:
+                forward_cycles(cycles, on_cycle)     # a job's rows are queued before its future is done
+            for future in done:
+                spec = futures[future]
+                try:
+                    on_job_done(spec, future.result())
+                except Exception as err:               # noqa: BLE001 - reported after the running jobs end
+                    if first_error is None:
+                        first_error = err
+                        cancelled = sum(f.cancel() for f in futures)
+                        print(f"error in {spec.method} seed {spec.seed}: {err}; {cancelled} jobs not started are "
+                              "cancelled, the running ones finish", file=sys.stderr)
     if first_error is not None:
         raise first_error
 

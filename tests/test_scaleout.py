@@ -72,10 +72,13 @@ def sequential(data_root, tmp_path_factory):
 
 
 def test_two_jobs_at_once_give_the_rows_of_one_at_a_time(sequential, data_root, tmp_path):
-    subprocess.run(run_command(tmp_path, *PARALLEL, "--jobs", "2"), cwd=REPO, env=one_thread(data_root),
-                   check=True)
+    """Also in a log: the workers' cycles reach the parent, which prints one plain line per finished cycle."""
+    command = [arg for arg in run_command(tmp_path, *PARALLEL, "--jobs", "2") if arg != "--quiet"]
+    log = subprocess.run(command, cwd=REPO, env=one_thread(data_root), check=True, capture_output=True,
+                         text=True).stdout
     for method, rows in sequential.items():
         assert stable(job_rows(tmp_path, method)) == stable(rows) and len(rows) == 2
+        assert all(log.count(f"{method} seed 0 cycle {cycle}: ") == 1 for cycle in (0, 1))
     assert (tmp_path / "baselines" / "ll4al_cifar10" / "report.md").exists()
 
 
