@@ -32,17 +32,36 @@ def fixture_root(dataset: str, folder):
     return folder
 
 
-@pytest.mark.parametrize("key", sorted(EXPERIMENTS), ids="/".join)
-def test_every_experiment_runs_in_the_smoke_profile(key, tmp_path, request):
-    config = EXPERIMENTS[key].config("smoke", {"seeds": 1})
+def own_methods(paper: str, implemented: list[str]) -> set[str]:
+    """The paper's own methods that the experiment runs (random and entropy for the baselines' protocols), or
+    else its first method."""
+    return OWN_METHODS.get(paper, {"random", "entropy"}) & set(implemented) or {implemented[0]}
+
+
+def run_smoke(key, tmp_path, request, methods_of, cycles: int) -> None:
+    config = EXPERIMENTS[key].config("smoke", {"seeds": 1, "protocol.cycles": cycles})
     if config.data.dataset in FIXTURE_DATASETS:
         root = fixture_root(config.data.dataset, tmp_path / "data")
     else:
         root = request.getfixturevalue("data_root")
     settings = RunSettings(root, tmp_path / "out", torch.device("cpu"), "smoke", progress=False)
     implemented, _ = method_status(config)
-    for method in sorted(({"random", "entropy"} | OWN_METHODS.get(config.paper, set())) & set(implemented)):
+    for method in sorted(methods_of(config.paper, implemented) & set(implemented)):
         rows = run_job(config, method, 0, settings)
-        assert len(rows) == config.protocol.cycles
+        assert len(rows) == cycles
         assert np.diff([r["n_labeled"] for r in rows]).min() > 0
     assert any(p.suffix == ".png" for p in write_report(tmp_path / "out"))
+
+
+@pytest.mark.parametrize("key", sorted(EXPERIMENTS), ids="/".join)
+def test_every_experiment_runs_in_the_smoke_profile(key, tmp_path, request):
+    """Two cycles (one selection) of the paper's own methods: every protocol, dataset and report end to end.
+    random and entropy run every experiment for three cycles in the slow test below."""
+    run_smoke(key, tmp_path, request, own_methods, cycles=2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key", sorted(EXPERIMENTS), ids="/".join)
+def test_every_experiment_runs_random_entropy_and_its_own_methods_for_three_cycles(key, tmp_path, request):
+    run_smoke(key, tmp_path, request, lambda paper, implemented: {"random", "entropy"} | OWN_METHODS.get(paper, set()),
+              cycles=3)
