@@ -82,6 +82,7 @@ def test_two_jobs_at_once_give_the_rows_of_one_at_a_time(sequential, data_root, 
     assert (tmp_path / "baselines" / "ll4al_cifar10" / "report.md").exists()
 
 
+@pytest.mark.slow
 def test_slurm_array_on_submitits_local_executor_survives_a_requeue(sequential, data_root, tmp_path):
     """Both jobs are submitted as one array; the entropy task gets submitit's preemption signal (SIGUSR2) after
     its first checkpoint, is requeued, and resumes from that checkpoint; the report is written at the end."""
