@@ -108,7 +108,7 @@ def forward_cycles(cycles, on_cycle: Callable[[dict], None]) -> None:
 
 
 def run_parallel(specs: list[JobSpec], count: int, on_job_done: Callable[[JobSpec, int], None],
-                 on_cycle: Callable[[dict], None] | None = None) -> None:
+                 on_cycle: Callable[[dict], None]) -> None:
     """Run `specs` in `count` worker processes; `on_cycle` gets each finished cycle's row in this process, as
     it finishes (the workers then print nothing). After a failed job, the jobs not started are cancelled and
     the running ones finish (their cycles are kept); then the first error is raised."""
@@ -122,15 +122,15 @@ def run_parallel(specs: list[JobSpec], count: int, on_job_done: Callable[[JobSpe
     first_error = None
     with manager, ProcessPoolExecutor(count, mp_context=context, initializer=_start_worker,
                                       initargs=(environments, manager.Lock())) as pool:
-        futures = {(pool.submit(run_spec_sending_cycles, spec, cycles) if on_cycle else pool.submit(run_spec, spec)):
-                   spec for spec in specs}
+        futures = {pool.submit(run_spec_sending_cycles, spec, cycles): spec for spec in specs}
         pending = set(futures)
         while pending:
             done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-            if on_cycle:
-                forward_cycles(cycles, on_cycle)     # a job's rows are queued before its future is done
+            forward_cycles(cycles, on_cycle)         # a job's rows are queued before its future is done
             for future in done:
                 spec = futures[future]
+                if future.cancelled():                 # after a failed job; that job's error is raised below
+                    continue
                 try:
                     on_job_done(spec, future.result())
                 except Exception as err:               # noqa: BLE001 - reported after the running jobs end
