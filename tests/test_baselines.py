@@ -118,7 +118,8 @@ CYCLING_METHODS = sorted(m for m, cls in STRATEGIES.items() if not cls.single_cy
 def one_pass_options(method: str) -> dict:
     """A method's own training loops counted in epochs (LADA's generator, the STN) cut to one pass."""
     options = STRATEGIES[method].default_options or {}
-    return {f"method_options.{method}.{key}": 1 for key, value in options.items() if key.endswith("_epochs") and value > 1}
+    return {f"method_options.{method}.{key}": 1 for key, value in options.items()
+            if key.endswith("_epochs") and value > 1}
 
 
 def check_smoke_selections(method, cycles, data_root, tmp_path, overrides=None):
