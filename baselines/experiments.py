@@ -25,5 +25,14 @@ PROFILES = {
     "mini": mini_profile(**{"protocol.initial": 1000, "protocol.budget": 500, "protocol.cycles": 5,
                             "protocol.subset": 3000, "train.epochs": 15, "train.milestones": [12]}),
 }
-register(Experiment("baselines", "ll4al_cifar10", lambda: ll4al("cifar10", 1000), PROFILES))
+# `./reproduce.sh demo`: 3 seeds of 3 methods in about 5 minutes, on a 2-core CPU (`demo`: 5,000 images, 1/8
+# width, 500 -> 1,500 labels, 4 epochs of batch 64) or one GPU (`demo_gpu`: the full protocol's first 3 cycles,
+# 1,000 -> 3,000 labels, a quarter of its epochs with the decay at the same point, 160/200).
+DEMO_PROFILES = {
+    "demo": {"data.train_subset": 5000, "data.test_subset": 1000, "model.width": 0.125, "protocol.initial": 500,
+             "protocol.budget": 500, "protocol.cycles": 3, "protocol.subset": 2000, "train.epochs": 4,
+             "train.milestones": [3], "train.batch_size": 64, "seeds": 3},
+    "demo_gpu": {"protocol.cycles": 3, "train.epochs": 50, "train.milestones": [40], "seeds": 3},
+}
+register(Experiment("baselines", "ll4al_cifar10", lambda: ll4al("cifar10", 1000), {**PROFILES, **DEMO_PROFILES}))
 register(Experiment("baselines", "ll4al_cifar100", lambda: ll4al("cifar100", 2000), PROFILES))

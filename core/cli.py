@@ -13,8 +13,10 @@ from core.errors import UserError
 REPO = Path(__file__).resolve().parent.parent
 CALLER_CWD_ENV = "AL_CALLER_CWD"
 REPORT_LOCK = ".report.lock"
-DEMO = {"paper": "baselines", "experiment": "ll4al_cifar10", "methods": "random,coreset,vaal", "seeds": 1,
-        "profile": "mini", "out": "results/demo"}
+DEMO = {"paper": "baselines", "experiment": "ll4al_cifar10", "methods": "random,entropy,coreset", "out": "results/demo"}
+# The demo's profile (baselines/experiments.py, 3 seeds each) and the jobs run at once, by device: on a CPU one
+# job per 2 cores' share (workers of one thread on 2 cores), on one GPU 3 jobs sharing it.
+DEMO_PROFILES = {"cpu": ("demo", 2), "cuda": ("demo_gpu", 3)}
 
 
 def pick_device(name: str | None):
@@ -155,29 +157,17 @@ def check_executor_flags(args) -> str:
 
 
 def run_sequentially(config, jobs, settings, quiet: bool) -> None:
-    from tqdm.auto import tqdm
-
     from core import distributed
-    from core.executors import cycle_line
     from core.locks import LockBusy, describe_owner
-    from core.loop import last_cycle, run_job
-    from core.strategy import STRATEGIES
+    from core.loop import run_job
 
-    quiet, interactive = quiet or not distributed.is_main(), sys.stderr.isatty()
+    quiet = quiet or not distributed.is_main()
     new_cycles: list[dict] = []
-    total = sum(1 if STRATEGIES[m].single_cycle else last_cycle(config) for m, _ in jobs)
-    overall = tqdm(total=total, desc=f"{config.paper}/{config.experiment}", unit="cycle",
-                   disable=quiet or not interactive)
+    overall = cycle_bar(config, jobs, f"{config.paper}/{config.experiment}", quiet)
 
     def finished_cycle(row):
-        overall.update()
         new_cycles.append(row)
-        if quiet:
-            return
-        if interactive:
-            overall.write(cycle_line(row))
-        else:
-            print(cycle_line(row), flush=True)
+        report_cycle(overall, row, quiet)
 
     def waiting(folder, owner):
         if not quiet:
@@ -198,6 +188,30 @@ def run_sequentially(config, jobs, settings, quiet: bool) -> None:
     overall.close()
 
 
+def cycle_bar(config, jobs, description: str, quiet: bool):
+    """The overall progress bar in cycles, with tqdm's estimate of the time left; shown on a terminal only."""
+    from tqdm.auto import tqdm
+
+    from core.loop import last_cycle
+    from core.strategy import STRATEGIES
+
+    total = sum(1 if STRATEGIES[m].single_cycle else last_cycle(config) for m, _ in jobs)
+    return tqdm(total=total, desc=description, unit="cycle", disable=quiet or not sys.stderr.isatty())
+
+
+def report_cycle(overall, row: dict, quiet: bool) -> None:
+    """A finished cycle moves the bar; its line is written above the bar on a terminal, plainly in a log."""
+    from core.executors import cycle_line
+
+    overall.update()
+    if quiet:
+        return
+    if sys.stderr.isatty():
+        overall.write(cycle_line(row))
+    else:
+        print(cycle_line(row), flush=True)
+
+
 def job_specs(config, jobs, settings, quiet: bool) -> list:
     from core.executors import JobSpec
 
@@ -206,7 +220,7 @@ def job_specs(config, jobs, settings, quiet: bool) -> list:
 
 
 def run_in_parallel(config, jobs, settings, args) -> None:
-    from tqdm.auto import tqdm
+    from collections import Counter
 
     from core.executors import default_jobs, device_environments, run_parallel
     from core.packing import default_jobs_per_gpu
@@ -220,12 +234,19 @@ def run_in_parallel(config, jobs, settings, args) -> None:
     else:                               # the CPU is one device; its workers share the cores
         count = min(count, args.jobs_per_gpu or count)
         per_device, where = count, "cpu"
-    overall = tqdm(total=len(jobs), desc=f"{config.paper}/{config.experiment} ({count} at once)", unit="job",
-                   disable=args.quiet or not sys.stderr.isatty())
+    overall = cycle_bar(config, jobs, f"{config.paper}/{config.experiment} ({count} at once)", args.quiet)
     if not args.quiet:
         print(f"running {len(jobs)} jobs, {count} at once ({where})", file=sys.stderr)
-    run_parallel(job_specs(config, jobs, settings, args.quiet), count, per_device,
-                 lambda spec, cycles: overall.update())
+    reported = Counter()
+
+    def finished_cycle(row):
+        reported[row["method"], row["seed"]] += 1
+        report_cycle(overall, row, args.quiet)
+
+    def finished_job(spec, cycles):
+        overall.update(cycles - reported[spec.method, spec.seed])      # cycles an earlier run finished
+
+    run_parallel(job_specs(config, jobs, settings, args.quiet), count, per_device, finished_job, finished_cycle)
     overall.close()
 
 
@@ -420,11 +441,18 @@ def command_gpucheck(args) -> int:
     return command(args)
 
 
+def demo_arguments(args) -> list[str]:
+    """The `run` command behind `demo`: the CPU or the GPU profile, chosen by the device it will run on."""
+    device = pick_device(args.device).type
+    profile, jobs = DEMO_PROFILES[device]
+    argv = ["run", DEMO["paper"], DEMO["experiment"], "--methods", DEMO["methods"], "--profile", profile,
+            "--out", args.out or DEMO["out"], "--device", device, "--download"]
+    argv += ["--jobs", str(jobs)] if jobs > 1 else []
+    return argv + (["--data-root", args.data_root] if args.data_root else []) + (["--quiet"] if args.quiet else [])
+
+
 def command_demo(args) -> int:
-    argv = ["run", DEMO["paper"], DEMO["experiment"], "--methods", DEMO["methods"], "--seeds", str(DEMO["seeds"]),
-            "--profile", DEMO["profile"], "--out", args.out or DEMO["out"], "--device", args.device, "--download"]
-    argv += (["--data-root", args.data_root] if args.data_root else []) + (["--quiet"] if args.quiet else [])
-    return command_run(build_parser().parse_args(argv))
+    return command_run(build_parser().parse_args(demo_arguments(args)))
 
 
 def add_common(parser, data: bool = True) -> None:

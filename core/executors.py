@@ -98,10 +98,21 @@ def _start_worker(environment: dict) -> None:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
 
 
+def run_spec_sending_cycles(spec: JobSpec, cycles) -> int:
+    """run_spec in a worker, its finished cycles' rows put on the parent's queue instead of printed."""
+    return run_spec(spec, cycles.put)
+
+
+def forward_cycles(cycles, on_cycle: Callable[[dict], None]) -> None:
+    while not cycles.empty():
+        on_cycle(cycles.get())
+
+
 def run_parallel(specs: list[JobSpec], count: int, per_device: int,
-                 on_job_done: Callable[[JobSpec, int], None]) -> None:
+                 on_job_done: Callable[[JobSpec, int], None], on_cycle: Callable[[dict], None]) -> None:
     """Run `specs`, at most `count` at once and `per_device` on each GPU (the CPU counts as one device), in
-    worker processes pinned to their device, placed by core.packing.Packing (memory-aware on CUDA)."""
+    worker processes pinned to their device, placed by core.packing.Packing (memory-aware on CUDA); `on_cycle`
+    gets each finished cycle's row in this process, as it finishes (the workers then print nothing)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
@@ -111,6 +122,8 @@ def run_parallel(specs: list[JobSpec], count: int, per_device: int,
         return
     context = multiprocessing.get_context("spawn")      # no CUDA state or threads copied from this process
     device = specs[0].device
+    manager = context.Manager()
+    cycles = manager.Queue()
     pools = [ProcessPoolExecutor(min(per_device, count), mp_context=context, initializer=_start_worker,
                                  initargs=(environment,)) for environment in device_environments(device, count)]
     try:
@@ -118,24 +131,28 @@ def run_parallel(specs: list[JobSpec], count: int, per_device: int,
         sized = any(f is not None for f in free)      # the specs of one run share their config
         needs = {m: job_memory(specs[0].config, m) if sized else 0 for m in {spec.method for spec in specs}}
         run_packed([(spec, needs[spec.method]) for spec in specs], Packing(free, per_device, count),
-                   lambda where, spec: pools[where].submit(run_spec, spec), on_job_done)
+                   lambda where, spec: pools[where].submit(run_spec_sending_cycles, spec, cycles), on_job_done,
+                   lambda: forward_cycles(cycles, on_cycle))
     finally:
         for pool in pools:
             pool.shutdown(cancel_futures=True)
+        forward_cycles(cycles, on_cycle)
+        manager.shutdown()
 
 
 def run_packed(jobs: list[tuple[JobSpec, int]], packing, start: Callable[[int, JobSpec], Future],
-               on_job_done: Callable[[JobSpec, int], None]) -> None:
+               on_job_done: Callable[[JobSpec, int], None], poll: Callable[[], None] = lambda: None) -> None:
     """Start the (spec, memory estimate) jobs in order, each on the device `packing` gives it (`start(device,
-    spec)` returns its future); a job that does not fit yet waits, and the jobs after it wait behind it. After a
-    failed job, the jobs not started are cancelled and the running ones finish (their cycles are kept); then
-    the first error is raised."""
+    spec)` returns its future); a job that does not fit yet waits, and the jobs after it wait behind it. `poll`
+    runs at least every half second while jobs run. After a failed job, the jobs not started are cancelled and
+    the running ones finish (their cycles are kept); then the first error is raised."""
     waiting, running, first_error = deque(jobs), {}, None
     while waiting or running:
         while waiting and (where := packing.place(waiting[0][1])) is not None:
             spec, need = waiting.popleft()
             running[start(where, spec)] = (spec, where, need)
-        done, _ = wait(running, return_when=FIRST_COMPLETED)
+        done, _ = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)
+        poll()                                         # a job's rows are queued before its future is done
         for future in done:
             spec, where, need = running.pop(future)
             packing.release(where, need)

@@ -9,7 +9,7 @@ from core.config import ExperimentConfig, apply_overrides
 from core.errors import UserError
 from core.strategy import STRATEGIES, load_plugins
 
-SIZE_PROFILES = ("smoke", "mini")        # change only sizes; other profiles (code_2020) are named variants
+SIZE_PROFILES = ("smoke", "mini", "demo", "demo_gpu")   # change only sizes; others (code_2020) are named variants
 
 
 @dataclass

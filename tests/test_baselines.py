@@ -166,13 +166,36 @@ def test_greedy_max_cover_prefers_representative_candidates():
 load_plugins()
 
 
-@pytest.mark.parametrize("method", sorted(m for m, cls in STRATEGIES.items() if not cls.single_cycle))
-def test_every_method_runs_in_the_smoke_profile(method, data_root, tmp_path):
-    config = get("baselines", "ll4al_cifar10").config("smoke", {"seeds": 1})
+CYCLING_METHODS = sorted(m for m, cls in STRATEGIES.items() if not cls.single_cycle)
+
+
+def one_pass_options(method: str) -> dict:
+    """A method's own training loops counted in epochs (LADA's generator, the STN) cut to one pass."""
+    options = STRATEGIES[method].default_options or {}
+    return {f"method_options.{method}.{key}": 1 for key, value in options.items()
+            if key.endswith("_epochs") and value > 1}
+
+
+def check_smoke_selections(method, cycles, data_root, tmp_path, overrides=None):
+    config = get("baselines", "ll4al_cifar10").config("smoke", {"seeds": 1, "protocol.cycles": cycles,
+                                                                **(overrides or {})})
     rows = run_job(config, method, 0, RunSettings(data_root, tmp_path, torch.device("cpu"), "smoke", progress=False))
-    assert [r["n_labeled"] for r in rows] == [40, 80, 120]
+    assert [r["n_labeled"] for r in rows] == [40 * (cycle + 1) for cycle in range(cycles)]
     chosen = np.concatenate([r["selected"] for r in rows[:-1]])
-    assert len(np.unique(chosen)) == len(chosen) == 80
+    assert len(np.unique(chosen)) == len(chosen) == 40 * (cycles - 1)
+
+
+@pytest.mark.parametrize("method", CYCLING_METHODS)
+def test_every_method_runs_in_the_smoke_profile(method, data_root, tmp_path):
+    """One selection (the method's own epoch loops cut to one pass) and the cycle trained on it; the full smoke
+    run with a second selection, which must avoid the first: -m slow."""
+    check_smoke_selections(method, 2, data_root, tmp_path, one_pass_options(method))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", CYCLING_METHODS)
+def test_every_method_selects_twice_without_repeating_itself(method, data_root, tmp_path):
+    check_smoke_selections(method, 3, data_root, tmp_path)
 
 
 def test_scoring_methods_select_differently_from_random(data_root, tmp_path):

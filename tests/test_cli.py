@@ -55,3 +55,17 @@ def test_run_writes_results_figure_and_table(data_root, tmp_path):
     assert (folder / "baselines_ll4al_cifar10_smoke.png").exists()
     assert "| entropy |" in (folder / "baselines_ll4al_cifar10_smoke.md").read_text()
     assert cli("compare", str(tmp_path)).returncode == 0
+
+
+@pytest.mark.parametrize("cuda,flags,profile,jobs", [(False, [], "demo", "2"), (True, [], "demo_gpu", "3"),
+                                                     (True, ["--device", "cpu"], "demo", "2")])
+def test_demo_runs_the_profile_of_the_device_it_runs_on(cuda, flags, profile, jobs, monkeypatch):
+    import torch
+
+    from core import cli as commands
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    argv = commands.demo_arguments(commands.build_parser().parse_args(["demo", *flags]))
+    assert argv[argv.index("--profile") + 1] == profile and argv[argv.index("--jobs") + 1] == jobs
+    assert argv[argv.index("--device") + 1] == ("cuda" if profile == "demo_gpu" else "cpu")
+    assert commands.build_parser().parse_args(argv).command == "run"

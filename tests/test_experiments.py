@@ -1,14 +1,18 @@
 """Every registered experiment's protocol runs end to end in the smoke profile: on the shared data where it
 exists, on tiny fixtures in the official layout where it does not (Caltech-256, ImageNet, Cityscapes, BDD100K,
 SVHN). Every method is run end to end in tests/test_baselines.py."""
+import copy
+
 import numpy as np
 import pytest
 import torch
 
+from core.config import apply_overrides
 from core.experiments import EXPERIMENTS, method_status, papers
 from core.loop import RunSettings, run_job
 from core.report import write_report
 from tests.conftest import write_bdd100k_tree, write_cityscapes_tree, write_png_tree, write_svhn_mat
+from tests.test_baselines import one_pass_options
 
 papers()
 FIXTURE_DATASETS = {"caltech256", "imagenet", "cityscapes", "bdd100k", "svhn"}
@@ -32,17 +36,38 @@ def fixture_root(dataset: str, folder):
     return folder
 
 
-@pytest.mark.parametrize("key", sorted(EXPERIMENTS), ids="/".join)
-def test_every_experiment_runs_in_the_smoke_profile(key, tmp_path, request):
-    config = EXPERIMENTS[key].config("smoke", {"seeds": 1})
+def own_methods(paper: str, implemented: list[str]) -> set[str]:
+    """The paper's own methods that the experiment runs (random and entropy for the baselines' protocols), or
+    else its first method."""
+    return OWN_METHODS.get(paper, {"random", "entropy"}) & set(implemented) or {implemented[0]}
+
+
+def run_smoke(key, tmp_path, request, methods_of, cycles: int, one_pass: bool = False) -> None:
+    """`one_pass`: the methods' own epoch loops cut to one pass (tests/test_baselines.py:one_pass_options)."""
+    config = EXPERIMENTS[key].config("smoke", {"seeds": 1, "protocol.cycles": cycles})
     if config.data.dataset in FIXTURE_DATASETS:
         root = fixture_root(config.data.dataset, tmp_path / "data")
     else:
         root = request.getfixturevalue("data_root")
     settings = RunSettings(root, tmp_path / "out", torch.device("cpu"), "smoke", progress=False)
     implemented, _ = method_status(config)
-    for method in sorted(({"random", "entropy"} | OWN_METHODS.get(config.paper, set())) & set(implemented)):
-        rows = run_job(config, method, 0, settings)
-        assert len(rows) == config.protocol.cycles
+    for method in sorted(methods_of(config.paper, implemented) & set(implemented)):
+        run_config = apply_overrides(copy.deepcopy(config), one_pass_options(method)) if one_pass else config
+        rows = run_job(run_config, method, 0, settings)
+        assert len(rows) == cycles
         assert np.diff([r["n_labeled"] for r in rows]).min() > 0
     assert any(p.suffix == ".png" for p in write_report(tmp_path / "out"))
+
+
+@pytest.mark.parametrize("key", sorted(EXPERIMENTS), ids="/".join)
+def test_every_experiment_runs_in_the_smoke_profile(key, tmp_path, request):
+    """Two cycles (one selection) of the paper's own methods, their own epoch loops cut to one pass: every
+    protocol, dataset and report end to end. The full smoke runs, with random and entropy, three cycles: -m slow."""
+    run_smoke(key, tmp_path, request, own_methods, cycles=2, one_pass=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("key", sorted(EXPERIMENTS), ids="/".join)
+def test_every_experiment_runs_random_entropy_and_its_own_methods_for_three_cycles(key, tmp_path, request):
+    run_smoke(key, tmp_path, request, lambda paper, implemented: {"random", "entropy"} | OWN_METHODS.get(paper, set()),
+              cycles=3)

@@ -48,7 +48,7 @@ def serve(monkeypatch, url: str, md5: str, name: str = "cifar-10-python.tar.gz")
 def test_demo_on_a_fresh_clone_downloads_cifar10_into_data_and_runs(fresh_clone, monkeypatch, capsys):
     archive, md5 = fake_cifar10_archive(fresh_clone / "mirror")
     serve(monkeypatch, archive.as_uri(), md5)
-    monkeypatch.setitem(cli.DEMO, "profile", "smoke")
+    monkeypatch.setitem(cli.DEMO_PROFILES, "cpu", ("smoke", 1))
     monkeypatch.setitem(cli.DEMO, "methods", "random")
     out = fresh_clone / "results"
     assert cli.main(["demo", "--quiet", "--device", "cpu", "--out", str(out)]) == 0

@@ -147,10 +147,17 @@ def test_fewer_than_three_seeds_gives_no_marks_and_says_why(tmp_path):
     assert "| better | 52.75 ± 1.05 (n=2) n<3 |" in (tmp_path / "out" / "report.md").read_text()
 
 
-def test_one_seed_like_the_demo_still_draws_the_improvement_over_random(tmp_path):
-    from core.cli import DEMO
+def test_the_demo_compares_three_methods_with_random_over_enough_seeds_to_mark():
+    from core.cli import DEMO, DEMO_PROFILES
+    from core.experiments import get
 
-    assert "random" in DEMO["methods"].split(",") and DEMO["seeds"] == 1
+    methods = DEMO["methods"].split(",")
+    assert "random" in methods and len(methods) >= 3
+    for profile, _ in DEMO_PROFILES.values():
+        assert get(DEMO["paper"], DEMO["experiment"]).config(profile).seeds >= 3
+
+
+def test_one_seed_still_draws_the_improvement_over_random(tmp_path):
     written = {p.name for p in write_report(write_synthetic(tmp_path / "runs", seeds=1), tmp_path / "out")}
     assert "vaal_fig2_cifar10_mini_vs_random.png" in written and "vaal_fig2_cifar10_mini_penalty.png" not in written
     table = (tmp_path / "out" / "vaal_fig2_cifar10_mini.md").read_text()

@@ -73,14 +73,19 @@ def sequential(data_root, tmp_path_factory):
 
 @pytest.mark.parametrize("per_device", ["2", "1"])
 def test_two_jobs_at_once_give_the_rows_of_one_at_a_time(per_device, sequential, data_root, tmp_path):
-    """Two workers on the CPU, or one with the second job waiting for its slot."""
-    subprocess.run(run_command(tmp_path, *PARALLEL, "--jobs", "2", "--jobs-per-gpu", per_device), cwd=REPO,
-                   env=one_thread(data_root), check=True)
+    """Two workers on the CPU, or one with the second job waiting for its slot. Also in a log: the workers'
+    cycles reach the parent, which prints one plain line per finished cycle."""
+    command = [arg for arg in run_command(tmp_path, *PARALLEL, "--jobs", "2", "--jobs-per-gpu", per_device)
+               if arg != "--quiet"]
+    log = subprocess.run(command, cwd=REPO, env=one_thread(data_root), check=True, capture_output=True,
+                         text=True).stdout
     for method, rows in sequential.items():
         assert stable(job_rows(tmp_path, method)) == stable(rows) and len(rows) == 2
+        assert all(log.count(f"{method} seed 0 cycle {cycle}: ") == 1 for cycle in (0, 1))
     assert (tmp_path / "baselines" / "ll4al_cifar10" / "report.md").exists()
 
 
+@pytest.mark.slow
 def test_slurm_array_on_submitits_local_executor_survives_a_requeue(sequential, data_root, tmp_path):
     """Both jobs are submitted as one array; the entropy task gets submitit's preemption signal (SIGUSR2) after
     its first checkpoint, is requeued, and resumes from that checkpoint; the report is written at the end."""
