@@ -22,6 +22,19 @@ def data_root() -> Path:
     return root
 
 
+def assert_cli_refuses_in_one_line(capsys, args: list[str], message: str) -> None:
+    """core.cli.main refuses `args` with exit 2 and one line `error: ...` holding `message`."""
+    from core.cli import main
+
+    try:
+        code = main(args)
+    except SystemExit as exited:              # argparse's mistakes leave through OneLineParser.error
+        code = exited.code
+    assert code == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and message in error and len(error.strip().splitlines()) == 1, error
+
+
 def write_png_tree(folder: Path, classes: list[str], per_class: int, size=(8, 8), seed: int = 0) -> None:
     """A tiny ImageFolder tree of random PNG images."""
     from PIL import Image

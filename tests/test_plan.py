@@ -11,6 +11,7 @@ import torch.nn as nn
 from core import plan
 from core.cli import main
 from core.experiments import get
+from tests.conftest import assert_cli_refuses_in_one_line
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -176,13 +177,7 @@ def test_measure_times_real_steps_on_the_cpu_at_smoke_size(capsys):
     (["plan", "--all", "--seeds", "2"], "plan --all covers every experiment at its paper profile"),
 ])
 def test_bad_input_is_one_line(capsys, args, message):
-    try:
-        code = main(args)
-    except SystemExit as exited:              # argparse's mistakes leave through OneLineParser.error
-        code = exited.code
-    assert code == 2
-    error = capsys.readouterr().err
-    assert error.startswith("error: ") and message in error and len(error.strip().splitlines()) == 1
+    assert_cli_refuses_in_one_line(capsys, args, message)
 
 
 @pytest.mark.slow

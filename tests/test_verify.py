@@ -8,6 +8,7 @@ import pytest
 from core.cli import main
 from core.results import append_jsonl
 from core.verify import VERIFY_FILE
+from tests.conftest import assert_cli_refuses_in_one_line
 
 
 def loop_row(method, seed, cycle, n_labeled, value, profile="paper", train_size=40000):
@@ -76,13 +77,7 @@ def test_seeds_limit_and_mini_rows_are_not_checked(tmp_path, capsys):
     (["verify", "--results", "/tmp", "baselines"], "verify --results DIR takes both <paper> and <experiment>"),
 ])
 def test_bad_arguments_are_one_line_with_exit_2(capsys, args, message):
-    try:
-        code = main(args)
-    except SystemExit as exited:              # argparse's mistakes leave through OneLineParser.error
-        code = exited.code
-    assert code == 2
-    error = capsys.readouterr().err
-    assert error.startswith("error: ") and message in error and len(error.strip().splitlines()) == 1
+    assert_cli_refuses_in_one_line(capsys, args, message)
 
 
 def test_run_mode_stops_after_the_first_cycles_and_resumes_the_same_folder(tmp_path, data_root, capsys):
