@@ -174,6 +174,7 @@ def rows_of(out: Path) -> list[dict]:
     return [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow   # by default test_two_gloo_processes_train_as_one covers the data-parallel step
 def test_torchrun_two_processes_run_the_smoke_cycles_as_one(data_root, tmp_path, monkeypatch):
     """`python -m torch.distributed.run --nproc_per_node 2 -m core run ...` with gloo against the same command in
     one process: rank 0 alone writes, the labeled sets (random selection, which does not depend on the model) and

@@ -2,6 +2,8 @@
 exists, on tiny fixtures in the official layout where it does not (Caltech-256, ImageNet, Cityscapes, BDD100K,
 SVHN). Every method is run end to end in tests/test_baselines.py."""
 import copy
+import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -42,6 +44,20 @@ def own_methods(paper: str, implemented: list[str]) -> set[str]:
     return OWN_METHODS.get(paper, {"random", "entropy"}) & set(implemented) or {implemented[0]}
 
 
+def protocol_variants() -> set:
+    """Experiments whose smoke config equals an earlier one's (in name order) but for the protocol (VAAL Fig. 5's
+    budgets, noise and biased sets; DAAL Fig. 5's budgets; TA-VAAL's VAAL-budget figures): the default suite
+    runs the first of each such family, -m slow every one."""
+    seen, variants = set(), set()
+    for key in sorted(EXPERIMENTS):
+        config = dataclasses.asdict(EXPERIMENTS[key].config("smoke"))
+        for name in ("experiment", "title", "source", "protocol"):
+            config.pop(name)
+        signature = json.dumps(config, sort_keys=True, default=str)
+        (variants if signature in seen else seen).add(key if signature in seen else signature)
+    return variants
+
+
 def run_smoke(key, tmp_path, request, methods_of, cycles: int, one_pass: bool = False) -> None:
     """`one_pass`: the methods' own epoch loops cut to one pass (tests/test_baselines.py:one_pass_options)."""
     config = EXPERIMENTS[key].config("smoke", {"seeds": 1, "protocol.cycles": cycles})
@@ -59,7 +75,8 @@ def run_smoke(key, tmp_path, request, methods_of, cycles: int, one_pass: bool = 
     assert any(p.suffix == ".png" for p in write_report(tmp_path / "out"))
 
 
-@pytest.mark.parametrize("key", sorted(EXPERIMENTS), ids="/".join)
+@pytest.mark.parametrize("key", [pytest.param(key, marks=pytest.mark.slow if key in protocol_variants() else ())
+                                 for key in sorted(EXPERIMENTS)], ids="/".join)
 def test_every_experiment_runs_in_the_smoke_profile(key, tmp_path, request):
     """Two cycles (one selection) of the paper's own methods, their own epoch loops cut to one pass: every
     protocol, dataset and report end to end. The full smoke runs, with random and entropy, three cycles: -m slow."""

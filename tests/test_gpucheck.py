@@ -3,6 +3,7 @@ tiny size on a data root holding part of CIFAR-10's training images, writing gpu
 The CUDA part itself needs a GPU machine."""
 import sys
 
+import pytest
 import torch
 
 from core import gpucheck
@@ -37,6 +38,7 @@ def test_cases_are_told_apart_by_exit_status_and_the_budget():
     assert slow.result == "not finished (time budget)" and slow.seconds < 10
 
 
+@pytest.mark.slow
 def test_the_steps_run_on_the_cpu_at_tiny_size_on_part_of_cifar10(monkeypatch, tmp_path):
     """1,100 of CIFAR-10's 50,000 training images (random pixels, the official class folders): enough for the
     LL4AL protocol's 1,000 initial labels, so verify's first point is checked (and fails: one epoch of a

@@ -99,6 +99,7 @@ def _command(out):
             "--set", "train.iterations=30", "--set", "protocol.cycles=4"]
 
 
+@pytest.mark.slow   # by default test_scaleout kills a run mid-cycle, which resumes through the same folder checks
 def test_a_killed_run_resumes_to_the_uninterrupted_result(data_root, tmp_path):
     env = {**os.environ, "AL_DATA_ROOT": str(data_root)}
     repo = Path(__file__).resolve().parent.parent

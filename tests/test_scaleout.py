@@ -71,7 +71,7 @@ def sequential(data_root, tmp_path_factory):
     return {method: job_rows(out, method) for method in ("random", "entropy")}
 
 
-@pytest.mark.parametrize("per_device", ["2", "1"])
+@pytest.mark.parametrize("per_device", ["2", pytest.param("1", marks=pytest.mark.slow)])
 def test_two_jobs_at_once_give_the_rows_of_one_at_a_time(per_device, sequential, data_root, tmp_path):
     """Two workers on the CPU, or one with the second job waiting for its slot. Also in a log: the workers'
     cycles reach the parent, which prints one plain line per finished cycle."""
@@ -122,6 +122,7 @@ sys.exit(code)
 """
 
 
+@pytest.mark.slow
 def test_the_default_path_needs_no_submitit(data_root, tmp_path):
     env = {**os.environ, "AL_DATA_ROOT": str(data_root)}
     command = [sys.executable, "-c", BLOCK_SUBMITIT] + run_command(tmp_path, "--methods", "random")[3:]
