@@ -5,18 +5,32 @@ import pytest
 import torchvision
 
 from core import datasets
-from core.datasets import imbalanced, load_dataset, resolve_data_root, seeded_test_split
+from core.datasets import (decode_cached, default_cache_dir, imbalanced, load_dataset, resolve_data_root,
+                           seeded_test_split)
 from core.errors import UserError
 from tests.conftest import write_png_tree
 
 
-def test_cifar10_image_folder_from_the_shared_copy(data_root, tmp_path):
-    dataset = load_dataset("cifar10", data_root, cache_dir=tmp_path)
+def test_cifar10_image_folder_from_the_shared_copy(data_root):
+    """Decoded once into the default cache, which the other tests then read (decode_cached's own test: below)."""
+    dataset = load_dataset("cifar10", data_root)
     assert dataset.train.images.shape == (50000, 32, 32, 3) and dataset.train.images.dtype == np.uint8
     assert dataset.test.images.shape == (10000, 32, 32, 3)
     assert dataset.classes[:3] == ["airplane", "automobile", "bird"]
     assert np.bincount(dataset.train.targets).tolist() == [5000] * 10
-    assert len(list(tmp_path.glob("decoded-*.npy"))) == 2
+    assert len(list(default_cache_dir().glob("decoded-*.npy"))) >= 2
+
+
+def test_decoded_images_are_cached_by_their_file_list(tmp_path):
+    write_png_tree(tmp_path / "tree", ["a", "b"], 3)
+    files = sorted(str(path) for path in (tmp_path / "tree").rglob("*.png"))
+    first = decode_cached(files, 3, tmp_path / "cache")
+    cached = list((tmp_path / "cache").glob("decoded-*.npy"))
+    assert first.shape == (6, 8, 8, 3) and first.dtype == np.uint8 and len(cached) == 1
+    assert np.array_equal(decode_cached(files, 3, tmp_path / "cache"), first)
+    assert list((tmp_path / "cache").glob("decoded-*.npy")) == cached
+    decode_cached(files[:4], 3, tmp_path / "cache")
+    assert len(list((tmp_path / "cache").glob("decoded-*.npy"))) == 2
 
 
 def test_cifar100_fine_and_coarse_labels(data_root):

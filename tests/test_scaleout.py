@@ -54,7 +54,7 @@ def test_a_job_killed_mid_cycle_resumes_from_its_checkpoint_to_the_uninterrupted
     assert not list(folder.glob("*.ckpt")), "finished cycles leave no checkpoint behind"
 
 
-PARALLEL = ["--methods", "random,entropy", "--set", "train.epochs=15", "--set", "protocol.cycles=2",
+PARALLEL = ["--methods", "random,entropy", "--set", "train.epochs=6", "--set", "protocol.cycles=2",
             "--set", "runtime.checkpoint_every=3"]
 
 
