@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from core.cli import main
 from tests.conftest import assert_cli_refuses_in_one_line
 
 REPO = Path(__file__).resolve().parent.parent
@@ -34,22 +35,22 @@ def test_user_errors_are_one_line_exit_2(capsys, args, message):
     assert_cli_refuses_in_one_line(capsys, args, message)
 
 
-def test_missing_dataset_under_a_valid_root(tmp_path):
-    result = cli("run", "vaal", "fig2_cifar10", "--profile", "smoke", "--data-root", str(tmp_path), "--quiet",
-                 "--out", str(tmp_path / "out"))
-    assert result.returncode == 2 and "dataset cifar10 not found" in result.stderr
+def test_missing_dataset_under_a_valid_root(tmp_path, capsys):
+    assert_cli_refuses_in_one_line(capsys, ["run", "vaal", "fig2_cifar10", "--profile", "smoke", "--data-root",
+                                            str(tmp_path), "--quiet", "--out", str(tmp_path / "out")],
+                                   "dataset cifar10 not found")
 
 
-def test_list_shows_papers_experiments_and_status():
-    result = cli("list")
-    assert result.returncode == 0
-    assert "fig2_cifar10" in result.stdout and "ll4al_cifar10" in result.stdout and "pending" in result.stdout
+def test_list_shows_papers_experiments_and_status(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "fig2_cifar10" in out and "ll4al_cifar10" in out and "pending" in out
 
 
-def test_describe_prints_the_resolved_config_and_parameter_counts():
-    result = cli("describe", "vaal", "fig2_cifar10")
-    assert result.returncode == 0 and '"iterations": 78125' in result.stdout
-    assert "134,309,962 parameters" in result.stdout
+def test_describe_prints_the_resolved_config_and_parameter_counts(capsys):
+    assert main(["describe", "vaal", "fig2_cifar10"]) == 0
+    out = capsys.readouterr().out
+    assert '"iterations": 78125' in out and "134,309,962 parameters" in out
 
 
 def test_run_writes_results_figure_and_table(data_root, tmp_path):

@@ -71,7 +71,8 @@ def sequential(data_root, tmp_path_factory):
     return {method: job_rows(out, method) for method in ("random", "entropy")}
 
 
-@pytest.mark.parametrize("per_device", ["2", pytest.param("1", marks=pytest.mark.slow)])
+@pytest.mark.slow   # by default the packing tests below run the executor's placement loop in this process
+@pytest.mark.parametrize("per_device", ["2", "1"])
 def test_two_jobs_at_once_give_the_rows_of_one_at_a_time(per_device, sequential, data_root, tmp_path):
     """Two workers on the CPU, or one with the second job waiting for its slot. Also in a log: the workers'
     cycles reach the parent, which prints one plain line per finished cycle."""
