@@ -40,6 +40,13 @@ def restore_global_rng(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def save_atomic(state, path: Path) -> None:
+    """torch.save under a temporary name, then renamed over `path`: a reader never sees half a file."""
+    partial = partial_name(path)
+    torch.save(state, partial)
+    partial.replace(path)
+
+
 @dataclass
 class TrainCheckpoint:
     """Where and how often one `Trainer.fit` call saves its state. `before_write` runs before each write
@@ -66,6 +73,4 @@ class TrainCheckpoint:
         if not self.saves:
             return
         self.before_write()
-        partial = partial_name(self.path)
-        torch.save({**state, "key": self.key}, partial)
-        partial.replace(self.path)
+        save_atomic({**state, "key": self.key}, self.path)

@@ -31,7 +31,7 @@ import torch
 
 from core import datasets as ds
 from core import distributed
-from core.checkpoint import TrainCheckpoint, checkpoint_key
+from core.checkpoint import TrainCheckpoint, checkpoint_key, save_atomic
 from core.config import ExperimentConfig, coerce, cycle_training, run_hash, to_dict
 from core.errors import UserError
 from core.evaluate import evaluate
@@ -391,14 +391,10 @@ def _run_cycles(plan: JobPlan, method: str, seed: int, settings: RunSettings,
         trained_on = pool.labeled.copy()
         if not config.train.reinit and writes:
             lock.verify()
-            partial = folder / f"model_cycle{cycle}.partial.pt"
-            torch.save(model.state_dict(), partial)
-            partial.replace(folder / f"model_cycle{cycle}.pt")
+            save_atomic(model.state_dict(), folder / f"model_cycle{cycle}.pt")
         if config.train.keep_optimizer and writes:
             lock.verify()
-            partial = folder / f"optimizer_cycle{cycle}.partial.pt"
-            torch.save(report.optimizer_state, partial)
-            partial.replace(folder / optimizer_name(cycle))
+            save_atomic(report.optimizer_state, folder / optimizer_name(cycle))
         test = evaluate(model, test_source, np.arange(len(dataset.test)), dataset.test.targets,
                         dataset.num_classes, config.train.eval_batch_size, config.train.amp)
         selected, select_seconds, selector_seconds = [], 0.0, 0.0
