@@ -10,7 +10,7 @@ import torch
 
 from baselines.committee import dense_max_cover, lazy_max_cover
 from baselines.coreset import active_set_kcenter, dense_kcenter
-from core.bench import Benchmark, register
+from core.tools.bench import Benchmark, register_benchmark
 
 
 def penultimate_like(count: int, dim: int, seed: int, device: torch.device) -> torch.Tensor:
@@ -51,5 +51,5 @@ def bench_selection(device: torch.device) -> dict:
                              lambda: dense_max_cover(descriptors[:300], descriptors, 150))}
 
 
-register(Benchmark("selection", lambda args, device: bench_selection(device),
+register_benchmark(Benchmark("selection", lambda args, device: bench_selection(device),
                    "k-center and max-cover: the CPU loops against the GPU loops"))

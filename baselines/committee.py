@@ -11,8 +11,8 @@ import torch
 
 from baselines.mc_dropout import variation_ratio
 from baselines.uncertainty import entropy
-from core.evaluate import autocast, class_last, image_scores, map_batches, predict
-from core.strategy import CycleContext, CycleSizes, CycleWork, ScoringStrategy, register
+from core.lib import (CycleContext, CycleSizes, CycleWork, ScoringStrategy, autocast, class_last, image_scores,
+                      map_batches, predict, register_method)
 
 
 def vote_entropy(samples: torch.Tensor) -> torch.Tensor:
@@ -63,13 +63,13 @@ class CommitteeStrategy(ScoringStrategy):
                          task_inferred=members * cycle.candidates)
 
 
-@register
+@register_method
 class EnsembleVariationRatio(CommitteeStrategy):
     name = "ensemble_varratio"
     reduce = staticmethod(variation_ratio)
 
 
-@register
+@register_method
 class QueryByCommittee(CommitteeStrategy):
     name = "qbc"
     reduce = staticmethod(vote_entropy)
@@ -144,7 +144,7 @@ def lazy_max_cover(candidate_descriptors: torch.Tensor, pool_descriptors: torch.
     return chosen
 
 
-@register
+@register_method
 class SuggestiveAnnotation(CommitteeStrategy):
     """Top `shortlist` x budget candidates by the bootstrap models' mean per-class variance, then greedy max-cover
     of the scored candidates by cosine similarity of the task model's features, down to the budget."""

@@ -8,8 +8,7 @@ without waiting for the GPU between picks (`dense_kcenter`). Both pick what the 
 import numpy as np
 import torch
 
-from core.evaluate import predict
-from core.strategy import CycleContext, CycleSizes, CycleWork, Strategy, register
+from core.lib import CycleContext, CycleSizes, CycleWork, Strategy, predict, register_method
 
 
 def squared_distances(points: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
@@ -101,7 +100,7 @@ def active_set_kcenter(candidates: torch.Tensor, centres: torch.Tensor, budget: 
     return picks
 
 
-@register
+@register_method
 class CoreSet(Strategy):
     name = "coreset"
 

@@ -1,6 +1,6 @@
 """The LL4AL protocol (Yoo & Kweon 2019, REFERENCES 1.5) that TA-VAAL and LADA compare against."""
-from core.config import DataConfig, ExperimentConfig, ModelConfig, ProtocolConfig, TrainConfig
-from core.experiments import Experiment, mini_profile, register, smoke_profile
+from core.lib import (DataConfig, Experiment, ExperimentConfig, ModelConfig, ProtocolConfig, TrainConfig, mini_profile,
+                      register_experiment, smoke_profile)
 
 
 def ll4al(dataset: str, step: int) -> ExperimentConfig:
@@ -34,5 +34,5 @@ DEMO_PROFILES = {
              "train.milestones": [3], "train.batch_size": 64, "seeds": 3},
     "demo_gpu": {"protocol.cycles": 3, "train.epochs": 50, "train.milestones": [40], "seeds": 3},
 }
-register(Experiment("baselines", "ll4al_cifar10", lambda: ll4al("cifar10", 1000), {**PROFILES, **DEMO_PROFILES}))
-register(Experiment("baselines", "ll4al_cifar100", lambda: ll4al("cifar100", 2000), PROFILES))
+register_experiment(Experiment("baselines", "ll4al_cifar10", lambda: ll4al("cifar10", 1000), {**PROFILES, **DEMO_PROFILES}))
+register_experiment(Experiment("baselines", "ll4al_cifar100", lambda: ll4al("cifar100", 2000), PROFILES))

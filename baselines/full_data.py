@@ -1,10 +1,9 @@
 """The full-data reference line of the learning-curve figures (VAAL Fig. 2 "Top-1 accuracy" line): one task
 model trained on every training image that is not held out for validation."""
-from core.config import set_value
-from core.strategy import Strategy, register
+from core.lib import Strategy, register_method, set_value
 
 
-@register
+@register_method
 class FullData(Strategy):
     name = "full_data"
     single_cycle = True

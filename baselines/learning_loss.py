@@ -12,11 +12,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from core.errors import UserError
-from core.evaluate import autocast, without_autocast
-from core.seeding import seed_everything
-from core.strategy import CycleContext, ScoringStrategy, register
-from core.trainer import TrainHook
+from core.lib import (CycleContext, ScoringStrategy, TrainHook, UserError, autocast, register_method, seed_everything,
+                      without_autocast)
 
 
 class LossPredictionModule(nn.Module):
@@ -84,7 +81,7 @@ def block_channels(model: nn.Module, size: int = 32) -> list[int]:
     return [b.shape[1] for b in blocks]
 
 
-@register
+@register_method
 class LearningLoss(ScoringStrategy):
     name = "learning_loss"
     default_options = {"ranking_loss": "margin", "weight": 1.0, "margin": 1.0, "detach_fraction": 0.6,
@@ -98,8 +95,7 @@ class LearningLoss(ScoringStrategy):
         self.module = None
 
     def networks(self, config, num_classes: int) -> dict:
-        from core.datasets import input_channels
-        from core.networks import build_network
+        from core.lib import build_network, input_channels
 
         task = build_network(config.model.arch, num_classes, input_channels(config.data.dataset), config.model.width)
         return {"loss prediction module": LossPredictionModule(block_channels(task), self.options["hidden"])}

@@ -9,9 +9,8 @@ import torch
 import torch.nn as nn
 
 from baselines.uncertainty import entropy
-from core.errors import UserError
-from core.evaluate import autocast, class_last, image_scores, map_batches
-from core.strategy import CycleContext, CycleSizes, CycleWork, ScoringStrategy, register
+from core.lib import (CycleContext, CycleSizes, CycleWork, ScoringStrategy, UserError, autocast, class_last,
+                      image_scores, map_batches, register_method)
 
 
 def mean_entropy(samples: torch.Tensor) -> torch.Tensor:
@@ -58,7 +57,7 @@ def mc_dropout_samples(model, source, indices: np.ndarray, batch_size: int, pass
     return scores
 
 
-@register
+@register_method
 class MCDropout(ScoringStrategy):
     name = "mc_dropout"
     default_options = {"passes": 10, "acquisition": "entropy", "dropout": 0.5}

@@ -5,11 +5,10 @@ not MC-Dropout (REFERENCES 1.5, B4). For segmentation an image scores the mean o
 import numpy as np
 import torch
 
-from core.evaluate import softmax_scores
-from core.strategy import CycleContext, ScoringStrategy, Strategy, register
+from core.lib import CycleContext, ScoringStrategy, Strategy, register_method, softmax_scores
 
 
-@register
+@register_method
 class RandomSampling(Strategy):
     name = "random"
 
@@ -41,19 +40,19 @@ class SinglePassStrategy(ScoringStrategy):
                               ctx.config.train.amp, f"score {self.name}" if ctx.progress else None)
 
 
-@register
+@register_method
 class EntropySampling(SinglePassStrategy):
     name = "entropy"
     acquisition = staticmethod(entropy)
 
 
-@register
+@register_method
 class LeastConfidenceSampling(SinglePassStrategy):
     name = "least_confidence"
     acquisition = staticmethod(least_confidence)
 
 
-@register
+@register_method
 class MarginSampling(SinglePassStrategy):
     name = "margin"
     acquisition = staticmethod(smallest_margin)

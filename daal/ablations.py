@@ -27,15 +27,12 @@ import torch
 
 from baselines.coreset import CoreSet
 from baselines.learning_loss import LearningLoss
-from core.errors import UserError
-from core.networks import scaled
-from core.pool import candidate_subset
-from core.seeding import seed_everything, stream_key
-from core.strategy import CycleContext, CycleSizes, CycleWork, register
-from daal.method import (DAAL, DAAL_OPTIONS, SELECTOR_TERMS, DAALRepresentativenessOnly, FeatureBank,
-                         endless_batches, feature_dim)
+from core.lib import (CycleContext, CycleSizes, CycleWork, UserError, candidate_subset, register_method, scaled,
+                      seed_everything, stream_key)
+from daal.method import (DAAL, DAAL_OPTIONS, SELECTOR_TERMS, DAALRepresentativenessOnly, FeatureBank, endless_batches,
+                         feature_dim)
 from daal.networks import FeatureVAE
-from vaal.method import VAAL_OPTIONS, VAAL, VAALFamily
+from vaal.method import VAAL, VAAL_OPTIONS, VAALFamily
 from vaal.networks import Discriminator
 
 RSS_SIZE = 10000            # LL4AL's subset; DAAL Sec. 4.5
@@ -57,7 +54,7 @@ class RandomSubset:
         return super().cycle_work(config, num_classes, dataclasses.replace(cycle, candidates=scored))
 
 
-@register
+@register_method
 class LearningLossRSS(RandomSubset, LearningLoss):
     """LL as LL4AL and DAAL Fig. 3-5 run it: the loss-prediction ranking over 10,000 random candidates."""
 
@@ -65,13 +62,13 @@ class LearningLossRSS(RandomSubset, LearningLoss):
     default_options = {**LearningLoss.default_options, "subset": RSS_SIZE}
 
 
-@register
+@register_method
 class VAALRSS(RandomSubset, VAAL):
     name = "vaal_rss"
     default_options = {**VAAL_OPTIONS, "subset": RSS_SIZE}
 
 
-@register
+@register_method
 class VAALTaskFeatures(VAALFamily):
     """VAAL + TF (Fig. 4): VAAL's game on the task model's penultimate features."""
 
@@ -128,13 +125,13 @@ class VAALTaskFeatures(VAALFamily):
         """Features have no picture to save."""
 
 
-@register
+@register_method
 class VAALTaskFeaturesRSS(RandomSubset, VAALTaskFeatures):
     name = "vaal_tf_rss"
     default_options = {**VAALTaskFeatures.default_options, "subset": RSS_SIZE}
 
 
-@register
+@register_method
 class LearningLossCoreSet(LearningLoss):
     name = "ll_coreset"
     default_options = {**LearningLoss.default_options, "subset": RSS_SIZE}
@@ -159,7 +156,7 @@ COMBINE = {"product": lambda s, loss: s * min_max(loss),
            "rank_mean": lambda s, loss: (normalised_ranks(s) + normalised_ranks(loss)) / 2}
 
 
-@register
+@register_method
 class LearningLossRD(DAALRepresentativenessOnly):
     name = "ll_rd"
     default_options = {**DAAL_OPTIONS, **LearningLoss.default_options, "combine": "product"}
@@ -183,7 +180,7 @@ class LearningLossRD(DAALRepresentativenessOnly):
         return COMBINE[self.options["combine"]](representativeness, predicted_loss.to(representativeness.dtype))
 
 
-@register
+@register_method
 class DAALWithoutDPP(DAAL):
     """DAAL with L_sparsity reduced to L_LR: L_DPP is still computed and logged (`dpp_first`, `dpp_last`), but
     no update follows its gradient."""

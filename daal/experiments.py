@@ -8,8 +8,8 @@ Cityscapes: a DRN, task 50 and DAAL 100 epochs, both Adam 5e-4, trained on whole
 flipped (`NO_AUGMENTATION`; VAAL's recipe has 688 crops and flips). Choices the paper leaves open are the DAAL rows
 of REFERENCES section 2, listed with their options in daal/README.md.
 """
-from core.config import DataConfig, ExperimentConfig, ModelConfig, ProtocolConfig, TrainConfig
-from core.experiments import Experiment, mini_profile, register, smoke_profile
+from core.lib import (DataConfig, Experiment, ExperimentConfig, ModelConfig, ProtocolConfig, TrainConfig, mini_profile,
+                      register_experiment, smoke_profile)
 from segmentation.experiments import segmentation_config, smoke as segmentation_smoke, vaal_segmentation_options
 from vaal.experiments import vaal_options
 
@@ -138,12 +138,12 @@ def register_all() -> None:
     for dataset in DATASETS:
         for name, builder in (("fig3", fig3), ("fig4", fig4), ("fig6", fig6)):
             config = builder(dataset)
-            register(Experiment("daal", f"{name}_{dataset}", lambda b=builder, d=dataset: b(d),
+            register_experiment(Experiment("daal", f"{name}_{dataset}", lambda b=builder, d=dataset: b(d),
                                 profiles(dataset, config.methods, config.protocol.budget)))
         for budget in FIG5_BUDGETS[dataset]:
-            register(Experiment("daal", f"fig5_{dataset}_b{budget}", lambda d=dataset, b=budget: fig5(d, b),
+            register_experiment(Experiment("daal", f"fig5_{dataset}_b{budget}", lambda d=dataset, b=budget: fig5(d, b),
                                 profiles(dataset, FIG5_METHODS, budget)))
-    register(Experiment("daal", "no_dpp_cifar10", no_dpp, profiles("cifar10", NO_DPP_METHODS, 0.05)))
+    register_experiment(Experiment("daal", "no_dpp_cifar10", no_dpp, profiles("cifar10", NO_DPP_METHODS, 0.05)))
 
 
 register_all()

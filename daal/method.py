@@ -30,12 +30,9 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from baselines.uncertainty import entropy
-from core.datasets import SMALL_IMAGE_DATASETS, input_channels
-from core.errors import UserError
-from core.evaluate import autocast, class_last, image_scores, map_batches
-from core.networks import build_network, scaled
-from core.seeding import seed_everything, stream_key
-from core.strategy import CycleContext, CycleSizes, CycleWork, NetworkUse, ScoringStrategy, register
+from core.lib import (SMALL_IMAGE_DATASETS, CycleContext, CycleSizes, CycleWork, NetworkUse, ScoringStrategy, UserError,
+                      autocast, build_network, class_last, image_scores, input_channels, map_batches, register_method,
+                      scaled, seed_everything, stream_key)
 from daal.networks import Discriminator, FeatureVAE, ScoreNet, encoder_parameters
 
 DAAL_OPTIONS = {
@@ -255,7 +252,7 @@ def game_step(nets: DAALNetworks, optimizers: dict[str, torch.optim.Optimizer], 
 # ----------------------------------------------------------------------------------------------- strategy
 
 
-@register
+@register_method
 class DAAL(ScoringStrategy):
     name = "daal"
     default_options = DAAL_OPTIONS
@@ -362,7 +359,7 @@ class DAAL(ScoringStrategy):
         self.diagnostics["score_entropy_spearman"] = round(rank_correlation(scores, entropies), 4)
 
 
-@register
+@register_method
 class DAALUncertaintyOnly(DAAL):
     """Fig. 6 "uDis": the informativeness rater trained against uDis alone (no representativeness branch)."""
 
@@ -370,7 +367,7 @@ class DAALUncertaintyOnly(DAAL):
     discriminators = ("uDis",)
 
 
-@register
+@register_method
 class DAALRepresentativenessOnly(DAAL):
     """Fig. 6 "rDis": the informativeness rater trained against rDis alone (no uncertainty branch)."""
 

@@ -1,9 +1,7 @@
 """DAAL's settings (Sec. 4.2), generated from the Fig. 3 configs so the code and the documentation cannot disagree
 (`./reproduce.sh tables daal`; daal/README.md embeds the table)."""
-from core.datasets import SMALL_IMAGE_DATASETS
-from core.experiments import get
-from core.loop import resolve_count
-from core.reported import REPORTED
+from core.lib import SMALL_IMAGE_DATASETS, get_experiment, resolve_count
+from core.tools.reported import REPORTED
 from daal.method import DAAL_OPTIONS
 
 TRAIN_IMAGES = {"cifar10": 50000, "cifar100": 50000, "cityscapes": 2975}
@@ -20,7 +18,7 @@ def settings() -> str:
              "DAAL Adam lr | DAAL batch | sigma | Initial + budget x acquisitions | Runs |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for dataset, images in TRAIN_IMAGES.items():
-        config = get("daal", f"fig3_{dataset}").config()
+        config = get_experiment("daal", f"fig3_{dataset}").config()
         train, protocol, daal = config.train, config.protocol, {**DAAL_OPTIONS, **config.method_options["daal"]}
         decays = f" ({', '.join(map(str, train.milestones))})" if train.milestones else ""
         lines.append(f"| fig3_{dataset} | {config.model.arch} | {train.optimizer} {train.lr:g} | "
@@ -40,4 +38,4 @@ def reported() -> str:
 
 
 def markdown() -> str:
-    return f"Settings (Sec. 4.2)\n\n{settings()}\n\nReported numbers (core/reported.py)\n\n{reported()}\n"
+    return f"Settings (Sec. 4.2)\n\n{settings()}\n\nReported numbers (core/tools/reported.py)\n\n{reported()}\n"

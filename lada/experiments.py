@@ -2,8 +2,8 @@
 for Fashion-MNIST, SVHN and CIFAR-100, Fig. 2 from their logged tau*, Figs. 6-8 from their queried pairs,
 Table 4 from their timings) and the larger-data setting of Sec. B.3 (Fig. 3, Table 5). Paper-vs-code decisions:
 REFERENCES.md sections 2 (L1-L9) and 6; alternatives are the options listed in lada/README.md."""
-from core.config import DataConfig, ExperimentConfig, ModelConfig, ProtocolConfig, TrainConfig
-from core.experiments import Experiment, mini_profile, register, smoke_profile
+from core.lib import (DataConfig, Experiment, ExperimentConfig, ModelConfig, ProtocolConfig, TrainConfig, mini_profile,
+                      register_experiment, smoke_profile)
 
 TABLE1 = {   # dataset: (initial labels, budget b, fixed tau, fixed tau at the input level, numLambda N)
     "fashion_mnist": (20, 10, 2.0, 0.2, 10),
@@ -109,12 +109,12 @@ MINI_TABLE5 = mini_profile(**{"protocol.initial": 500, "protocol.budget": 500, "
 
 def register_all() -> None:
     for dataset in ("fashion_mnist", "svhn", "cifar10"):
-        register(Experiment("lada", f"table1_{dataset}", lambda d=dataset: table1(d),
+        register_experiment(Experiment("lada", f"table1_{dataset}", lambda d=dataset: table1(d),
                             {"smoke": SMOKE_SMALL, "mini": MINI_SMALL}))
-    register(Experiment("lada", "table1_cifar100", lambda: table1("cifar100"),
+    register_experiment(Experiment("lada", "table1_cifar100", lambda: table1("cifar100"),
                         {"smoke": SMOKE_CIFAR100, "mini": MINI_CIFAR100}))
     for dataset in TABLE5:
-        register(Experiment("lada", f"table5_{dataset}", lambda d=dataset: table5(d),
+        register_experiment(Experiment("lada", f"table5_{dataset}", lambda d=dataset: table5(d),
                             {"smoke": SMOKE_TABLE5, "mini": MINI_TABLE5}))
 
 

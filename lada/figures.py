@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.errors import UserError
-from core.results import load_rows, read_jsonl, write_atomic
+from core.lib import UserError, read_jsonl, write_atomic
+from core.tools.report import load_rows
 
 
 def _pyplot():
@@ -62,7 +62,7 @@ def fig2(rows: list[dict], path: Path) -> Path:
 
 
 def _run(results: Path, experiment: str, method: str, seed: int):
-    from core.config import from_dict
+    from core.lib import from_dict
 
     folder = Path(results) / "lada" / experiment / method / f"seed{seed}"
     if not (folder / "config.json").exists():
@@ -71,7 +71,7 @@ def _run(results: Path, experiment: str, method: str, seed: int):
 
 
 def _model(folder: Path, config, dataset, cycle: int):
-    from core.networks import build_network
+    from core.lib import build_network
 
     weights = folder / f"model_cycle{cycle}.pt"
     if not weights.exists():
@@ -106,9 +106,7 @@ def tsne(results: Path, data_root: Path, experiment: str, cycle: int, seed: int,
     except ModuleNotFoundError:
         raise UserError("the t-SNE figures need scikit-learn: install the optional extra, "
                         "pip install -e .[tsne]") from None
-    from core.loop import prepare_dataset
-    from core.pool import Pool, candidate_subset
-    from core.sources import Augmentation
+    from core.lib import Augmentation, Pool, candidate_subset, prepare_dataset
     from lada.method import QueriedPairs, mix
 
     panels = []
@@ -170,7 +168,7 @@ def tables(rows: list[dict], out: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from core.datasets import resolve_data_root
+    from core.lib import resolve_data_root
 
     parser = argparse.ArgumentParser(prog="./reproduce.sh figures lada", description=__doc__.split("\n\n")[0])
     parser.add_argument("what", choices=("fig2", "tsne", "tables"))

@@ -35,15 +35,9 @@ import torch.nn.functional as F
 
 from baselines.learning_loss import LearningLoss
 from baselines.uncertainty import EntropySampling, entropy
-from core import distributed
-from core.datasets import input_channels
-from core.errors import UserError
-from core.evaluate import map_batches
-from core.seeding import seed_everything, stream_key
-from core.strategy import CycleContext, CycleSizes, CycleWork, NetworkUse, Strategy, register
-from core.trainer import TrainHook
-from lada.networks import (AdaMixupPolicy, IntrusionDiscriminator, PolicyGenerator, SpatialTransformer,
-                           STNClassifier)
+from core.lib import (CycleContext, CycleSizes, CycleWork, NetworkUse, Strategy, TrainHook, UserError, input_channels,
+                      is_main, map_batches, register_method, seed_everything, stream_key)
+from lada.networks import AdaMixupPolicy, IntrusionDiscriminator, PolicyGenerator, SpatialTransformer, STNClassifier
 from vaal.method import VAAL, VAAL_OPTIONS
 
 LOOKAHEAD_OPTIONS = {
@@ -287,7 +281,7 @@ class LookAhead(Strategy):
     def remember(self, pairs: QueriedPairs, ctx: CycleContext) -> None:
         """The next cycle's training needs the pairs; on disk too, so a resumed run finds them."""
         self.pending = pairs
-        if ctx.folder is not None and distributed.is_main():
+        if ctx.folder is not None and is_main():
             pairs.save(ctx.folder / f"lada_pairs_cycle{ctx.cycle}.npz")
 
     def queried_pairs(self, ctx: CycleContext) -> QueriedPairs | None:
@@ -340,27 +334,27 @@ class LookAhead(Strategy):
 
 def policy_input(config, layers) -> tuple[int, int]:
     """(channels, side) of the generator's input: two feature maps of 64 x width channels, or two images."""
-    from core.networks import scaled
+    from core.lib import scaled
 
     side = 28 if config.data.dataset == "fashion_mnist" else 32
     channels = input_channels(config.data.dataset) if list(layers) == [0] else scaled(64, config.model.width)
     return 2 * channels, side
 
 
-@register
+@register_method
 class LADA(LookAhead):
     """LADA_EntMix: max entropy + manifold mixup with a learned policy."""
 
     name = "lada"
 
 
-@register
+@register_method
 class LADAFixed(LookAhead):
     name = "lada_fixed"
     learns_tau = False
 
 
-@register
+@register_method
 class VanillaMixup(LookAhead):
     """The code's `VanillaMixup`: max entropy, then manifold mixup (tau = 2.0) of the queried images."""
 
@@ -372,7 +366,7 @@ class VanillaMixup(LookAhead):
 INPUT_LEVEL = {**LOOKAHEAD_OPTIONS, "layers": [0]}
 
 
-@register
+@register_method
 class LADAVAALMix(LookAhead, VAAL):
     """Eq. 6: tau* = argmax P(mix in X_U; D) = 1 - D(mu(mix)), input mixup (supplement Sec. D)."""
 
@@ -393,14 +387,14 @@ class LADAVAALMix(LookAhead, VAAL):
         return self.disc_unlabeled(mixed)
 
 
-@register
+@register_method
 class LADAFixedVAALMix(LADAVAALMix):
     name = "lada_fixed_vaalmix"
     learns_tau = False
     default_options = {**LADAVAALMix.default_options, "fixed_tau": 0.2}
 
 
-@register
+@register_method
 class LADALL4ALMix(LookAhead, LearningLoss):
     """Eq. 7: tau* = argmax f_LPM(f^k(mix) | k in K), the predicted loss of the mixed image, input mixup."""
 
@@ -421,7 +415,7 @@ class LADALL4ALMix(LookAhead, LearningLoss):
         return self.predicted_loss(model, mixed)
 
 
-@register
+@register_method
 class LADAFixedLL4ALMix(LADALL4ALMix):
     name = "lada_fixed_ll4almix"
     learns_tau = False
@@ -460,7 +454,7 @@ class AugmentedStepHook(TrainHook):
         self.losses.append(loss.detach())
 
 
-@register
+@register_method
 class LADASTN(Strategy):
     """LADA with max entropy and STN (supplement Alg. 1). tau (the STN's localisation network) is part of the
     task model; per acquisition a copy is trained to tau* = argmax mean H[f_theta(STN(x_U; tau))] over the
@@ -524,7 +518,7 @@ class LADASTN(Strategy):
             sorted_at = time.perf_counter()
             augmented = map_batches(ctx.source, chosen, ctx.eval_batch_size, stn)
         self.pending = (chosen, augmented)
-        if ctx.folder is not None and distributed.is_main():
+        if ctx.folder is not None and is_main():
             np.savez(ctx.folder / f"lada_stn_cycle{ctx.cycle}.npz", indices=chosen, images=augmented.cpu().numpy())
         self.diagnostics.update({"scoring_seconds": round(scored - started, 4),
                                  "sorting_seconds": round(sorted_at - scored, 4)})
@@ -637,7 +631,7 @@ class AdaMixupHook(TrainHook):
             self.losses.append(sum(loss.detach() for loss in losses))
 
 
-@register
+@register_method
 class AdaMixup(EntropySampling):
     """The code's `AdaMixup` baseline: max entropy acquisition, then AdaMixup training on the queried images."""
 
@@ -656,7 +650,7 @@ class AdaMixup(EntropySampling):
 
     def networks(self, config, num_classes: int) -> dict:
         side = 28 if config.data.dataset == "fashion_mnist" else 32
-        from core.networks import scaled
+        from core.lib import scaled
 
         return {"AdaMixup policy": AdaMixupPolicy(input_channels(config.data.dataset), side),
                 "intrusion discriminator": IntrusionDiscriminator(scaled(512, config.model.width), num_classes)}
@@ -672,7 +666,7 @@ class AdaMixup(EntropySampling):
     def train_hooks(self, model, ctx: CycleContext) -> list:
         if ctx.cycle == 0:
             return []
-        from core.loop import resolve_count
+        from core.lib import resolve_count
 
         budget = resolve_count(ctx.config.protocol.budget, len(ctx.dataset.train))
         images = ctx.dataset.train.images

@@ -7,9 +7,9 @@ from collections import defaultdict
 
 import numpy as np
 
-from core.experiments import get
-from core.report import group_curves
-from core.reported import REPORTED
+from core.lib import get_experiment
+from core.tools.report import group_curves
+from core.tools.reported import REPORTED
 from lada.experiments import ACQUISITIONS, TABLE1, TABLE5
 
 
@@ -24,7 +24,7 @@ def table1() -> str:
     lines = ["| Dataset | Initial (per class) | Budget b | Acquisitions | fixed tau (input level) | N lambda draws | "
              "batch | warm start | Adam state |", "|---|---|---|---|---|---|---|---|---|"]
     for dataset in TABLE1:
-        config = get("lada", f"table1_{dataset}").config()
+        config = get_experiment("lada", f"table1_{dataset}").config()
         initial, budget = int(config.protocol.initial), int(config.protocol.budget)
         options = config.method_options
         lines.append(f"| {dataset} | {initial} ({initial // 10 if dataset != 'cifar100' else initial // 100}) | "
@@ -39,7 +39,7 @@ def table5_setting() -> str:
     lines = ["| Dataset | Initial | Budget | Last labeled size | Subset | Epochs | Optimizer |",
              "|---|---|---|---|---|---|---|"]
     for dataset, (initial, budget, cycles) in TABLE5.items():
-        config = get("lada", f"table5_{dataset}").config()
+        config = get_experiment("lada", f"table5_{dataset}").config()
         lines.append(f"| {dataset} | {initial} | {budget} | {initial + budget * (cycles - 1)} | "
                      f"{config.protocol.subset} | {config.train.epochs} | {config.train.optimizer} "
                      f"{config.train.lr:g} |")

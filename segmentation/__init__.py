@@ -3,7 +3,7 @@ VAAL segmentation experiments (Fig. 3, Fig. 4). Importing the package registers 
 experiments with `core`; the acquisition methods are the shared ones, which score an image by its mean pixel
 score. segmentation-models-pytorch (seconds to import) is imported only when an `smp:` model is built or
 `segmentation.smp_models` is imported, which registers the DRNs as smp encoders."""
-from core import datasets, networks
+from core.lib import register_architecture, register_dataset
 from segmentation import data, drn
 
 
@@ -13,12 +13,11 @@ def smp_model(*args, **kwargs):
     return SmpSegmenter(*args, **kwargs)
 
 
-datasets.LOADERS.update(data.LOADERS)
-datasets.NUM_CLASSES.update(data.NUM_CLASSES)
-datasets.TEST_SIZE.update(data.TEST_SIZE)
-datasets.TRAIN_SIZE.update(data.TRAIN_SIZE)
-datasets.IMAGE_SIZE.update(data.IMAGE_SIZE)
-networks.ARCHITECTURES.update({variant: drn.drn_seg(variant) for variant in drn.VARIANTS})
-networks.ARCHITECTURES["smp"] = smp_model
+for name, loader in data.LOADERS.items():
+    register_dataset(name, loader, data.NUM_CLASSES[name], data.TRAIN_SIZE[name], data.TEST_SIZE[name],
+                     data.IMAGE_SIZE[name])
+for variant in drn.VARIANTS:
+    register_architecture(variant, drn.drn_seg(variant))
+register_architecture("smp", smp_model)
 
 from segmentation import bench, experiments  # noqa: E402,F401  (register the benchmark and the experiments)

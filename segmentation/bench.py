@@ -14,13 +14,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.bench import Benchmark, register
-from core.config import TrainConfig
-from core.datasets import Split, load_dataset, resolve_data_root
-from core.evaluate import IGNORE_LABEL, evaluate
-from core.networks import build_network, parameter_count
-from core.sources import Augmentation
-from core.trainer import Trainer, make_optimizer
+from core.lib import (IGNORE_LABEL, Augmentation, Split, TrainConfig, Trainer, build_network, evaluate, load_dataset,
+                      make_optimizer, parameter_count, resolve_data_root)
+from core.tools.bench import Benchmark, register_benchmark
 from segmentation.data import CITYSCAPES_STATS, SegmentationSource
 
 
@@ -152,5 +148,5 @@ def run_segmentation_benchmarks(args, device: torch.device) -> dict:
     return {**step, **bench_camvid_pipeline(resolve_data_root(args.data_root), device, arch, width, batch_size)}
 
 
-register(Benchmark("segmentation", run_segmentation_benchmarks,
+register_benchmark(Benchmark("segmentation", run_segmentation_benchmarks,
                    "a full-size DRN-D-22 step (VAAL Fig. 3 setting) and the CamVid data path"))

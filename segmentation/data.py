@@ -23,11 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core import distributed
-from core.datasets import IMAGENET_STATS, ImageDataset, Split, decode_cached
-from core.errors import UserError
-from core.evaluate import IGNORE_LABEL
-from core.sources import Augmentation, index_batches, loader_batches
+from core.lib import (IGNORE_LABEL, IMAGENET_STATS, Augmentation, ImageDataset, Split, UserError, decode_cached,
+                      index_batches, loader_batches, rank_rows)
 
 CITYSCAPES_CLASSES = ["road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
                       "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",
@@ -135,18 +132,18 @@ def _load(name: str, classes: list[str], stats, table: np.ndarray, list_files, f
     return SegmentationDataset(name, list(classes), train, test, *stats, label_table=table)
 
 
-def load_cityscapes(root: Path, cache_dir: Path, download: bool, in_memory: bool | None = None):
+def load_cityscapes(root: Path, cache_dir: Path, in_memory: bool | None = None):
     return _load("cityscapes", CITYSCAPES_CLASSES, CITYSCAPES_STATS, CITYSCAPES_TABLE, cityscapes_files,
                  root / "cityscapes", ("train", "val"), cache_dir, in_memory)
 
 
-def load_bdd100k(root: Path, cache_dir: Path, download: bool, in_memory: bool | None = None):
+def load_bdd100k(root: Path, cache_dir: Path, in_memory: bool | None = None):
     # fyu/drn publishes no BDD100K statistics: ImageNet's, as for its pretrained backbone
     return _load("bdd100k", CITYSCAPES_CLASSES, IMAGENET_STATS, BDD100K_TABLE, bdd100k_files, root / "bdd100k",
                  ("train", "val"), cache_dir, in_memory)
 
 
-def load_camvid(root: Path, cache_dir: Path, download: bool, in_memory: bool | None = None):
+def load_camvid(root: Path, cache_dir: Path, in_memory: bool | None = None):
     return _load("camvid", CAMVID_CLASSES, CAMVID_STATS, CAMVID_TABLE, camvid_files, root / "camvid",
                  ("train", "test"), cache_dir, in_memory)
 
@@ -302,6 +299,6 @@ class SegmentationSource:
         """Sharded (torchrun), every process reads and augments the whole batch and keeps its rows: the crops
         draw from the shuffling generator, whose draws must stay the same on every process."""
         for images, masks, _ in self._pairs(indices, batch_size, augment, shuffle, drop_last):
-            part = distributed.rows(len(images)) if shard else slice(None)
+            part = rank_rows(len(images)) if shard else slice(None)
             yield images[part], masks[part]
 

@@ -22,8 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from core.errors import UserError
-from core.networks import scaled
+from core.lib import UserError, scaled
 
 CHANNELS = (16, 32, 64, 128, 256, 512, 512, 512)
 VARIANTS = {   # name: (arch, block, blocks per level) -- DRN paper Table 1 and Fig. 2

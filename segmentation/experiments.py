@@ -7,8 +7,8 @@ horizontal flips (Sec. 4.2), for T = N x 100 epochs / 8 iterations per cycle wha
 being the paper's train + val count (the definition of an epoch VAAL's code uses, V3), and tests the checkpoint
 that is best on the validation images.
 """
-from core.config import DataConfig, ExperimentConfig, ModelConfig, ProtocolConfig, TrainConfig
-from core.experiments import Experiment, register, smoke_profile
+from core.lib import (DataConfig, Experiment, ExperimentConfig, ModelConfig, ProtocolConfig, TrainConfig,
+                      register_experiment, smoke_profile)
 from segmentation.drn import pretrained_url
 from vaal.experiments import VAAL_FAMILY, vaal_options
 
@@ -79,7 +79,7 @@ CAMVID_MINI = {
     **{f"method_options.{name}.iterations": 300 for name in VAAL_FAMILY},
 }
 
-register(Experiment("vaal", "fig3_cityscapes", lambda: fig3("cityscapes"), {"smoke": smoke()}))
-register(Experiment("vaal", "fig3_bdd100k", lambda: fig3("bdd100k"), {"smoke": smoke()}))
-register(Experiment("vaal", "fig4_bdd100k", fig4, {"smoke": smoke()}))
-register(Experiment("segmentation", "camvid", camvid, {"smoke": smoke(), "mini": CAMVID_MINI}))
+register_experiment(Experiment("vaal", "fig3_cityscapes", lambda: fig3("cityscapes"), {"smoke": smoke()}))
+register_experiment(Experiment("vaal", "fig3_bdd100k", lambda: fig3("bdd100k"), {"smoke": smoke()}))
+register_experiment(Experiment("vaal", "fig4_bdd100k", fig4, {"smoke": smoke()}))
+register_experiment(Experiment("segmentation", "camvid", camvid, {"smoke": smoke(), "mini": CAMVID_MINI}))

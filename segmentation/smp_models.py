@@ -13,7 +13,7 @@ import torch.nn as nn
 from segmentation_models_pytorch.encoders import encoders as smp_encoders
 from segmentation_models_pytorch.encoders._base import EncoderMixin
 
-from core.errors import UserError
+from core.lib import UserError
 from segmentation.drn import CHANNELS, DRN, VARIANTS, SegmentationNetwork, load_backbone_weights
 
 

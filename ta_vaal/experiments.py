@@ -3,10 +3,9 @@ supplement Table 1 and the protocol of the code at 1161071 (REFERENCES 1.2; deci
 ta_vaal/README.md). One registered experiment per figure; main Fig. 3 (improvement over random) and supp.
 Fig. 7 (sampled images) are drawn from the runs of supp. Fig. 5a-b and Fig. 6a by ta_vaal/figures.py."""
 from baselines.experiments import ll4al
-from core.config import DataConfig, ExperimentConfig, ModelConfig, ProtocolConfig, TrainConfig
-from core.experiments import Experiment, mini_profile, register, smoke_profile
-from segmentation.experiments import segmentation_config
-from segmentation.experiments import smoke as segmentation_smoke
+from core.lib import (DataConfig, Experiment, ExperimentConfig, ModelConfig, ProtocolConfig, TrainConfig, mini_profile,
+                      register_experiment, smoke_profile)
+from segmentation.experiments import segmentation_config, smoke as segmentation_smoke
 
 METHODS = ["random", "mc_dropout", "coreset", "learning_loss", "vaal", "vaal_in_ta_vaal", "ta_vaal"]
 GAMES = ("ta_vaal", "vaal_in_ta_vaal", "ta_vaal_independent", "vaal_in_ta_vaal_lpm")   # methods with a game
@@ -166,7 +165,7 @@ def register_all() -> None:
         return {**found, "mini": mini} if mini else found
 
     def add(name, build, smoke=SMOKE, mini=MINI, **variants):
-        register(Experiment("ta_vaal", name, build, {**profiles(build, smoke, mini), **variants}))
+        register_experiment(Experiment("ta_vaal", name, build, {**profiles(build, smoke, mini), **variants}))
 
     add("supp_fig5a_cifar10", lambda: supp_fig5("cifar10"))
     add("supp_fig5b_cifar100", lambda: supp_fig5("cifar100"))

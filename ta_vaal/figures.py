@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from core.errors import UserError
-from core.results import load_rows, write_atomic
+from core.lib import UserError, write_atomic
+from core.tools.report import load_rows
 
 
 def _pyplot():
@@ -122,8 +122,7 @@ def class_counts(labels: np.ndarray, num_classes: int) -> np.ndarray:
 
 def plot_samples(results: Path, out: Path, data_root: Path, seed: int, shown: int = 100, stages: int = 3
                  ) -> list[Path]:
-    from core.config import from_dict
-    from core.loop import prepare_dataset
+    from core.lib import from_dict, prepare_dataset
 
     rows = [r for r in load_rows(results) if r["seed"] == seed and r["selected"] and r["cycle"] < stages]
     if not rows:
@@ -177,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.figure == "ranking_loss":
             written = plot_ranking_loss(results, out)
         else:
-            from core.datasets import resolve_data_root
+            from core.lib import resolve_data_root
 
             written = plot_samples(results, out, resolve_data_root(args.data_root), args.seed)
     except UserError as err:

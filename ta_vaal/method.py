@@ -25,15 +25,9 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from baselines.learning_loss import LearningLoss, LossPredictionModule, block_channels
-from core.datasets import SMALL_IMAGE_DATASETS, input_channels
-from core.errors import UserError
-from core.evaluate import autocast
-from core.loop import new_model
-from core.networks import build_network
-from core.pool import candidate_subset
-from core.seeding import numpy_rng, seed_everything, stream_key
-from core.strategy import STRATEGIES, CycleContext, CycleSizes, CycleWork, Strategy, register
-from core.trainer import TrainHook
+from core.lib import (SMALL_IMAGE_DATASETS, STRATEGIES, CycleContext, CycleSizes, CycleWork, Strategy, TrainHook,
+                      UserError, autocast, build_network, candidate_subset, input_channels, new_model, numpy_rng,
+                      register_method, seed_everything, stream_key)
 from ta_vaal.networks import TaskAwareVAE
 from vaal.method import VAAL_OPTIONS, VAALFamily, discriminator_loss, game_diagnostics, kl_sum
 from vaal.networks import Discriminator
@@ -291,12 +285,12 @@ class TaskAwareGame(VAALFamily):
         """Not saved: the decoder needs each image's ranking; the diagnostics show a collapsed game."""
 
 
-@register
+@register_method
 class TAVAAL(TaskAwareGame):
     name = "ta_vaal"
 
 
-@register
+@register_method
 class VAALInTAVAAL(TaskAwareGame):
     """VAAL as TA-VAAL's baseline (T2): TA-VAAL without r and without the ranker: the same T, labeled +
     subset loaders, latent size, KL mean, 1:1 steps and ResNet-18 task learner (no loss-prediction module, T1)."""
@@ -313,12 +307,12 @@ class LoggedLearningLoss(LearningLoss):
         return logged_hooks(self, super().train_hooks(model, ctx), ctx)
 
 
-@register
+@register_method
 class LearningLossV1(LoggedLearningLoss):
     name = "learning_loss_v1"             # the original margin loss
 
 
-@register
+@register_method
 class LearningLossV2(LoggedLearningLoss):
     name = "learning_loss_v2"             # TA-VAAL's BCE ranking loss
     default_options = {**LearningLoss.default_options, "ranking_loss": "bce"}
@@ -403,7 +397,7 @@ class IndependentLearner(Wrapped):
 
 def variant(wrapper: type[Wrapped], base_name: str, suffix: str) -> type[Wrapped]:
     base = STRATEGIES[base_name]
-    return register(type(f"{base.__name__}{wrapper.__name__}", (wrapper,),
+    return register_method(type(f"{base.__name__}{wrapper.__name__}", (wrapper,),
                          {"name": f"{base_name}_{suffix}", "base_class": base,
                           "default_options": base.default_options, "__doc__": wrapper.__doc__}))
 

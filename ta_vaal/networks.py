@@ -15,8 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from core import networks
-from core.networks import CifarResNet18, initialise, scaled
+from core.lib import CifarResNet18, initialise, register_architecture, scaled
 from vaal.networks import VAE
 
 
@@ -62,4 +61,4 @@ class ResNet18(CifarResNet18):
         return F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 3, 2, 1)
 
 
-networks.ARCHITECTURES["resnet18"] = ResNet18
+register_architecture("resnet18", ResNet18)

@@ -1,6 +1,6 @@
 """Supplement Table 1 (hyperparameters), generated from the experiment configs so code and documentation cannot
 disagree (`./reproduce.sh tables ta_vaal`; ta_vaal/README.md embeds it)."""
-from core.experiments import get
+from core.lib import get_experiment
 
 EXPERIMENTS = {"CIFAR10": "supp_fig5a_cifar10", "CIFAR100": "supp_fig5b_cifar100",
                "Caltech101": "supp_fig6c_caltech101", "Caltech256": "supp_fig4_caltech256",
@@ -15,7 +15,7 @@ def table1() -> str:
     lines = ["| Dataset | d | zeta1 (task) | zeta2 (VAE) | zeta3 (D) | eta | lambda | beta | batch size | epochs | "
              "Initial / budget | image size |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for label, name in EXPERIMENTS.items():
-        config = get("ta_vaal", name).config()
+        config = get_experiment("ta_vaal", name).config()
         ta, train, protocol = config.method_options["ta_vaal"], config.train, config.protocol
         side = 32 if config.data.dataset.startswith("cifar") else config.data.image_size
         kind = "padded" if config.data.dataset.startswith("cifar") else "cropped"

@@ -23,8 +23,8 @@ def data_root() -> Path:
 
 
 def assert_cli_refuses_in_one_line(capsys, args: list[str], message: str) -> None:
-    """core.cli.main refuses `args` with exit 2 and one line `error: ...` holding `message`."""
-    from core.cli import main
+    """core.tools.cli.main refuses `args` with exit 2 and one line `error: ...` holding `message`."""
+    from core.tools.cli import main
 
     try:
         code = main(args)

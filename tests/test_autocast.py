@@ -1,4 +1,4 @@
-"""train.amp on the CPU as it runs on CUDA. On the CPU `core.evaluate.autocast` is a no-op, so no other test
+"""train.amp on the CPU as it runs on CUDA. On the CPU `core.lib.evaluation.autocast` is a no-op, so no other test
 reaches the bfloat16 path; here every call of it enters CPU bfloat16 autocast instead, and the op CUDA's
 autocast refuses (binary_cross_entropy, the only entry of the "banned" list in PyTorch's autocast_mode.cpp)
 raises under it, as on CUDA. Every experiment that trains with train.amp and every method with amp forced on
@@ -10,10 +10,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import core.evaluate
-from core.experiments import EXPERIMENTS, get, method_status, papers
-from core.loop import RunSettings, run_job
-from core.strategy import STRATEGIES, load_plugins
+import core.lib.evaluation
+from core.lib.experiments import EXPERIMENTS, get_experiment, method_status, papers
+from core.lib.loop import RunSettings
+from core.lib.strategy import STRATEGIES, load_plugins
+from core.tools.jobs import run_job
 from tests.test_experiments import FIXTURE_DATASETS, fixture_root
 
 papers()
@@ -24,7 +25,7 @@ BANNED_MESSAGE = "unsafe to autocast"
 
 
 def cpu_autocast(device: torch.device, enabled: bool):
-    """`core.evaluate.autocast` with the CPU treated as CUDA: bfloat16 autocast whenever train.amp asks."""
+    """`core.lib.evaluation.autocast` with the CPU treated as CUDA: bfloat16 autocast whenever train.amp asks."""
     if enabled and device.type in ("cuda", "cpu"):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return nullcontext()
@@ -38,12 +39,12 @@ def refuse(name: str):
 
 @pytest.fixture
 def emulated_cuda_autocast(monkeypatch):
-    """Every module's `autocast` (imported by name from core.evaluate) replaced by `cpu_autocast`, and CUDA's
+    """Every module's `autocast` (imported by name from core.lib.evaluation) replaced by `cpu_autocast`, and CUDA's
     banned ops given a CPU-autocast kernel that raises: any call path (F.binary_cross_entropy, nn.BCELoss,
     torch.ops.aten) under CPU autocast fails as it does on CUDA; with autocast off they run as usual."""
     import sys
 
-    original = core.evaluate.autocast
+    original = core.lib.evaluation.autocast
     for module in list(sys.modules.values()):
         if getattr(module, "autocast", None) is original:
             monkeypatch.setattr(module, "autocast", cpu_autocast)
@@ -60,7 +61,7 @@ def test_the_emulation_autocasts_and_refuses_what_cuda_refuses(emulated_cuda_aut
 
     probabilities, target = torch.rand(6), torch.ones(6)
     linear = torch.nn.Linear(3, 2)
-    for helper in (core.evaluate.autocast, vaal_method.autocast, learning_loss.autocast):
+    for helper in (core.lib.evaluation.autocast, vaal_method.autocast, learning_loss.autocast):
         with helper(torch.device("cpu"), True):
             assert torch.is_autocast_enabled("cpu") and linear(torch.ones(1, 3)).dtype == torch.bfloat16
             with pytest.raises(RuntimeError, match=BANNED_MESSAGE):
@@ -107,7 +108,7 @@ def one_selection(config, method: str, root, out) -> None:
 @pytest.mark.parametrize("paper,experiment,method", amp_cases())
 def test_amp_experiments_select_under_emulated_cuda_autocast(paper, experiment, method, emulated_cuda_autocast,
                                                              tmp_path, request):
-    config = get(paper, experiment).config("smoke", {"seeds": 1, "protocol.cycles": 2})
+    config = get_experiment(paper, experiment).config("smoke", {"seeds": 1, "protocol.cycles": 2})
     assert config.train.amp
     dataset = config.data.dataset
     root = fixture_root(dataset, tmp_path / "data") if dataset in FIXTURE_DATASETS else \
@@ -119,7 +120,7 @@ def test_amp_experiments_select_under_emulated_cuda_autocast(paper, experiment, 
                                     for m in sorted(STRATEGIES) if not STRATEGIES[m].single_cycle])
 def test_every_method_selects_with_amp_under_emulated_cuda_autocast(method, emulated_cuda_autocast, data_root,
                                                                     tmp_path):
-    config = get("baselines", "ll4al_cifar10").config("smoke", {"seeds": 1, "protocol.cycles": 2,
+    config = get_experiment("baselines", "ll4al_cifar10").config("smoke", {"seeds": 1, "protocol.cycles": 2,
                                                                  "train.amp": True, **SMALLER})
     one_selection(config, method, data_root, tmp_path)
 
@@ -147,7 +148,7 @@ def test_float32_game_losses_are_the_formulas_before_the_autocast_fix_bit_for_bi
     """amp off: VAAL's VAE and discriminator losses, their gradients and the loss-prediction module's output equal
     the expressions the code had before the losses moved out of the autocast region, bit for bit."""
     from baselines.learning_loss import LossPredictionModule
-    from core.strategy import make_strategy
+    from core.lib.strategy import make_strategy
     from vaal.method import discriminator_loss, kl_sum
     from vaal.networks import VAE, Discriminator
 

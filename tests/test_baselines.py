@@ -11,12 +11,13 @@ from baselines.coreset import dense_kcenter, kcenter_greedy
 from baselines.learning_loss import LossPredictionModule, bce_ranking_loss, margin_ranking_loss
 from baselines.mc_dropout import bald, mc_dropout_samples, mean_entropy, variation_ratio
 from baselines.uncertainty import entropy, least_confidence, smallest_margin
-from core.datasets import Split
-from core.experiments import get
-from core.loop import RunSettings, run_job
-from core.networks import build_network
-from core.sources import Augmentation, TensorSource
-from core.strategy import STRATEGIES, load_plugins
+from core.lib.datasets import Split
+from core.lib.experiments import get_experiment
+from core.lib.loop import RunSettings
+from core.lib.networks import build_network
+from core.lib.sources import Augmentation, TensorSource
+from core.lib.strategy import STRATEGIES, load_plugins
+from core.tools.jobs import run_job
 
 
 def textbook_kcenter(points: np.ndarray, centres: np.ndarray, budget: int) -> list[int]:
@@ -177,7 +178,7 @@ def one_pass_options(method: str) -> dict:
 
 
 def check_smoke_selections(method, cycles, data_root, tmp_path, overrides=None):
-    config = get("baselines", "ll4al_cifar10").config("smoke", {"seeds": 1, "protocol.cycles": cycles,
+    config = get_experiment("baselines", "ll4al_cifar10").config("smoke", {"seeds": 1, "protocol.cycles": cycles,
                                                                 **(overrides or {})})
     rows = run_job(config, method, 0, RunSettings(data_root, tmp_path, torch.device("cpu"), "smoke", progress=False))
     assert [r["n_labeled"] for r in rows] == [40 * (cycle + 1) for cycle in range(cycles)]
@@ -199,7 +200,7 @@ def test_every_method_selects_twice_without_repeating_itself(method, data_root, 
 
 
 def test_scoring_methods_select_differently_from_random(data_root, tmp_path):
-    config = get("baselines", "ll4al_cifar10").config("smoke", {"seeds": 1, "protocol.cycles": 2})
+    config = get_experiment("baselines", "ll4al_cifar10").config("smoke", {"seeds": 1, "protocol.cycles": 2})
     settings = RunSettings(data_root, tmp_path, torch.device("cpu"), "smoke", progress=False)
     random = set(run_job(config, "random", 0, settings)[0]["selected"])
     for method in ("entropy", "coreset", "learning_loss", "mc_dropout"):
@@ -237,7 +238,7 @@ def test_the_gpu_max_cover_equals_plain_greedy(seed):
 
 
 def test_full_data_trains_once_on_every_non_validation_image(data_root, tmp_path):
-    config = get("vaal", "fig2_cifar10").config("smoke", {"seeds": 1})
+    config = get_experiment("vaal", "fig2_cifar10").config("smoke", {"seeds": 1})
     (row,) = run_job(config, "full_data", 0, RunSettings(data_root, tmp_path, torch.device("cpu"), "smoke",
                                                           progress=False))
     assert row["n_labeled"] == 600 - 50 and row["selected"] == []
@@ -246,15 +247,15 @@ def test_full_data_trains_once_on_every_non_validation_image(data_root, tmp_path
 @pytest.mark.parametrize("experiment", ["ll4al_cifar10", "ll4al_cifar100"])
 def test_ll4al_protocol_normalises_with_the_codes_cifar10_statistics(experiment, monkeypatch):
     """The LL4AL, TA-VAAL and LADA codes normalise with std (0.2023, 0.1994, 0.2010), for CIFAR-100 too."""
-    from core import loop
-    from core.datasets import CIFAR10_CODE_STATS, CIFAR100_STATS, ImageDataset
+    from core.lib import loop
+    from core.lib.datasets import CIFAR10_CODE_STATS, CIFAR100_STATS, ImageDataset
 
     tiny = Split(targets=np.arange(4) % 2, images=np.zeros((4, 32, 32, 3), dtype=np.uint8))
     monkeypatch.setattr(loop, "_loaded", lambda *args: ImageDataset("cifar100", ["a", "b"], tiny, tiny,
                                                                       *CIFAR100_STATS))
-    config = get("baselines", experiment).config("paper")
+    config = get_experiment("baselines", experiment).config("paper")
     assert (loop.prepare_dataset(config, "unused", 0).std) == CIFAR10_CODE_STATS[1] == (0.2023, 0.1994, 0.2010)
-    config = get("baselines", experiment).config("paper", {"data.normalization": "dataset"})
+    config = get_experiment("baselines", experiment).config("paper", {"data.normalization": "dataset"})
     assert loop.prepare_dataset(config, "unused", 0).std == CIFAR100_STATS[1]
 
 
@@ -263,8 +264,8 @@ def test_learning_loss_stops_the_backbone_gradient_after_60_percent_of_training(
     """One batch per epoch: the module's inputs carry the backbone's gradient in steps 0-6 of 10 (progress up to
     0.6, as epochs 0-120 of 200) and are detached after, for epoch and iteration schedules alike."""
     from baselines.learning_loss import LossPredictionHook, block_channels
-    from core.config import TrainConfig
-    from core.trainer import Trainer
+    from core.lib.config import TrainConfig
+    from core.lib.trainer import Trainer
 
     images = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
     split = Split(targets=np.arange(8) % 2, images=images)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from core.cli import main
+from core.tools.cli import main
 from tests.conftest import assert_cli_refuses_in_one_line
 
 REPO = Path(__file__).resolve().parent.parent
@@ -68,7 +68,7 @@ def test_run_writes_results_figure_and_table(data_root, tmp_path):
 def test_demo_runs_the_profile_of_the_device_it_runs_on(cuda, flags, profile, jobs, monkeypatch):
     import torch
 
-    from core import cli as commands
+    from core.tools import cli as commands
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
     argv = commands.demo_arguments(commands.build_parser().parse_args(["demo", *flags]))

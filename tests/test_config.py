@@ -1,8 +1,9 @@
 import pytest
 
-from core.config import ExperimentConfig, apply_overrides, parse_assignments, run_hash, set_value
-from core.errors import UserError
-from core.experiments import EXPERIMENTS, SIZE_PROFILES, get, papers
+from core.lib.config import ExperimentConfig, apply_overrides, run_hash, set_value
+from core.lib.errors import UserError
+from core.lib.experiments import EXPERIMENTS, SIZE_PROFILES, get_experiment, papers
+from core.tools.arguments import parse_assignments
 
 SIZE_KEYS = {"data.train_subset", "data.test_subset", "data.validation_size", "data.test_size", "data.image_size",
              "data.resize", "data.workers", "model.width", "protocol.cycles", "protocol.initial", "protocol.budget",
@@ -39,7 +40,7 @@ def test_overrides_are_coerced_from_strings():
     ("train.optimizer", "rmsprop", "is not one of"),
 ])
 def test_bad_values_are_one_line_user_errors(key, value, message):
-    config = get("vaal", "fig2_cifar10").config("smoke")
+    config = get_experiment("vaal", "fig2_cifar10").config("smoke")
     with pytest.raises(UserError, match=message) as err:
         apply_overrides(config, {key: value})
     assert "\n" not in str(err.value)
@@ -51,15 +52,15 @@ def test_parse_assignments_rejects_missing_equals():
 
 
 def test_run_hash_ignores_other_methods_and_seed_count():
-    a = get("vaal", "fig2_cifar10").config("smoke")
-    b = get("vaal", "fig2_cifar10").config("smoke", {"seeds": 4, "methods": "random"})
+    a = get_experiment("vaal", "fig2_cifar10").config("smoke")
+    b = get_experiment("vaal", "fig2_cifar10").config("smoke", {"seeds": 4, "methods": "random"})
     assert run_hash(a, "random") == run_hash(b, "random")
-    c = get("vaal", "fig2_cifar10").config("smoke", {"train.lr": 0.1})
+    c = get_experiment("vaal", "fig2_cifar10").config("smoke", {"train.lr": 0.1})
     assert run_hash(a, "random") != run_hash(c, "random")
 
 
 def test_vaal_paper_config_matches_tables_2_and_3():
-    config = get("vaal", "fig2_cifar10").config("paper")
+    config = get_experiment("vaal", "fig2_cifar10").config("paper")
     assert (config.train.optimizer, config.train.lr, config.train.batch_size) == ("adam", 5e-4, 64)
     assert config.train.iterations == 78125 and config.data.validation_size == 5000
     assert (config.protocol.initial, config.protocol.budget, config.protocol.cycles) == (0.1, 0.05, 7)
@@ -70,11 +71,11 @@ def test_run_hash_of_existing_folders_survives_new_keys():
     """VAAL Fig. 2's hash as computed before `runtime`, `train.init_seed` and `train.drop_last_first_cycle`
     existed: folders written then must still resume; runtime settings never change the hash, a non-default
     init_seed or drop_last_first_cycle does."""
-    config = get("vaal", "fig2_cifar10").config("paper")
+    config = get_experiment("vaal", "fig2_cifar10").config("paper")
     assert run_hash(config, "vaal") == "1b79f17c4184"
-    assert run_hash(get("vaal", "fig2_cifar10").config("paper", {"runtime.checkpoint_every": 50}), "vaal") \
+    assert run_hash(get_experiment("vaal", "fig2_cifar10").config("paper", {"runtime.checkpoint_every": 50}), "vaal") \
         == "1b79f17c4184"
-    assert run_hash(get("vaal", "fig2_cifar10").config("paper", {"train.init_seed": "seed"}), "vaal") \
+    assert run_hash(get_experiment("vaal", "fig2_cifar10").config("paper", {"train.init_seed": "seed"}), "vaal") \
         != "1b79f17c4184"
-    assert run_hash(get("vaal", "fig2_cifar10").config("paper", {"train.drop_last_first_cycle": True}), "vaal") \
+    assert run_hash(get_experiment("vaal", "fig2_cifar10").config("paper", {"train.drop_last_first_cycle": True}), "vaal") \
         != "1b79f17c4184"

@@ -5,17 +5,17 @@ import numpy as np
 import pytest
 import torch
 
-from core.errors import UserError
-from core.experiments import EXPERIMENTS, get, papers
-from core.networks import build_network, parameter_count
-from core.pool import candidate_subset, initial_pool
-from core.reported import REPORTED
-from core.plan import data_shape
-from core.sources import Augmentation
-from daal.ablations import DAALWithoutDPP, VAALRSS, normalised_ranks
-from daal.method import (DAAL, DAALNetworks, DAALRepresentativenessOnly, DAALUncertaintyOnly, FeatureBank,
-                         dpp_loss, dpp_subset, feature_matching, game_step, kl_to_prior, length_regularizer,
-                         make_optimizers, objectives, rank_correlation)
+from core.lib.errors import UserError
+from core.lib.experiments import EXPERIMENTS, get_experiment, papers
+from core.lib.networks import build_network, parameter_count
+from core.lib.pool import candidate_subset, initial_pool
+from core.lib.sources import Augmentation
+from core.tools.plan import data_shape
+from core.tools.reported import REPORTED
+from daal.ablations import VAALRSS, DAALWithoutDPP, normalised_ranks
+from daal.method import (DAAL, DAALNetworks, DAALRepresentativenessOnly, DAALUncertaintyOnly, FeatureBank, dpp_loss,
+                         dpp_subset, feature_matching, game_step, kl_to_prior, length_regularizer, make_optimizers,
+                         objectives, rank_correlation)
 from daal.networks import Discriminator, FeatureVAE, ScoreNet
 from segmentation.data import load_cityscapes
 from tests.conftest import write_cityscapes_tree
@@ -103,7 +103,7 @@ def test_scorenet_vae_and_discriminators_match_section_3_1():
 
 
 def test_describe_parameter_counts_for_the_paper_networks():
-    config = get("daal", "fig3_cifar10").config()
+    config = get_experiment("daal", "fig3_cifar10").config()
     counts = {name: parameter_count(m) for name, m in DAAL(config.method_options["daal"]).networks(config, 10).items()}
     # ScoreNet/uDis/rDis: 128*512+512 + 3 x (512*512+512) + 512+1
     # VAE: encoder 128*512+512 + 5 x 262,656 + 2 x (512*32+32); decoder 32*512+512 + 5 x 262,656 + 512*128+128
@@ -181,7 +181,7 @@ def test_the_no_dpp_ablation_plays_selects_and_logs_l_dpp():
     chosen = strategy.select(model, ctx, ctx.pool.unlabeled, 10)
     assert len(set(chosen.tolist())) == 10 and set(chosen.tolist()) <= set(ctx.pool.unlabeled.tolist())
     assert strategy.diagnostics["dpp_last"] > 0 and "score_saturated" in strategy.diagnostics
-    config = get("daal", "no_dpp_cifar10").config("mini")
+    config = get_experiment("daal", "no_dpp_cifar10").config("mini")
     assert config.method_options["daal_no_dpp"] == config.method_options["daal"]   # the same game but for L_DPP
 
 
@@ -196,15 +196,15 @@ def test_every_daal_experiment_trains_without_flip_or_crop():
             assert not data.hflip and not data.crop_padding, (name, profile)
             if data.dataset == "cityscapes":
                 assert data.image_size == 0, (name, profile)       # whole images, no crop
-    shape = data_shape(get("daal", "fig3_cityscapes").config())
+    shape = data_shape(get_experiment("daal", "fig3_cityscapes").config())
     assert shape.train_hw == shape.eval_hw == (1024, 2048)
 
 
 @pytest.mark.parametrize("in_memory", [True, False])
 def test_cityscapes_training_batches_are_the_whole_unflipped_images(tmp_path, in_memory):
-    config = get("daal", "fig3_cityscapes").config("smoke")
+    config = get_experiment("daal", "fig3_cityscapes").config("smoke")
     data = config.data
-    dataset = load_cityscapes(write_cityscapes_tree(tmp_path, {"train": 6, "val": 2}), tmp_path / "cache", False,
+    dataset = load_cityscapes(write_cityscapes_tree(tmp_path, {"train": 6, "val": 2}), tmp_path / "cache",
                               in_memory=in_memory)
     source = dataset.make_source(dataset.train, Augmentation(data.hflip, data.crop_padding, data.image_size,
                                                              data.resize), "cpu", workers=0)
@@ -259,19 +259,19 @@ def test_random_subset_variants_score_only_the_protocol_subset_stream():
 
 
 def test_paper_settings_reach_the_configs():
-    cifar = get("daal", "fig3_cifar10").config()
+    cifar = get_experiment("daal", "fig3_cifar10").config()
     assert (cifar.model.arch, cifar.train.optimizer, cifar.train.lr, cifar.train.epochs, cifar.train.milestones) == \
         ("wrn28_2", "sgd", 0.1, 150, [80, 120])
     assert not cifar.data.hflip and not cifar.data.crop_padding and cifar.seeds == 3
     assert (cifar.protocol.initial, cifar.protocol.budget, cifar.protocol.cycles, cifar.protocol.subset) == \
         (0.1, 0.05, 7, 0)                                           # 10% + 5% to 40%, the whole pool scored
     assert cifar.method_options["daal"] == {"epochs": 150, "lr": 5e-4, "sigma": 0.2}
-    city = get("daal", "fig3_cityscapes").config()
+    city = get_experiment("daal", "fig3_cityscapes").config()
     assert (city.train.optimizer, city.train.lr, city.train.epochs) == ("adam", 5e-4, 50)
     assert city.method_options["daal"]["epochs"] == 100 and city.metric == "miou"
     assert {"mc_dropout", "suggestive_annotation"} <= set(city.methods)
-    assert get("daal", "fig5_cityscapes_b75").config().protocol.budget == 75
-    assert get("daal", "fig5_cifar100_b2500").config().protocol.budget == 2500
+    assert get_experiment("daal", "fig5_cityscapes_b75").config().protocol.budget == 75
+    assert get_experiment("daal", "fig5_cifar100_b2500").config().protocol.budget == 2500
 
 
 def test_reported_numbers_attach_to_registered_experiments_and_methods():

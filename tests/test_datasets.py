@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torchvision
 
-from core import datasets
-from core.datasets import (decode_cached, default_cache_dir, imbalanced, load_dataset, resolve_data_root,
-                           seeded_test_split)
-from core.errors import UserError
+from core.lib import datasets
+from core.lib.datasets import (decode_cached, default_cache_dir, imbalanced, load_dataset, resolve_data_root,
+                               seeded_test_split)
+from core.lib.errors import UserError
 from tests.conftest import write_png_tree
 
 

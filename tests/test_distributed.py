@@ -1,4 +1,4 @@
-"""Data-parallel training (core.distributed) on CPU with gloo, and the runtime config's fast paths."""
+"""Data-parallel training (core.lib.parallel, core.tools.distributed) on CPU with gloo, and the runtime config's fast paths."""
 import json
 import os
 import socket
@@ -13,16 +13,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from core import distributed
-from core.cli import main
-from core.config import RuntimeConfig, run_hash
-from core.datasets import Split
-from core.errors import UserError
-from core.experiments import get
-from core.fastpaths import TrainingForward, use_channels_last
-from core.locks import FolderLock, LockBusy
-from core.sources import Augmentation, TensorSource, batch_sizes
-from core.trainer import TrainHook, Trainer
+from core.lib import parallel
+from core.lib.config import RuntimeConfig, run_hash
+from core.lib.datasets import Split
+from core.lib.errors import UserError
+from core.lib.experiments import get_experiment
+from core.lib.fastpaths import TrainingForward, use_channels_last
+from core.lib.sources import Augmentation, TensorSource, batch_sizes
+from core.lib.trainer import Trainer, TrainHook
+from core.tools import distributed
+from core.tools.cli import main
+from core.tools.locks import FolderLock, LockBusy
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -32,14 +33,14 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.mark.parametrize("count", [1, 3, 4, 5, 7, 64, 65])
 def test_rank_rows_cover_the_batch_and_weights_restore_its_mean_loss(monkeypatch, count):
     world = 2
-    monkeypatch.setattr(distributed, "world_size", lambda: world)
+    monkeypatch.setattr(parallel, "world_size", lambda: world)
     losses = torch.rand(count, dtype=torch.float64)
     parts, weighted = [], []
     for me in range(world):
-        monkeypatch.setattr(distributed, "rank", lambda me=me: me)
-        part = distributed.rows(count)
+        monkeypatch.setattr(parallel, "rank", lambda me=me: me)
+        part = parallel.rank_rows(count)
         parts.append(part)
-        weighted.append(distributed.loss_weight(count) * losses[part].mean())
+        weighted.append(parallel.loss_weight(count) * losses[part].mean())
     if count < 2 * world:       # too small for two rows each: every rank takes it whole
         assert all(p == slice(0, count) for p in parts)
     else:
@@ -50,9 +51,9 @@ def test_rank_rows_cover_the_batch_and_weights_restore_its_mean_loss(monkeypatch
 
 
 def test_one_process_is_the_single_process_run():
-    assert distributed.world_size() == 1 and distributed.rank() == 0 and distributed.is_main()
-    assert distributed.rows(5) == slice(0, 5) and distributed.loss_weight(5) == 1.0
-    assert distributed.main_value([3, 1]) == [3, 1]
+    assert parallel.world_size() == 1 and parallel.rank() == 0 and parallel.is_main()
+    assert parallel.rank_rows(5) == slice(0, 5) and parallel.loss_weight(5) == 1.0
+    assert parallel.main_value([3, 1]) == [3, 1]
     assert batch_sizes(10, 4, drop_last=False) == [4, 4, 2] and batch_sizes(10, 4, drop_last=True) == [4, 4]
 
 
@@ -62,18 +63,18 @@ def test_rank_0_holds_the_folder_lock_and_the_others_follow_it(monkeypatch, tmp_
     path = tmp_path / ".lock"
     other = FolderLock(path)                # another command's job
     other.acquire()
-    monkeypatch.setattr(distributed, "rank", lambda: 0)
+    monkeypatch.setattr(parallel, "rank", lambda: 0)
     told = []
     monkeypatch.setattr(distributed, "main_value", lambda value: told.append(value) or value)
     with pytest.raises(LockBusy):
         distributed.RankLock(path).acquire(wait=False)
     told.clear()
-    threading.Timer(1.2, other.release).start()     # polled every 0.5 s (core.locks)
+    threading.Timer(1.2, other.release).start()     # polled every 0.5 s (core.tools.locks)
     lock = distributed.RankLock(path)
     lock.acquire(wait=True)                 # waits in rounds, telling the other ranks after each one
     assert len(told) >= 2 and told[0] is not None and told[-1] is None and lock.lock.held()
     lock.release()
-    monkeypatch.setattr(distributed, "rank", lambda: 1)
+    monkeypatch.setattr(parallel, "rank", lambda: 1)
     answers = iter([{"pid": 1, "host": "h"}, None])
     monkeypatch.setattr(distributed, "main_value", lambda value: next(answers))
     follower = distributed.RankLock(path)
@@ -121,7 +122,7 @@ class LossGuess(TrainHook):
 
 def tiny_fit() -> tuple[dict, dict, float]:
     """3 epochs over 11 images in batches of 5 (5, 5, 1: split 3 + 2, and the last taken whole by both)."""
-    from core.config import TrainConfig
+    from core.lib.config import TrainConfig
 
     rng = np.random.default_rng(0)
     split = Split(targets=rng.integers(0, 3, 20), images=rng.integers(0, 256, (20, 8, 8, 3), dtype=np.uint8))
@@ -213,14 +214,14 @@ def test_channels_last_auto_is_on_for_conv_nets_on_cuda_only():
 
 def test_a_bad_channels_last_value_is_a_one_line_user_error():
     with pytest.raises(UserError) as raised:
-        get("vaal", "fig2_cifar10").config("smoke", {"runtime.channels_last": "yes"})
+        get_experiment("vaal", "fig2_cifar10").config("smoke", {"runtime.channels_last": "yes"})
     assert "runtime.channels_last='yes' is not one of auto, on, off" in str(raised.value)
     assert "\n" not in str(raised.value)
 
 
 def test_compile_is_off_by_default_and_runtime_keys_leave_the_hash():
     assert RuntimeConfig().compile is False and RuntimeConfig().channels_last == "auto"
-    experiment = get("vaal", "fig2_cifar10")
+    experiment = get_experiment("vaal", "fig2_cifar10")
     assert run_hash(experiment.config("paper"), "vaal") == run_hash(experiment.config(
         "paper", {"runtime.compile": "true", "runtime.channels_last": "on", "runtime.sync_batchnorm": "false"}),
         "vaal")
@@ -230,7 +231,7 @@ def test_compile_is_off_by_default_and_runtime_keys_leave_the_hash():
 
 def test_channels_last_training_matches_contiguous_training_on_cpu():
     """The memory format changes only which kernels run: a few steps end at the same weights up to rounding."""
-    from core.config import TrainConfig
+    from core.lib.config import TrainConfig
 
     rng = np.random.default_rng(0)
     split = Split(targets=rng.integers(0, 3, 16), images=rng.integers(0, 256, (16, 8, 8, 3), dtype=np.uint8))

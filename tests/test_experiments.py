@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from core.config import apply_overrides
-from core.experiments import EXPERIMENTS, method_status, papers
-from core.loop import RunSettings, run_job
-from core.report import write_report
+from core.lib.config import apply_overrides
+from core.lib.experiments import EXPERIMENTS, method_status, papers
+from core.lib.loop import RunSettings
+from core.tools.jobs import run_job
+from core.tools.report import write_report
 from tests.conftest import write_bdd100k_tree, write_cityscapes_tree, write_png_tree, write_svhn_mat
 from tests.test_baselines import one_pass_options
 

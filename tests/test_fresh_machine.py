@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 import torchvision
 
-from core import cli, datasets
-from core.datasets import load_dataset, resolve_data_root
-from core.errors import UserError
+from core.lib import datasets
+from core.lib.datasets import load_dataset, resolve_data_root
+from core.lib.errors import UserError
+from core.tools import cli, downloads
+from core.tools.downloads import fetch_if_missing
 from tests.conftest import write_png_tree
 
 
@@ -42,7 +44,7 @@ def fresh_clone(tmp_path, monkeypatch):
 
 
 def serve(monkeypatch, url: str, md5: str, name: str = "cifar-10-python.tar.gz"):
-    monkeypatch.setattr(datasets, "native_files", lambda dataset: [(url, name, md5)])
+    monkeypatch.setattr(downloads, "native_files", lambda dataset: [(url, name, md5)])
 
 
 def test_demo_on_a_fresh_clone_downloads_cifar10_into_data_and_runs(fresh_clone, monkeypatch, capsys):
@@ -68,7 +70,7 @@ def test_offline_download_is_one_line_saying_what_to_place_where(fresh_clone, mo
     serve(monkeypatch, (fresh_clone / "no-such-mirror" / "cifar-10-python.tar.gz").as_uri(), "0" * 32)
     root = resolve_data_root(None, create=True)
     with pytest.raises(UserError, match="cannot download cifar10") as err:
-        load_dataset("cifar10", root, download=True)
+        fetch_if_missing("cifar10", root)
     message = str(err.value)
     assert "\n" not in message and root == fresh_clone / "clone" / "data"
     assert f"offline, place cifar-10-batches-py/ (cifar-10-python.tar.gz extracted) in {root / 'cifar10'}" in message
@@ -78,7 +80,7 @@ def test_a_download_with_the_wrong_checksum_is_refused_and_removed(fresh_clone, 
     archive, _ = fake_cifar10_archive(fresh_clone / "mirror")
     serve(monkeypatch, archive.as_uri(), "0" * 32)
     with pytest.raises(UserError, match="md5"):
-        load_dataset("cifar10", fresh_clone, download=True)
+        fetch_if_missing("cifar10", fresh_clone)
     assert not (fresh_clone / "cifar10" / "cifar-10-python.tar.gz").exists()
 
 
@@ -86,8 +88,9 @@ def test_an_image_folder_copy_is_read_and_never_downloaded_over(fresh_clone, mon
     def no_network(dataset):
         raise AssertionError("downloaded although the dataset was there")
 
-    monkeypatch.setattr(datasets, "native_files", no_network)
+    monkeypatch.setattr(downloads, "native_files", no_network)
     for split in ("train", "test"):
         write_png_tree(fresh_clone / "cifar10" / split, ["cat", "dog"], 3)
-    dataset = load_dataset("cifar10", fresh_clone, cache_dir=fresh_clone / "cache", download=True)
+    fetch_if_missing("cifar10", fresh_clone)
+    dataset = load_dataset("cifar10", fresh_clone, cache_dir=fresh_clone / "cache")
     assert dataset.train.images.shape == (6, 8, 8, 3)

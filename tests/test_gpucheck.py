@@ -1,4 +1,4 @@
-"""./reproduce.sh gpucheck (core/gpucheck.py): the one-line refusal without a GPU, and its three steps on the CPU at
+"""./reproduce.sh gpucheck (core/tools/gpucheck.py): the one-line refusal without a GPU, and its three steps on the CPU at
 tiny size on a data root holding part of CIFAR-10's training images, writing gpucheck.md with every figure.
 The CUDA part itself needs a GPU machine."""
 import sys
@@ -6,8 +6,8 @@ import sys
 import pytest
 import torch
 
-from core import gpucheck
-from core.cli import main
+from core.tools import gpucheck
+from core.tools.cli import main
 from tests.conftest import write_png_tree
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]

@@ -7,15 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from core.config import TrainConfig
-from core.datasets import Split
-from core.networks import CifarResNet18, parameter_count
-from core.pool import Pool
-from core.sources import Augmentation, TensorSource
+from core.lib.config import TrainConfig
+from core.lib.datasets import Split
+from core.lib.errors import UserError
+from core.lib.networks import CifarResNet18, parameter_count
+from core.lib.pool import Pool
+from core.lib.sources import Augmentation, TensorSource
 from lada.experiments import TABLE1, lada_options
-from core.errors import UserError
-from lada.method import (LADA, AdaMixup, LADAFixed, PairMixupHook, QueriedPairs, VanillaMixup, beta_draws, frozen,
-                         mix)
+from lada.method import LADA, AdaMixup, LADAFixed, PairMixupHook, QueriedPairs, VanillaMixup, beta_draws, frozen, mix
 from lada.networks import PolicyGenerator
 
 
@@ -161,10 +160,10 @@ def test_table1_reaches_the_options():
 def test_table1_follows_the_codes_optimizer_and_adamixup_training_per_dataset():
     """L5: one Adam kept across acquisitions and AdaMixup's networks untrained where the code warm-starts;
     CIFAR-100 rebuilds Adam and trains them."""
-    from core.experiments import get
+    from core.lib.experiments import get_experiment
 
     for dataset in TABLE1:
-        config = get("lada", f"table1_{dataset}").config()
+        config = get_experiment("lada", f"table1_{dataset}").config()
         code_resets = dataset == "cifar100"
         assert config.train.keep_optimizer is not code_resets and config.train.reinit is code_resets
         assert config.method_options["ada_mixup"] == {"train_policy_and_discriminator": code_resets}
@@ -193,11 +192,12 @@ def test_best_final_aubc_and_table4_on_hand_rows():
 
 @pytest.mark.slow
 def test_figures_from_smoke_runs(data_root, tmp_path):
-    from core.experiments import get
-    from core.loop import RunSettings, run_job
+    from core.lib.experiments import get_experiment
+    from core.lib.loop import RunSettings
+    from core.tools.jobs import run_job
     from lada.figures import main
 
-    config = get("lada", "table1_fashion_mnist").config("smoke", {"seeds": 1})
+    config = get_experiment("lada", "table1_fashion_mnist").config("smoke", {"seeds": 1})
     settings = RunSettings(data_root, tmp_path, torch.device("cpu"), "smoke", progress=False)
     for method in ("entropy", "lada"):
         run_job(config, method, 0, settings)
@@ -301,11 +301,12 @@ def test_tsne_without_scikit_learn_is_a_one_line_error(tmp_path, monkeypatch, ca
 
 
 def test_lada_on_another_task_network_is_a_one_line_user_error_before_anything_is_written(data_root, tmp_path):
-    from core.errors import UserError
-    from core.experiments import get
-    from core.loop import RunSettings, plan_job
+    from core.lib.errors import UserError
+    from core.lib.experiments import get_experiment
+    from core.lib.loop import RunSettings
+    from core.tools.jobs import plan_job
 
-    config = get("baselines", "ll4al_cifar10").config("smoke", {"seeds": 1, "model.arch": "vgg16_bn"})
+    config = get_experiment("baselines", "ll4al_cifar10").config("smoke", {"seeds": 1, "model.arch": "vgg16_bn"})
     with pytest.raises(UserError, match="lada works with model.arch resnet18_cifar only, not vgg16_bn") as error:
         plan_job(config, "lada", 0, RunSettings(data_root, tmp_path, torch.device("cpu"), "smoke", progress=False))
     assert "\n" not in str(error.value) and not any(tmp_path.iterdir())

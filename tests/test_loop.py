@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from core.errors import UserError
-from core.experiments import get
-from core.loop import RunSettings, run_folder, run_job
-from core.results import read_jsonl
+from core.lib.errors import UserError
+from core.lib.experiments import get_experiment
+from core.lib.loop import RunSettings, run_folder
+from core.lib.results import read_jsonl
+from core.tools.jobs import run_job
 
 VOLATILE = {"train_seconds", "select_seconds", "code_version"}
 
@@ -22,7 +23,7 @@ def stable(rows):
 
 
 def smoke(**overrides):
-    return get("vaal", "fig2_cifar10").config("smoke", overrides)
+    return get_experiment("vaal", "fig2_cifar10").config("smoke", overrides)
 
 
 def settings(root, out):
@@ -131,13 +132,13 @@ def test_warm_start_continues_from_the_previous_cycle(data_root, tmp_path):
 
 
 def test_warm_start_works_with_a_method_that_changes_the_network(data_root, tmp_path):
-    config = get("baselines", "ll4al_cifar10").config("smoke", {"train.reinit": False, "seeds": 1})
+    config = get_experiment("baselines", "ll4al_cifar10").config("smoke", {"train.reinit": False, "seeds": 1})
     rows = run_job(config, "mc_dropout", 0, settings(data_root, tmp_path))
     assert len(rows) == 3 and rows[0]["diagnostics"] == {"dropout_added_before_classifier": 0.5}
 
 
 def test_init_seed_restarts_every_cycle_from_the_same_weights(data_root):
-    from core.loop import new_model, prepare_dataset
+    from core.lib.loop import new_model, prepare_dataset
 
     def weights(config, cycle):
         dataset = prepare_dataset(config, data_root, 0)
@@ -196,7 +197,7 @@ def test_a_missing_carried_optimizer_is_refused(data_root, tmp_path):
 def test_a_carried_optimizer_resumes_mid_cycle_to_the_uninterrupted_result(data_root, tmp_path, monkeypatch):
     """Stopped after the first mid-cycle checkpoint of cycle 1, whose optimizer continued cycle 0's: the
     checkpoint holds the carried state, so the resumed cycle ends as the uninterrupted one."""
-    from core.checkpoint import TrainCheckpoint
+    from core.tools.checkpoint import TrainCheckpoint
 
     config = smoke(**KEEP_ADAM, **{"train.keep_optimizer": True, "runtime.checkpoint_every": 1})
     save = TrainCheckpoint.save

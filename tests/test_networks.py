@@ -2,8 +2,9 @@ import pytest
 import torch
 import torchvision
 
-from core.errors import UserError
-from core.networks import build_network, parameter_count
+import daal  # noqa: F401  (registers wrn28_2)
+from core.lib.errors import UserError
+from core.lib.networks import build_network, parameter_count
 
 
 def test_vgg16_bn_full_size_matches_torchvision_parameter_count():

@@ -3,8 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from core.errors import UserError
-from core.oracle import make_oracle
+from core.lib.errors import UserError
+from core.lib.oracle import make_oracle
 
 SUPERCLASS = np.repeat(np.arange(20), 5)          # CIFAR-100: 20 superclasses of 5 classes
 TARGETS = np.tile(np.arange(100), 50)
@@ -30,7 +30,7 @@ def test_noisy_oracle_is_fixed_per_seed():
 
 
 def test_noisy_oracle_on_the_shared_cifar100_superclasses(data_root):
-    from core.datasets import load_dataset
+    from core.lib.datasets import load_dataset
 
     dataset = load_dataset("cifar100", data_root)
     mapping = json.loads((data_root / "cifar100" / "coarse_labels.json").read_text())

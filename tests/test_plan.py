@@ -1,4 +1,4 @@
-"""./reproduce.sh plan (core/plan.py): counted FLOPs against hand counts, steps and sizes against the protocol,
+"""./reproduce.sh plan (core/tools/plan.py): counted FLOPs against hand counts, steps and sizes against the protocol,
 the table's total against its rows, and the README's cost table against the command that generates it."""
 import math
 from decimal import Decimal
@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from core import plan
-from core.cli import main
-from core.experiments import get
+from core.lib.experiments import get_experiment
+from core.tools import plan
+from core.tools.cli import main
 from tests.conftest import assert_cli_refuses_in_one_line
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -71,7 +71,7 @@ def test_a_two_layer_network_counts_forward_weight_and_input_gradients():
 
 
 def test_meta_tensors_count_what_real_ones_do():
-    from core.networks import build_network
+    from core.lib.networks import build_network
 
     torch.manual_seed(0)
     real = build_network("resnet18_cifar", 10, 3, 0.0625)
@@ -82,16 +82,16 @@ def test_meta_tensors_count_what_real_ones_do():
 
 
 def test_epoch_based_steps_grow_with_the_labeled_set():
-    config = get("baselines", "ll4al_cifar10").config()          # 200 epochs, batch 128, 1,000 + 1,000 per cycle
+    config = get_experiment("baselines", "ll4al_cifar10").config()          # 200 epochs, batch 128, 1,000 + 1,000 per cycle
     job = plan.method_job(config, "random", plan.data_shape(config))
     assert job.train_steps == sum(200 * math.ceil(1000 * (c + 1) / 128) for c in range(10))
-    dropped = get("baselines", "ll4al_cifar10").config(overrides={"train.drop_last": "true"})
+    dropped = get_experiment("baselines", "ll4al_cifar10").config(overrides={"train.drop_last": "true"})
     assert plan.method_job(dropped, "random", plan.data_shape(dropped)).train_steps == \
         sum(200 * (1000 * (c + 1) // 128) for c in range(10))
 
 
 def test_iteration_based_steps_are_cycles_times_iterations_and_a_committee_trains_its_members():
-    config = get("vaal", "fig2_cifar10").config()                # 78,125 iterations per cycle, 7 cycles
+    config = get_experiment("vaal", "fig2_cifar10").config()                # 78,125 iterations per cycle, 7 cycles
     data = plan.data_shape(config)
     vaal, random = plan.method_job(config, "vaal", data), plan.method_job(config, "random", data)
     assert vaal.train_steps == 7 * 78125 and vaal.flops > 2 * random.flops      # the VAE game
@@ -101,13 +101,13 @@ def test_iteration_based_steps_are_cycles_times_iterations_and_a_committee_train
 
 
 def test_sizes_without_data():
-    imbalanced = plan.data_shape(get("ta_vaal", "supp_fig6b_cifar10_imb10").config())
+    imbalanced = plan.data_shape(get_experiment("ta_vaal", "supp_fig6b_cifar10_imb10").config())
     assert imbalanced.train == 5 * 5000 + 5 * 500
-    caltech = plan.data_shape(get("ta_vaal", "supp_fig6c_caltech101").config())
+    caltech = plan.data_shape(get_experiment("ta_vaal", "supp_fig6c_caltech101").config())
     assert (caltech.train, caltech.test, caltech.train_hw) == (8677 - 1735, 1735, (224, 224))
-    cityscapes = plan.data_shape(get("vaal", "fig3_cityscapes").config())
+    cityscapes = plan.data_shape(get_experiment("vaal", "fig3_cityscapes").config())
     assert (cityscapes.train, cityscapes.train_hw, cityscapes.eval_hw) == (2975, (688, 688), (1024, 2048))
-    camvid = plan.data_shape(get("segmentation", "camvid").config("mini"))
+    camvid = plan.data_shape(get_experiment("segmentation", "camvid").config("mini"))
     assert (camvid.train_hw, camvid.eval_hw) == ((112, 112), (120, 160))
 
 
@@ -136,7 +136,7 @@ def test_the_first_ll4al_cycle_is_priced_within_1_5x_of_the_22_8_s_it_took_on_th
 
 
 def test_other_gpus_scale_the_h200_rate_by_their_dense_peaks():
-    config = get("baselines", "ll4al_cifar10").config(overrides={"protocol.cycles": 1})
+    config = get_experiment("baselines", "ll4al_cifar10").config(overrides={"protocol.cycles": 1})
     data, (job,) = plan.plan_jobs(config, ["random"], 1)
     h200, a100 = (job.seconds(plan.speed_for(config, data, name)) for name in ("h200", "a100"))
     assert a100 / h200 == pytest.approx(494.7 / 156.0)
@@ -153,7 +153,7 @@ def test_measure_prices_training_and_evaluation_at_their_own_measured_rates(monk
     speed = plan.Speed(1e12, 4e12, "measured now", "stub")
     monkeypatch.setattr(plan, "measure_speed", lambda *args: speed)
     monkeypatch.setattr(plan, "MEASURED_NOW", {})
-    config = get("baselines", "ll4al_cifar10").config(overrides={"protocol.cycles": 1})
+    config = get_experiment("baselines", "ll4al_cifar10").config(overrides={"protocol.cycles": 1})
     _, (job,) = plan.plan_jobs(config, ["random"], 1)
     assert 0 < job.inferred_flops < job.flops
     assert main(["plan", "baselines", "ll4al_cifar10", "--measure", "--device", "cpu", "--methods", "random",

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from core.errors import UserError
-from core.pool import Pool, PoolInvariantError, candidate_subset, initial_pool
+from core.lib.errors import UserError
+from core.lib.pool import Pool, PoolInvariantError, candidate_subset, initial_pool
 
 TARGETS = np.repeat(np.arange(10), 100)
 

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from core import cli
-from core.errors import UserError
-from core.locks import FolderLock, LockBusy
-from core.results import read_jsonl
+from core.lib.errors import UserError
+from core.lib.results import read_jsonl
+from core.tools import cli
+from core.tools.arguments import CALLER_CWD_ENV
+from core.tools.locks import FolderLock, LockBusy
 from tests.conftest import write_png_tree
 
 REPO = Path(__file__).resolve().parent.parent
@@ -23,7 +24,7 @@ SMALL = ["--profile", "smoke", "--seeds", "1", "--device", "cpu", "--quiet",
 
 
 def run_cli(capsys, *args) -> tuple[int, str, str]:
-    """core.cli.main in this process (no interpreter start-up), with what it printed."""
+    """core.tools.cli.main in this process (no interpreter start-up), with what it printed."""
     try:
         code = cli.main([str(a) for a in args])
     except SystemExit as stop:
@@ -283,7 +284,7 @@ def test_report_on_rows_lacking_fields_is_one_line_naming_the_file(capsys, finis
 
 def test_relative_report_paths_resolve_against_the_callers_directory(capsys, finished_run, tmp_path, monkeypatch):
     shutil.copytree(finished_run, tmp_path / "mine")
-    monkeypatch.setenv(cli.CALLER_CWD_ENV, str(tmp_path))
+    monkeypatch.setenv(CALLER_CWD_ENV, str(tmp_path))
     code, out, err = run_cli(capsys, "report", "mine", "--out", "figures")
     assert code == 0, err
     assert (tmp_path / "figures" / "report.md").exists() and str(tmp_path / "figures") in out
@@ -330,8 +331,8 @@ def test_a_truncated_jpeg_read_by_dataloader_workers_is_named_in_one_line(tmp_pa
     import torch
     from PIL import Image
 
-    from core.datasets import Split
-    from core.sources import Augmentation, make_source
+    from core.lib.datasets import Split
+    from core.lib.sources import Augmentation, make_source
 
     files = []
     for index in range(4):

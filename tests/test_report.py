@@ -5,11 +5,10 @@ import math
 import numpy as np
 import pytest
 
-from core.report import (TOO_FEW_SEEDS, Stats, budget_comparisons, collect, compare_seeds, group_curves,
-                         pairwise_table, penalty_matrix, summed_penalty, summed_penalty_table,
-                         write_report)
-from core.reported import REPORTED, compare, comparison_table
-from core.results import append_jsonl, read_jsonl, write_atomic
+from core.lib.results import append_jsonl, read_jsonl, write_atomic
+from core.tools.report import (TOO_FEW_SEEDS, Stats, budget_comparisons, collect, compare_seeds, group_curves,
+                               pairwise_table, penalty_matrix, summed_penalty, summed_penalty_table, write_report)
+from core.tools.reported import REPORTED, compare, comparison_table
 
 
 def row(method, seed, n, value, profile="mini", experiment="fig2_cifar10", paper="vaal"):
@@ -36,7 +35,7 @@ def test_append_is_atomic_and_append_only(tmp_path):
 
 
 def test_curves_and_area_under_the_budget_curve(stored):
-    from core.results import load_rows
+    from core.tools.report import load_rows
 
     (key, curves), = group_curves(load_rows(stored)).items()
     entropy = {c.method: c for c in curves}["entropy"]
@@ -80,7 +79,7 @@ def synthetic_curves(folder):
 
 
 def load_rows(folder):
-    from core.results import load_rows
+    from core.tools.report import load_rows
 
     return load_rows(folder)
 
@@ -148,13 +147,13 @@ def test_fewer_than_three_seeds_gives_no_marks_and_says_why(tmp_path):
 
 
 def test_the_demo_compares_three_methods_with_random_over_enough_seeds_to_mark():
-    from core.cli import DEMO, DEMO_PROFILES
-    from core.experiments import get
+    from core.lib.experiments import get_experiment
+    from core.tools.cli import DEMO, DEMO_PROFILES
 
     methods = DEMO["methods"].split(",")
     assert "random" in methods and len(methods) >= 3
     for profile, _ in DEMO_PROFILES.values():
-        assert get(DEMO["paper"], DEMO["experiment"]).config(profile).seeds >= 3
+        assert get_experiment(DEMO["paper"], DEMO["experiment"]).config(profile).seeds >= 3
 
 
 def test_one_seed_still_draws_the_improvement_over_random(tmp_path):
@@ -199,7 +198,7 @@ def test_penalty_matrices_add_up_over_experiments(tmp_path):
 
 
 def test_several_folders_need_an_output_folder(tmp_path, capsys):
-    from core.cli import main
+    from core.tools.cli import main
 
     assert main(["report", str(tmp_path / "a"), str(tmp_path / "b"), "--test", "wilcoxon"]) == 2
     assert capsys.readouterr().err == "error: several results folders are reported together into one place: " \

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from core.reported import compare
-from core.results import load_rows
+from core.tools.report import load_rows
+from core.tools.reported import compare
 
 RESULTS = Path(os.environ.get("AL_RESULTS_DIR", Path(__file__).resolve().parent.parent / "results"))
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from core.results import read_jsonl
+from core.lib.results import read_jsonl
 
 REPO = Path(__file__).resolve().parent.parent
 VOLATILE = {"train_seconds", "select_seconds", "selector_train_seconds", "code_version", "train_resumed_at_step"}
@@ -116,7 +116,7 @@ class NoSubmitit:
         if name.split(".")[0] == "submitit":
             raise ImportError("submitit is not installed")
 sys.meta_path.insert(0, NoSubmitit())
-from core.cli import main
+from core.tools.cli import main
 code = main(sys.argv[1:])
 assert "submitit" not in sys.modules
 sys.exit(code)
@@ -141,7 +141,7 @@ def test_the_default_path_needs_no_submitit(data_root, tmp_path):
     (["--jobs", "0"], "must be 1 or more"),
 ])
 def test_executor_flags_of_another_executor_are_refused(flags, message, data_root, tmp_path, capsys):
-    from core.cli import main
+    from core.tools.cli import main
 
     try:
         code = main(run_command(tmp_path, "--methods", "random", *flags)[3:])
@@ -153,15 +153,15 @@ def test_executor_flags_of_another_executor_are_refused(flags, message, data_roo
 @pytest.mark.skipif(shutil.which("srun") is not None, reason="a Slurm cluster is reachable here")
 def test_slurm_where_there_is_none_is_one_line(data_root, tmp_path, capsys):
     pytest.importorskip("submitit")
-    from core.cli import main
+    from core.tools.cli import main
 
     assert main(run_command(tmp_path, "--methods", "random", "--executor", "slurm")[3:]) == 2
     assert "cannot reach Slurm here" in capsys.readouterr().err and not tmp_path.joinpath("baselines").exists()
 
 
 def test_slurm_options_come_from_defaults_then_file_then_flags(tmp_path):
-    from core.errors import UserError
-    from core.executors import slurm_options
+    from core.lib.errors import UserError
+    from core.tools.executors import slurm_options
 
     config = tmp_path / "slurm.json"
     config.write_text(json.dumps({"partition": "a100", "time": 600, "sbatch": {"account": "lab"}}))
@@ -174,7 +174,7 @@ def test_slurm_options_come_from_defaults_then_file_then_flags(tmp_path):
 
 
 def test_each_gpu_is_one_device_and_the_cpu_shares_its_cores(monkeypatch):
-    from core.executors import device_environments
+    from core.tools.executors import device_environments
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,5")
     assert device_environments("cuda", 6) == [{"CUDA_VISIBLE_DEVICES": "2"}, {"CUDA_VISIBLE_DEVICES": "5"}]
@@ -184,7 +184,7 @@ def test_each_gpu_is_one_device_and_the_cpu_shares_its_cores(monkeypatch):
 
 
 def test_jobs_are_placed_k_per_device_round_robin():
-    from core.packing import Packing
+    from core.tools.packing import Packing
 
     packing = Packing([None, None], per_device=2, limit=8)
     assert [packing.place(1) for _ in range(5)] == [0, 1, 0, 1, None]
@@ -196,7 +196,7 @@ def test_jobs_are_placed_k_per_device_round_robin():
 
 def test_a_job_that_does_not_fit_waits_until_memory_frees():
     """Free bytes as the devices reported them before the run (faked): 10 on each of two GPUs."""
-    from core.packing import Packing
+    from core.tools.packing import Packing
 
     packing = Packing([10, 10], per_device=3, limit=6)
     assert [packing.place(6), packing.place(6), packing.place(6)] == [0, 1, None]
@@ -207,7 +207,7 @@ def test_a_job_that_does_not_fit_waits_until_memory_frees():
 
 
 def test_an_idle_device_takes_a_job_larger_than_its_memory():
-    from core.packing import Packing
+    from core.tools.packing import Packing
 
     packing = Packing([4], per_device=2, limit=2)
     assert packing.place(6) == 0 and packing.place(1) is None
@@ -216,19 +216,19 @@ def test_an_idle_device_takes_a_job_larger_than_its_memory():
 def test_the_memory_query_reads_the_gpus_free_bytes(monkeypatch):
     import torch
 
-    from core.packing import device_free_memory
+    from core.tools.packing import device_free_memory
 
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (3 * 2**30, 80 * 2**30))
     assert device_free_memory("cuda") == 3 * 2**30 and device_free_memory("cpu") is None
 
 
 def test_small_images_pack_three_per_gpu_and_segmentation_runs_alone():
-    from core import experiments
-    from core.packing import default_jobs_per_gpu, job_memory
+    from core.lib import experiments
+    from core.tools.packing import default_jobs_per_gpu, job_memory
 
     experiments.papers()
-    cifar = experiments.get("baselines", "ll4al_cifar10").config("paper")
-    camvid = experiments.get("segmentation", "camvid").config("paper")
+    cifar = experiments.get_experiment("baselines", "ll4al_cifar10").config("paper")
+    camvid = experiments.get_experiment("segmentation", "camvid").config("paper")
     assert (default_jobs_per_gpu(cifar), default_jobs_per_gpu(camvid)) == (3, 1)
     gib = 2**30
     random, vaal = job_memory(cifar, "random"), job_memory(cifar, "vaal")
@@ -244,8 +244,8 @@ def test_a_job_that_does_not_fit_starts_when_the_job_before_it_ends():
     from concurrent.futures import ThreadPoolExecutor
     from types import SimpleNamespace
 
-    from core.executors import run_packed
-    from core.packing import Packing
+    from core.tools.executors import run_packed
+    from core.tools.packing import Packing
 
     events, lock, release_first = [], threading.Lock(), threading.Event()
 
@@ -279,8 +279,8 @@ def test_after_a_failed_job_the_waiting_ones_are_cancelled_and_the_error_raised(
     from concurrent.futures import Future
     from types import SimpleNamespace
 
-    from core.executors import run_packed
-    from core.packing import Packing
+    from core.tools.executors import run_packed
+    from core.tools.packing import Packing
 
     started = []
 

@@ -8,12 +8,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import segmentation  # noqa: F401  (registers datasets and networks)
-from core.datasets import Split, load_dataset
-from core.errors import UserError
-from core.evaluate import confusion_matrix, evaluate, iou_from_confusion, softmax_scores
-from core.networks import build_network, parameter_count
-from core.sources import Augmentation
-from core.trainer import task_loss
+from core.lib.datasets import Split, load_dataset
+from core.lib.errors import UserError
+from core.lib.evaluation import confusion_matrix, evaluate, iou_from_confusion, softmax_scores
+from core.lib.networks import build_network, parameter_count
+from core.lib.sources import Augmentation
+from core.lib.trainer import task_loss
 from segmentation.data import SegmentationSource, crop_flip_pair, load_bdd100k, load_cityscapes, resize_pair
 from segmentation.drn import DRN, VARIANTS, bilinear_upsampling_kernel
 from tests.conftest import write_bdd100k_tree, write_cityscapes_tree
@@ -87,7 +87,7 @@ def test_cityscapes_label_ids_map_to_the_19_train_ids(tmp_path, in_memory):
     # label ids 0 (unlabeled), 7 (road), 8 (sidewalk), 26 (car), 33 (bicycle), 34 (not a label) ->
     # train ids 255, 0, 1, 13, 18, 255 (cityscapesScripts labels.py)
     root = write_cityscapes_tree(tmp_path, {"train": 4, "val": 2}, mask_values=(0, 7, 8, 26, 33, 34))
-    dataset = load_cityscapes(root, tmp_path / "cache", False, in_memory=in_memory)
+    dataset = load_cityscapes(root, tmp_path / "cache", in_memory=in_memory)
     assert dataset.num_classes == 19 and len(dataset.train) == 4 and len(dataset.test) == 2
     source = dataset.make_source(dataset.test, Augmentation(resize=0), "cpu", workers=0)
     masks = torch.cat([m for _, m in source.labeled_batches(np.arange(2), None, 2)])
@@ -97,7 +97,7 @@ def test_cityscapes_label_ids_map_to_the_19_train_ids(tmp_path, in_memory):
 
 def test_bdd100k_masks_keep_train_ids_and_ignore_the_rest(tmp_path):
     root = write_bdd100k_tree(tmp_path, {"train": 3, "val": 2}, mask_values=(0, 18, 19, 255))
-    dataset = load_bdd100k(root, tmp_path / "cache", False, in_memory=False)
+    dataset = load_bdd100k(root, tmp_path / "cache", in_memory=False)
     source = dataset.make_source(dataset.train, Augmentation(resize=0), "cpu", workers=0)
     images, masks = next(source.labeled_batches(np.arange(3), None, 3))
     assert images.shape == (3, 3, 16, 24) and images.dtype == torch.float32
@@ -108,9 +108,9 @@ def test_missing_masks_and_folders_are_user_errors(tmp_path):
     root = write_cityscapes_tree(tmp_path, {"train": 2, "val": 1})
     next((root / "cityscapes" / "gtFine" / "train").rglob("*.png")).unlink()
     with pytest.raises(UserError, match="have no mask"):
-        load_cityscapes(root, tmp_path / "cache", False)
+        load_cityscapes(root, tmp_path / "cache")
     with pytest.raises(UserError, match="dataset bdd100k not found"):
-        load_bdd100k(tmp_path, tmp_path / "cache", False)
+        load_bdd100k(tmp_path, tmp_path / "cache")
 
 
 def test_camvid_void_is_ignored(data_root):
@@ -172,7 +172,7 @@ def test_dense_loss_averages_over_non_ignored_pixels():
 def test_smp_losses_replace_the_pixel_cross_entropy_on_masks_only():
     from segmentation_models_pytorch.losses import DiceLoss
 
-    from core.trainer import mask_loss
+    from core.lib.trainer import mask_loss
 
     torch.manual_seed(0)
     logits, targets = torch.randn(2, 4, 3, 5), torch.randint(0, 4, (2, 3, 5))
@@ -203,8 +203,8 @@ def test_pixel_entropy_is_averaged_per_image():
 
 
 def test_segmentation_training_lowers_the_loss_on_camvid(data_root):
-    from core.config import TrainConfig
-    from core.trainer import Trainer
+    from core.lib.config import TrainConfig
+    from core.lib.trainer import Trainer
 
     dataset = load_dataset("camvid", data_root)
     source = dataset.make_source(dataset.train, Augmentation(hflip=True, image_size=40, resize=48), "cpu")
@@ -225,10 +225,11 @@ def test_segmentation_training_lowers_the_loss_on_camvid(data_root):
 
 
 def camvid_smoke_rows(method: str, data_root, out) -> list[dict]:
-    from core.experiments import get
-    from core.loop import RunSettings, run_job
+    from core.lib.experiments import get_experiment
+    from core.lib.loop import RunSettings
+    from core.tools.jobs import run_job
 
-    config = get("segmentation", "camvid").config("smoke", {"seeds": 1, "protocol.cycles": 2})
+    config = get_experiment("segmentation", "camvid").config("smoke", {"seeds": 1, "protocol.cycles": 2})
     return run_job(config, method, 0, RunSettings(data_root, out, torch.device("cpu"), "smoke", progress=False))
 
 

@@ -2,8 +2,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.datasets import Split
-from core.sources import Augmentation, TensorSource, random_crop_flip
+from core.lib.datasets import Split
+from core.lib.sources import Augmentation, TensorSource, random_crop_flip
 
 
 def test_batched_crop_flip_equals_per_image_crop_flip():

@@ -7,15 +7,16 @@ import pytest
 import torch
 
 from baselines.learning_loss import LossPredictionModule, block_channels
-from core.config import run_hash
-from core.datasets import Split
-from core.experiments import get
-from core.loop import RunSettings, run_job
-from core.networks import build_network, parameter_count
-from core.pool import candidate_subset
-from core.sources import Augmentation, TensorSource
-from ta_vaal.experiments import TABLE1
+from core.lib.config import run_hash
+from core.lib.datasets import Split
+from core.lib.experiments import get_experiment
+from core.lib.loop import RunSettings
+from core.lib.networks import build_network, parameter_count
+from core.lib.pool import candidate_subset
+from core.lib.sources import Augmentation, TensorSource
+from core.tools.jobs import run_job
 from ta_vaal import figures
+from ta_vaal.experiments import TABLE1
 from ta_vaal.figures import class_counts, improvement_over_random
 from ta_vaal.method import TAVAAL, VAALInTAVAAL, kl_mean
 from ta_vaal.networks import TaskAwareVAE
@@ -38,7 +39,7 @@ def test_parameter_counts_against_the_official_modules():
 def test_fashion_mnist_latent_size_28_is_the_codes_vae_and_a_named_profile():
     # the code's VAE(28, 1, 3): d = 28, 1 channel, the 28x28 layout, decoder on z + r
     assert parameter_count(TaskAwareVAE(28, in_channels=1, size=28)) == 15_408_825
-    experiment = get("ta_vaal", "supp_fig5d_fashion_mnist")
+    experiment = get_experiment("ta_vaal", "supp_fig5d_fashion_mnist")
     paper, code = experiment.config(), experiment.config("code_latent_dim")
     assert paper.method_options["ta_vaal"]["latent_dim"] == 64 == paper.method_options["vaal_in_ta_vaal"]["latent_dim"]
     listed = TAVAAL(paper.method_options["ta_vaal"]).networks(paper, 10)
@@ -129,7 +130,7 @@ def test_game_length_is_labeled_plus_subset_times_epochs_over_batch_and_selectio
 
 
 def smoke_run(tmp_path, data_root, method, experiment="supp_fig5a_cifar10", **overrides):
-    config = get("ta_vaal", experiment).config("smoke", {"seeds": 1, "protocol.cycles": 2, **overrides})
+    config = get_experiment("ta_vaal", experiment).config("smoke", {"seeds": 1, "protocol.cycles": 2, **overrides})
     return run_job(config, method, 0, RunSettings(data_root, tmp_path, torch.device("cpu"), "smoke", progress=False))
 
 
@@ -146,7 +147,7 @@ def test_lpm_for_all_methods_trains_a_ranker_beside_random(data_root, tmp_path):
     assert plain[0]["train_loss"] != with_lpm[0]["train_loss"]      # same data and init, loss term added
     assert len(with_lpm[0]["diagnostics"]["ranking_loss_per_epoch"]) == 2 and "ranking_loss_per_epoch" not in \
         plain[0]["diagnostics"]
-    config = get("ta_vaal", "supp_fig5a_cifar10").config("lpm_for_all_methods")
+    config = get_experiment("ta_vaal", "supp_fig5a_cifar10").config("lpm_for_all_methods")
     assert config.methods == ["random_lpm", "mc_dropout_lpm", "coreset_lpm", "learning_loss", "vaal_lpm",
                               "vaal_in_ta_vaal_lpm", "ta_vaal"]
 
@@ -168,12 +169,12 @@ def test_ta_vaal_selects_otherwise_than_random_and_its_figures_draw(data_root, t
 
 
 def test_table1_values_reach_the_options():
-    caltech = get("ta_vaal", "supp_fig6c_caltech101").config()
+    caltech = get_experiment("ta_vaal", "supp_fig6c_caltech101").config()
     options = caltech.method_options["ta_vaal"]
     assert (options["latent_dim"], options["weight"], options["lambda2"], options["vae_lr"]) == (128, 0.2, 15, 1e-4)
     assert (caltech.train.batch_size, caltech.train.lr, caltech.protocol.initial, caltech.protocol.budget) == \
         (16, 1e-2, 1000, 500)
-    cifar100 = get("ta_vaal", "supp_fig5b_cifar100").config()
+    cifar100 = get_experiment("ta_vaal", "supp_fig5b_cifar100").config()
     assert cifar100.data.normalization == "cifar10_code" and cifar100.protocol.budget == 2000 == TABLE1["cifar100"][10]
     assert cifar100.train.milestones == [160] and cifar100.method_options["learning_loss"] == {"weight": 1.0}
 
@@ -203,17 +204,17 @@ def test_readme_table_is_the_generated_one():
 
 
 def test_the_codes_to_tensor_only_normalisation_option(data_root):
-    from core.loop import prepare_dataset
+    from core.lib.loop import prepare_dataset
 
-    paper = get("ta_vaal", "supp_fig5d_fashion_mnist").config("smoke")
-    code = get("ta_vaal", "supp_fig5d_fashion_mnist").config("smoke", {"data.normalization": "none"})
+    paper = get_experiment("ta_vaal", "supp_fig5d_fashion_mnist").config("smoke")
+    code = get_experiment("ta_vaal", "supp_fig5d_fashion_mnist").config("smoke", {"data.normalization": "none"})
     assert prepare_dataset(paper, data_root, 0).std == (0.3530,)
     assert (prepare_dataset(code, data_root, 0).mean, prepare_dataset(code, data_root, 0).std) == ((0.0,), (1.0,))
 
 
 def class_sorted_context(count: int = 1000, classes: int = 10, seed: int = 0):
     """Images stored class by class, as an ImageFolder tree: class c holds indices [c x count/classes, ...);
-    each class has its own brightness. The pool's sets are sorted, as core/pool.py keeps them."""
+    each class has its own brightness. The pool's sets are sorted, as core/lib/pool.py keeps them."""
     rng = np.random.default_rng(seed)
     targets = np.arange(count) * classes // count
     images = rng.integers(0, 60, (count, 32, 32, 3)) + 19 * targets[:, None, None, None]
@@ -282,7 +283,7 @@ def test_the_first_cycle_drops_the_last_partial_batch_and_later_cycles_keep_it(d
     assert [row["train_steps"] for row in code] == [2 * 2, 2 * 5]
     assert [row["train_steps"] for row in kept] == [2 * 3, 2 * 5]
     assert code[1]["train_loss"] == kept[1]["train_loss"] and code[0]["train_loss"] != kept[0]["train_loss"]
-    config = get("ta_vaal", "supp_fig5a_cifar10").config()
+    config = get_experiment("ta_vaal", "supp_fig5a_cifar10").config()
     assert config.train.drop_last_first_cycle and not config.train.drop_last
-    off = get("ta_vaal", "supp_fig5a_cifar10").config(overrides={"train.drop_last_first_cycle": "false"})
+    off = get_experiment("ta_vaal", "supp_fig5a_cifar10").config(overrides={"train.drop_last_first_cycle": "false"})
     assert run_hash(config, "ta_vaal") != run_hash(off, "ta_vaal")

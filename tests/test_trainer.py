@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from core.config import TrainConfig
-from core.datasets import load_dataset, subsample
-from core.networks import build_network
-from core.sources import Augmentation, TensorSource
-from core.trainer import TrainHook, Trainer, load_model_optimizer_state, lr_factor, make_optimizer
+from core.lib.config import TrainConfig
+from core.lib.datasets import load_dataset, subsample
+from core.lib.networks import build_network
+from core.lib.sources import Augmentation, TensorSource
+from core.lib.trainer import Trainer, TrainHook, load_model_optimizer_state, lr_factor, make_optimizer
 
 
 def test_multistep_decays_after_the_milestone_epoch():
@@ -52,7 +52,7 @@ def test_best_validation_checkpoint_is_restored(small_cifar):
                       validate_every=3)
     report = Trainer(cfg, "cpu", 10, progress=False).fit(
         model, source, np.arange(200), split.targets, np.arange(400, 600), split.targets)
-    from core.evaluate import evaluate
+    from core.lib.evaluation import evaluate
 
     scores = [score for _, score in report.validation_curve]
     assert len(scores) == 4 and report.best_validation == max(scores)

@@ -5,14 +5,15 @@ import numpy as np
 import pytest
 import torch
 
-from core.config import TrainConfig, parse_assignments
-from core.datasets import ImageDataset, Split
-from core.errors import UserError
-from core.experiments import get
-from core.networks import build_network, parameter_count
-from core.pool import initial_pool
-from core.sources import Augmentation, TensorSource
-from core.trainer import Trainer, lr_factor
+from core.lib.config import TrainConfig
+from core.lib.datasets import ImageDataset, Split
+from core.lib.errors import UserError
+from core.lib.experiments import get_experiment
+from core.lib.networks import build_network, parameter_count
+from core.lib.pool import initial_pool
+from core.lib.sources import Augmentation, TensorSource
+from core.lib.trainer import Trainer, lr_factor
+from core.tools.arguments import parse_assignments
 from vaal.method import (VAAL, FrozenVAEDiscriminator, PixelDiscriminator, VAEWasserstein, endless,
                          labeled_distribution, roc_auc, wasserstein_to_labeled)
 from vaal.networks import VAE, Discriminator
@@ -200,7 +201,7 @@ def test_wasserstein_ablation_scores_far_candidates_higher():
 
 
 def test_code_2020_profile_is_the_official_code_at_67263f3():
-    config = get("vaal", "fig2_cifar10").config("code_2020")
+    config = get_experiment("vaal", "fig2_cifar10").config("code_2020")
     assert (config.train.optimizer, config.train.lr, config.train.batch_size) == ("sgd", 0.01, 128)
     assert config.train.iterations == 39062 and config.method_options["vaal"]["disc_layers"] == 3
     assert config.method_options["vaal"]["sample_in_train_mode"] is True
@@ -242,7 +243,7 @@ def test_train_mode_scoring_draws_batches_as_the_official_sampler():
 
 
 def test_method_options_given_as_text_get_their_types():
-    config = get("vaal", "fig2_cifar10").config("smoke", parse_assignments(
+    config = get_experiment("vaal", "fig2_cifar10").config("smoke", parse_assignments(
         ["method_options.vaal.iterations=7", "method_options.vaal.sample_in_train_mode=false",
          "method_options.vaal.kl=per_sample"]))
     options = config.method_options["vaal"]
@@ -250,9 +251,9 @@ def test_method_options_given_as_text_get_their_types():
 
 
 def test_table3_values_reach_the_method_options():
-    assert get("vaal", "fig2_caltech256").config().method_options["vaal"]["latent_dim"] == 64
-    assert get("vaal", "fig2_caltech256").config().method_options["vaal"]["lambda2"] == 10
-    imagenet = get("vaal", "fig2_imagenet").config()
+    assert get_experiment("vaal", "fig2_caltech256").config().method_options["vaal"]["latent_dim"] == 64
+    assert get_experiment("vaal", "fig2_caltech256").config().method_options["vaal"]["lambda2"] == 10
+    imagenet = get_experiment("vaal", "fig2_imagenet").config()
     assert imagenet.method_options["vaal"]["vae_lr"] == 1e-3 and imagenet.train.lr == 0.1
 
 

@@ -1,13 +1,13 @@
-"""./reproduce.sh verify (core/verify.py): stored results whose numbers are known pass or fail against the
+"""./reproduce.sh verify (core/tools/verify.py): stored results whose numbers are known pass or fail against the
 registry with exit codes 0/1; bad arguments are one line and exit 2; run mode stops after the first cycles and
 a later call resumes the same folders."""
 import json
 
 import pytest
 
-from core.cli import main
-from core.results import append_jsonl
-from core.verify import VERIFY_FILE
+from core.lib.results import append_jsonl
+from core.tools.cli import main
+from core.tools.verify import VERIFY_FILE
 from tests.conftest import assert_cli_refuses_in_one_line
 
 

@@ -2,8 +2,8 @@
 from Table 2 and hyperparameters from Table 3 and Sec. 4.1. Paper-vs-code decisions: REFERENCES.md sections 2
 (V1-V18) and 6; alternatives are config options listed in vaal/README.md. Fig. 3 and Fig. 4 (segmentation)
 belong to the segmentation package."""
-from core.config import DataConfig, ExperimentConfig, ModelConfig, ProtocolConfig, TrainConfig
-from core.experiments import Experiment, mini_profile, register, smoke_profile
+from core.lib import (DataConfig, Experiment, ExperimentConfig, ModelConfig, ProtocolConfig, TrainConfig, mini_profile,
+                      register_experiment, smoke_profile)
 
 FIG2_METHODS = ["vaal", "coreset", "ensemble_varratio", "mc_dropout", "entropy", "random", "full_data"]
 VAAL_FAMILY = ("vaal", "vaal_pixel_disc", "vaal_frozen_vae", "vae_wasserstein")
@@ -142,21 +142,21 @@ def register_all() -> None:
         return {"smoke": SMALL_SMOKE, "mini": SMALL_MINI, "code_2020": code_2020_profile(dataset)}
 
     for dataset in ("cifar10", "cifar100"):
-        register(Experiment("vaal", f"fig2_{dataset}", lambda d=dataset: fig2(d), small(dataset)))
-    register(Experiment("vaal", "fig2_caltech256", lambda: fig2("caltech256"), {"smoke": LARGE_SMOKE}))
-    register(Experiment("vaal", "fig2_imagenet", lambda: fig2("imagenet"), {"smoke": LARGE_SMOKE}))
+        register_experiment(Experiment("vaal", f"fig2_{dataset}", lambda d=dataset: fig2(d), small(dataset)))
+    register_experiment(Experiment("vaal", "fig2_caltech256", lambda: fig2("caltech256"), {"smoke": LARGE_SMOKE}))
+    register_experiment(Experiment("vaal", "fig2_imagenet", lambda: fig2("imagenet"), {"smoke": LARGE_SMOKE}))
     for noise in (0.1, 0.2, 0.3):
-        register(Experiment("vaal", f"fig5_noise{round(noise * 100)}", lambda n=noise: fig5("noise", n),
+        register_experiment(Experiment("vaal", f"fig5_noise{round(noise * 100)}", lambda n=noise: fig5("noise", n),
                             small("cifar100")))
     for budget in (0.05, 0.10):
-        register(Experiment("vaal", f"fig5_budget{round(budget * 100)}", lambda b=budget: fig5("budget", b),
+        register_experiment(Experiment("vaal", f"fig5_budget{round(budget * 100)}", lambda b=budget: fig5("budget", b),
                             small("cifar100")))
     for missing in (10, 20):
-        register(Experiment("vaal", f"fig5_biased_m{missing}", lambda m=missing: fig5("biased", m),
+        register_experiment(Experiment("vaal", f"fig5_biased_m{missing}", lambda m=missing: fig5("biased", m),
                             small("cifar100")))
-    register(Experiment("vaal", "fig6_resnet18_cifar100", fig6, small("cifar100")))
-    register(Experiment("vaal", "ablation_cifar10", ablation, small("cifar10")))
-    register(Experiment("vaal", "health_check", health_check,
+    register_experiment(Experiment("vaal", "fig6_resnet18_cifar100", fig6, small("cifar100")))
+    register_experiment(Experiment("vaal", "ablation_cifar10", ablation, small("cifar10")))
+    register_experiment(Experiment("vaal", "health_check", health_check,
                         {"smoke": SMALL_SMOKE, "cpu": HEALTH_CPU, "mini": SMALL_MINI}))
 
 

@@ -24,13 +24,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from core import distributed
-from core.datasets import SMALL_IMAGE_DATASETS, input_channels
-from core.errors import UserError
-from core.evaluate import autocast
-from core.pool import Pool
-from core.seeding import seed_everything, stream_key
-from core.strategy import CycleContext, CycleSizes, CycleWork, NetworkUse, ScoringStrategy, register
+from core.lib import (SMALL_IMAGE_DATASETS, CycleContext, CycleSizes, CycleWork, NetworkUse, Pool, ScoringStrategy,
+                      UserError, autocast, input_channels, is_main, register_method, seed_everything, stream_key)
 from vaal.networks import VAE, Discriminator
 
 VAAL_OPTIONS = {
@@ -218,7 +213,7 @@ class VAALFamily(ScoringStrategy):
 
     def vae_losses(self, x_l, x_u, amp: bool):
         """(transductive, adversarial): the VAE's passes under autocast when `amp`, the losses and D in float32
-        outside it (core/evaluate.py)."""
+        outside it (core/lib/evaluation.py)."""
         with autocast(x_l.device, amp):
             outputs = self.vae(x_l), self.vae(x_u)
         (recon_l, _, mu_l, logvar_l), (recon_u, _, mu_u, logvar_u) = [[t.float() for t in out] for out in outputs]
@@ -350,7 +345,7 @@ class VAALFamily(ScoringStrategy):
         return {f"health_{key}": round(float(value), 5) for key, value in found.items()}
 
     def save_reconstructions(self, ctx: CycleContext) -> None:
-        if self.vae is None or ctx.folder is None or not distributed.is_main():
+        if self.vae is None or ctx.folder is None or not is_main():
             return
         import torchvision
 
@@ -364,12 +359,12 @@ class VAALFamily(ScoringStrategy):
                                      nrow=len(images))
 
 
-@register
+@register_method
 class VAAL(VAALFamily):
     name = "vaal"
 
 
-@register
+@register_method
 class PixelDiscriminator(VAALFamily):
     """Ablation 1 (Sec. 5.1): no VAE, the discriminator learns labeled vs unlabeled on the pixels."""
 
@@ -378,7 +373,7 @@ class PixelDiscriminator(VAALFamily):
     discriminates = "pixels"
 
 
-@register
+@register_method
 class FrozenVAEDiscriminator(VAALFamily):
     """Ablation 2: a VAE left at its initialisation (eval mode), the discriminator trained on its latent means."""
 
@@ -386,7 +381,7 @@ class FrozenVAEDiscriminator(VAALFamily):
     trains_vae = False
 
 
-@register
+@register_method
 class VAEWasserstein(VAALFamily):
     """Ablation 3: a VAE trained without the adversarial term; the candidates farthest (Eq. 5, 2-Wasserstein)
     from the Gaussian of the labeled set's latents are selected."""

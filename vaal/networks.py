@@ -10,9 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from core.errors import UserError
-from core.evaluate import without_autocast
-from core.networks import scaled
+from core.lib import UserError, scaled, without_autocast
 
 LAYOUTS = {32: (2, 4), 64: (4, 8)}     # input size -> (encoder output side, decoder start side)
 
@@ -78,6 +76,6 @@ class Discriminator(nn.Module):
 
     def forward(self, x):
         """D(x), in float32 inside an autocast region too: its output is BCE's input and the selection's score,
-        and a bfloat16 sigmoid rounds to 1 from a logit of about 6 on (core/evaluate.py)."""
+        and a bfloat16 sigmoid rounds to 1 from a logit of about 6 on (core/lib/evaluation.py)."""
         with without_autocast(x.device):
             return self.net(torch.flatten(x, 1).float()).squeeze(1)

@@ -1,9 +1,7 @@
 """VAAL's Table 2 (datasets and sizes) and Table 3 (hyperparameters), generated from the Fig. 2 and Fig. 3
 configs so the code and the documentation cannot disagree (`./reproduce.sh tables vaal`; vaal/README.md embeds
 them). Segmentation test sets are the official val sets (V15), hence 1,000 for BDD100K where the paper had 2,000."""
-from core.datasets import NUM_CLASSES, TEST_SIZE
-from core.experiments import get
-from core.loop import resolve_count
+from core.lib import NUM_CLASSES, TEST_SIZE, get_experiment, resolve_count
 from vaal.experiments import TRAIN_SIZE
 
 EXPERIMENTS = {"cifar10": "fig2_cifar10", "cifar100": "fig2_cifar100", "caltech256": "fig2_caltech256",
@@ -11,7 +9,7 @@ EXPERIMENTS = {"cifar10": "fig2_cifar10", "cifar100": "fig2_cifar100", "caltech2
 
 
 def _config(dataset: str):
-    config = get("vaal", EXPERIMENTS[dataset]).config()
+    config = get_experiment("vaal", EXPERIMENTS[dataset]).config()
     return config, config.protocol.fraction_base or TRAIN_SIZE[dataset]
 
 

@@ -76,8 +76,9 @@ def run_cases(data_root: Path, out: Path) -> dict[str, list[dict]]:
     """Every case's golden rows, computed in this process (the child that `produce` starts)."""
     import torch
 
-    from core.experiments import EXPERIMENTS, papers
-    from core.loop import RunSettings, run_job
+    from core.lib.experiments import EXPERIMENTS, papers
+    from core.lib.loop import RunSettings
+    from core.tools.jobs import run_job
 
     papers()
     settings = RunSettings(data_root, out, torch.device("cpu"), "smoke", progress=False)

@@ -8,10 +8,12 @@ import os
 import sys
 from pathlib import Path
 
-from core.errors import UserError
+from core.lib.errors import UserError
+from core.tools.arguments import (CALLER_CWD_ENV, OneLineParser, add_common, check_out_folder, choose_methods,
+                                  jobs_count, parse_assignments, pick_device, positive_int, resolve_data_root_arg,
+                                  resolve_experiment, user_path)
 
-REPO = Path(__file__).resolve().parent.parent
-CALLER_CWD_ENV = "AL_CALLER_CWD"
+REPO = Path(__file__).resolve().parents[2]
 REPORT_LOCK = ".report.lock"
 DEMO = {"paper": "baselines", "experiment": "ll4al_cifar10", "methods": "random,entropy,coreset", "out": "results/demo"}
 # The demo's profile (baselines/experiments.py, 3 seeds each) and the jobs run at once, by device: on a CPU one
@@ -19,77 +21,16 @@ DEMO = {"paper": "baselines", "experiment": "ll4al_cifar10", "methods": "random,
 DEMO_PROFILES = {"cpu": ("demo", 2), "cuda": ("demo_gpu", 3)}
 
 
-def pick_device(name: str | None):
-    import torch
-
-    if name in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda was asked for but PyTorch sees no CUDA GPU; use --device cpu")
-    return torch.device(name)
-
-
-def resolve_experiment(args):
-    from core import experiments
-    from core.config import parse_assignments
-
-    experiment = experiments.get(args.paper, args.experiment)
-    overrides = parse_assignments(args.set or [])
-    if getattr(args, "pretrained", None) is not None:
-        local = args.pretrained and "://" not in args.pretrained
-        overrides["model.pretrained"] = str(user_path(args.pretrained)) if local else args.pretrained
-    return experiment, experiment.config(args.profile, overrides)
-
-
-def choose_methods(config, requested: str | None) -> list[str]:
-    from core.experiments import method_status
-
-    implemented, pending = method_status(config)
-    if not requested:
-        if not implemented:
-            raise UserError(f"no method of {config.paper}/{config.experiment} is implemented yet "
-                            f"(pending: {', '.join(pending)})")
-        return implemented
-    methods = list(dict.fromkeys(m.strip() for m in requested.split(",") if m.strip()))
-    if not methods:
-        raise UserError(f"--methods '{requested}' names no method; pass e.g. --methods random,entropy")
-    from core.strategy import STRATEGIES
-
-    unknown = [m for m in methods if m not in STRATEGIES]
-    if unknown:
-        raise UserError(f"unknown or unimplemented method(s) {', '.join(unknown)}; implemented: "
-                        f"{', '.join(sorted(STRATEGIES))}")
-    return methods
-
-
-def user_path(value: str) -> Path:
-    """A path as the user typed it: relative ones resolve against the directory the command was started in
-    (reproduce.sh changes to the checkout and passes the caller's directory in $AL_CALLER_CWD)."""
-    path = Path(value).expanduser()
-    return path if path.is_absolute() else Path(os.environ.get(CALLER_CWD_ENV) or os.getcwd()) / path
-
-
-def check_out_folder(out: Path) -> None:
-    """The output folder must be a folder (or creatable as one) that this user can write into."""
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file, not a folder; pass a folder")
-    existing = out
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        raise UserError(f"--out {out} lies below {existing}, which is a file; pass a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise UserError(f"--out {out} cannot be written ({existing} is read-only for this user); "
-                        "pass a folder you can write to")
-
-
 def validate_run(args):
     """Check the whole command before the first job and write nothing: the experiment and every --set value,
     every method with its options, the protocol against the dataset, the data root, the output folder and
     every job's folder. Returns (config, methods, seeds, settings). Under torchrun this process joins the
-    others first and trains on its own GPU (core.distributed)."""
-    from core import distributed
-    from core.loop import RunSettings, plan_job
+    others first and trains on its own GPU (core.tools.distributed)."""
+    from core.lib import parallel
+    from core.lib.loop import RunSettings
+    from core.tools import distributed
+    from core.tools.downloads import fetch_if_missing
+    from core.tools.jobs import plan_job
 
     _, config = resolve_experiment(args)
     methods = choose_methods(config, args.methods)
@@ -97,23 +38,19 @@ def validate_run(args):
     out = user_path(args.out)
     check_out_folder(out)
     data_root = resolve_data_root_arg(args.data_root, create=args.download)
-    settings = RunSettings(data_root, out, distributed.start(pick_device(args.device)), args.profile, args.download,
-                           progress=sys.stderr.isatty() and not args.quiet and distributed.is_main())
+    if args.download:
+        fetch_if_missing(config.data.dataset, data_root)
+    settings = RunSettings(data_root, out, distributed.start(pick_device(args.device)), args.profile,
+                           progress=sys.stderr.isatty() and not args.quiet and parallel.is_main())
     for method in methods:
         for seed in seeds:
             plan_job(config, method, seed, settings)
     return config, methods, seeds, settings
 
 
-def resolve_data_root_arg(value: str | None, create: bool = False) -> Path:
-    from core.datasets import resolve_data_root
-
-    return resolve_data_root(value and str(user_path(value)), create=create)
-
-
 def command_run(args) -> int:
-    from core import distributed
-    from core.report import write_report
+    from core.lib import parallel
+    from core.tools.report import write_report
 
     executor = check_executor_flags(args)
     config, methods, seeds, settings = validate_run(args)
@@ -124,7 +61,7 @@ def command_run(args) -> int:
         run_in_parallel(config, jobs, settings, args)
     elif not run_on_slurm(config, jobs, settings, args):
         return 0
-    if not distributed.is_main():
+    if not parallel.is_main():
         return 0                        # rank 0 writes the report
     experiment = settings.out / config.paper / config.experiment
     with hold_report_lock(experiment, args.quiet):
@@ -141,7 +78,7 @@ def check_executor_flags(args) -> str:
                                             ("--sbatch", args.sbatch), ("--slurm-config", args.slurm_config),
                                             ("--no-wait", args.no_wait or None)) if value is not None]
     if args.executor != "local" or args.jobs not in (None, 1) or args.jobs_per_gpu is not None:
-        from core import distributed
+        from core.tools import distributed
 
         if distributed.launched():
             raise UserError("under torchrun every process trains one job together; drop --jobs and --executor, "
@@ -157,11 +94,11 @@ def check_executor_flags(args) -> str:
 
 
 def run_sequentially(config, jobs, settings, quiet: bool) -> None:
-    from core import distributed
-    from core.locks import LockBusy, describe_owner
-    from core.loop import run_job
+    from core.lib import parallel
+    from core.tools.jobs import run_job
+    from core.tools.locks import LockBusy, describe_owner
 
-    quiet = quiet or not distributed.is_main()
+    quiet = quiet or not parallel.is_main()
     new_cycles: list[dict] = []
     overall = cycle_bar(config, jobs, f"{config.paper}/{config.experiment}", quiet)
 
@@ -173,13 +110,13 @@ def run_sequentially(config, jobs, settings, quiet: bool) -> None:
         if not quiet:
             overall.write(f"waiting: {folder} is in use by {describe_owner(owner)}", file=sys.stderr)
 
-    settings.on_cycle, settings.on_wait = finished_cycle, waiting
+    settings.on_cycle = finished_cycle
     for wait in (False, True):          # jobs another process holds are done last, after waiting for it
-        settings.wait, busy = wait, []
+        busy = []
         for method, seed in jobs:
             new_cycles.clear()
             try:
-                rows = run_job(config, method, seed, settings)
+                rows = run_job(config, method, seed, settings, wait, waiting)
             except LockBusy:
                 busy.append((method, seed))
                 continue
@@ -192,8 +129,8 @@ def cycle_bar(config, jobs, description: str, quiet: bool):
     """The overall progress bar in cycles, with tqdm's estimate of the time left; shown on a terminal only."""
     from tqdm.auto import tqdm
 
-    from core.loop import last_cycle
-    from core.strategy import STRATEGIES
+    from core.lib.loop import last_cycle
+    from core.lib.strategy import STRATEGIES
 
     total = sum(1 if STRATEGIES[m].single_cycle else last_cycle(config) for m, _ in jobs)
     return tqdm(total=total, desc=description, unit="cycle", disable=quiet or not sys.stderr.isatty())
@@ -201,7 +138,7 @@ def cycle_bar(config, jobs, description: str, quiet: bool):
 
 def report_cycle(overall, row: dict, quiet: bool) -> None:
     """A finished cycle moves the bar; its line is written above the bar on a terminal, plainly in a log."""
-    from core.executors import cycle_line
+    from core.tools.executors import cycle_line
 
     overall.update()
     if quiet:
@@ -213,7 +150,7 @@ def report_cycle(overall, row: dict, quiet: bool) -> None:
 
 
 def job_specs(config, jobs, settings, quiet: bool) -> list:
-    from core.executors import JobSpec
+    from core.tools.executors import JobSpec
 
     return [JobSpec(config, method, seed, str(settings.data_root), str(settings.out), settings.device.type,
                     settings.profile, quiet=quiet) for method, seed in jobs]
@@ -222,8 +159,8 @@ def job_specs(config, jobs, settings, quiet: bool) -> list:
 def run_in_parallel(config, jobs, settings, args) -> None:
     from collections import Counter
 
-    from core.executors import default_jobs, device_environments, run_parallel
-    from core.packing import default_jobs_per_gpu
+    from core.tools.executors import default_jobs, device_environments, run_parallel
+    from core.tools.packing import default_jobs_per_gpu
 
     device = settings.device.type
     count = min(default_jobs(device) if args.jobs in (None, "auto") else args.jobs, len(jobs))
@@ -252,8 +189,7 @@ def run_in_parallel(config, jobs, settings, args) -> None:
 
 def run_on_slurm(config, jobs, settings, args) -> bool:
     """Submit one array task per job; True once they have all finished, False with --no-wait."""
-    from core.config import parse_assignments
-    from core.executors import slurm_options, submit_array, wait_for_array
+    from core.tools.executors import slurm_options, submit_array, wait_for_array
 
     options = slurm_options(args.slurm_config and user_path(args.slurm_config), {
         "partition": args.partition, "time": args.time, "gpus_per_task": args.gpus_per_task,
@@ -274,7 +210,7 @@ def run_on_slurm(config, jobs, settings, args) -> bool:
 @contextlib.contextmanager
 def hold_report_lock(folder: Path, quiet: bool = False):
     """One process at a time writes the figures and tables of a folder; others wait, saying for whom."""
-    from core.locks import FolderLock, describe_owner
+    from core.tools.locks import FolderLock, describe_owner
 
     def waiting(owner):
         if not quiet:
@@ -289,7 +225,7 @@ def hold_report_lock(folder: Path, quiet: bool = False):
 
 
 def command_report(args) -> int:
-    from core.report import Stats, write_report
+    from core.tools.report import Stats, write_report
 
     stats = Stats(args.test, args.alpha)
     results = [user_path(r) for r in args.results]
@@ -304,8 +240,9 @@ def command_report(args) -> int:
 
 
 def command_compare(args) -> int:
-    from core.reported import compare, comparison_table
-    from core.results import load_rows, write_atomic
+    from core.lib.results import write_atomic
+    from core.tools.report import load_rows
+    from core.tools.reported import compare, comparison_table
 
     results = user_path(args.results)
     comparisons, uncovered = compare(load_rows(results))
@@ -320,11 +257,11 @@ def command_compare(args) -> int:
 
 
 def command_describe(args) -> int:
-    from core.config import to_dict
-    from core.datasets import NUM_CLASSES, input_channels
-    from core.experiments import method_status
-    from core.networks import build_network, parameter_count
-    from core.strategy import make_strategy
+    from core.lib.config import to_dict
+    from core.lib.datasets import NUM_CLASSES, input_channels
+    from core.lib.experiments import method_status
+    from core.lib.networks import build_network, parameter_count
+    from core.lib.strategy import make_strategy
 
     _, config = resolve_experiment(args)
     print(json.dumps(to_dict(config), indent=2))
@@ -348,7 +285,7 @@ def command_describe(args) -> int:
 
 
 def command_plan(args) -> int:
-    from core import plan
+    from core.tools import plan
 
     measure_on = pick_device(args.device) if args.measure else None
     if args.all:
@@ -366,9 +303,9 @@ def command_plan(args) -> int:
 
 
 def command_list(args) -> int:
-    from core import experiments
-    from core.reported import REPORTED
-    from core.strategy import STRATEGIES
+    from core.lib import experiments
+    from core.lib.strategy import STRATEGIES
+    from core.tools.reported import REPORTED
 
     papers = experiments.papers()
     print("methods implemented: " + ", ".join(sorted(STRATEGIES)))
@@ -396,7 +333,7 @@ def paper_module(paper: str, part: str, missing: str):
     """`<paper>.<part>`: the module through which a paper adds to a command (tables, figures)."""
     import importlib
 
-    from core.experiments import papers
+    from core.lib.experiments import papers
 
     if paper not in papers():
         raise UserError(f"unknown paper '{paper}'; known: {', '.join(papers())}")
@@ -423,20 +360,20 @@ def command_figures(args) -> int:
 
 
 def command_bench(args) -> int:
-    from core.bench import get
+    from core.tools.bench import get_benchmark
 
-    get(args.what).run(args, pick_device(args.device))
+    get_benchmark(args.what).run(args, pick_device(args.device))
     return 0
 
 
 def command_verify(args) -> int:
-    from core.verify import command
+    from core.tools.verify import command
 
-    return command(args)
+    return command(args, run_command)
 
 
 def command_gpucheck(args) -> int:
-    from core.gpucheck import command
+    from core.tools.gpucheck import command
 
     return command(args)
 
@@ -451,37 +388,13 @@ def demo_arguments(args) -> list[str]:
     return argv + (["--data-root", args.data_root] if args.data_root else []) + (["--quiet"] if args.quiet else [])
 
 
+def run_command(argv: list[str]) -> int:
+    """`run` with the arguments `argv`, as `demo` and `verify` start it."""
+    return command_run(build_parser().parse_args(argv))
+
+
 def command_demo(args) -> int:
-    return command_run(build_parser().parse_args(demo_arguments(args)))
-
-
-def add_common(parser, data: bool = True) -> None:
-    if data:
-        parser.add_argument("--data-root", help="folder with cifar10/, cifar100/, ... (default: $AL_DATA_ROOT, "
-                                                "else data/ in the project)")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse's mistakes as one line and exit code 2, like every other user error."""
-
-    def error(self, message):
-        print(f"error: {message}; see {self.prog} --help", file=sys.stderr)
-        sys.exit(2)
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
-    return value
-
-
-def jobs_count(text: str):
-    return text if text == "auto" else positive_int(text)
+    return run_command(demo_arguments(args))
 
 
 def add_executor_flags(run) -> None:
@@ -573,7 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--batch-size", type=int, help="segmentation: batch (default 8, VAAL Table 3)")
     bench.add_argument("--out", default="results/bench", help="sampling: where the table is written")
     add_common(bench)
-    from core import verify
+    from core.tools import verify
 
     verify.add_arguments(sub.add_parser("verify", help="run or resume the first cycles at the paper profile and check "
                                                        "them against the reported numbers (exit 1 on a miss)"))

@@ -3,7 +3,7 @@
 A strategy may change the task model (`prepare_model`), add loss terms while it trains (`train_hooks`), and
 must choose `budget` indices among the candidates (`select`). Scoring strategies only implement `score`:
 higher means more informative, and the top `budget` scores are taken on the device. `cycle_work` says what a
-cycle computes besides the task model's own training and test, for `./reproduce.sh plan` (core/plan.py).
+cycle computes besides the task model's own training and test, for `./reproduce.sh plan` (core/tools/plan.py).
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from core.errors import UserError
+from core.lib.errors import UserError
 
 PLUGIN_PACKAGES = ("baselines", "vaal", "ta_vaal", "daal", "lada", "segmentation")
 
@@ -70,7 +70,7 @@ class NetworkUse:
 @dataclass
 class CycleWork:
     """What a method computes in one cycle besides training and testing the task model, in units the plan
-    prices with counted FLOPs (core/plan.py)."""
+    prices with counted FLOPs (core/tools/plan.py)."""
 
     scored: int = 0                     # candidates the selection scores
     task_trainings: int = 0             # further task models trained like the cycle's own (committee members)
@@ -137,7 +137,7 @@ class ScoringStrategy(Strategy):
 STRATEGIES: dict[str, type[Strategy]] = {}
 
 
-def register(cls: type[Strategy]) -> type[Strategy]:
+def register_method(cls: type[Strategy]) -> type[Strategy]:
     STRATEGIES[cls.name] = cls
     return cls
 

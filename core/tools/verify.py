@@ -1,5 +1,5 @@
 """`./reproduce.sh verify`: the first cycles of an experiment at the paper profile, checked against the numbers
-the papers report at those budgets (core/reported.py).
+the papers report at those budgets (core/tools/reported.py).
 
     verify <paper> <experiment> [--cycles K] [--seeds N] [--methods a,b] [--out DIR] [run's data, device,
            --set and --jobs flags]
@@ -18,15 +18,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.errors import UserError
-from core.reported import Comparison, budget, compare
+from core.lib.errors import UserError
+from core.tools.arguments import add_common, choose_methods, jobs_count, positive_int, resolve_experiment, user_path
+from core.tools.reported import Comparison, budget, compare
 
 VERIFY_FILE = "verify.md"
 
 
 def add_arguments(parser) -> None:
-    from core.cli import add_common, jobs_count, positive_int
-
     parser.add_argument("paper", nargs="?")
     parser.add_argument("experiment", nargs="?")
     parser.add_argument("--cycles", type=positive_int, default=1, help="check the first K cycles (default 1)")
@@ -46,9 +45,10 @@ def add_arguments(parser) -> None:
     parser.set_defaults(profile="paper")      # verify compares paper-profile results only
 
 
-def command(args) -> int:
-    from core import cli
-    from core.results import load_rows, write_atomic
+def command(args, run_command) -> int:
+    """`run_command(argv)` runs `./reproduce.sh run` with the arguments argv (core.tools.cli)."""
+    from core.lib.results import write_atomic
+    from core.tools.report import load_rows
 
     if args.results:
         given = [flag for flag, value in (("--set", args.set), ("--jobs", args.jobs), ("--download", args.download),
@@ -57,14 +57,14 @@ def command(args) -> int:
             raise UserError(f"{', '.join(given)}: only when verify runs the jobs; drop them with --results")
         if bool(args.paper) != bool(args.experiment):
             raise UserError("verify --results DIR takes both <paper> and <experiment>, or neither")
-        folder = cli.user_path(args.results)
+        folder = user_path(args.results)
         rows = load_rows(folder)
         methods = [m.strip() for m in (args.methods or "").split(",") if m.strip()]
         seeds, where = args.seeds, folder
     else:
         if not args.experiment:
             raise UserError("verify needs <paper> <experiment> (see ./reproduce.sh list), or --results DIR")
-        methods, seeds, where = run_first_cycles(args)
+        methods, seeds, where = run_first_cycles(args, run_command)
         rows = load_rows(where)
     rows = first_cycles(rows, args.paper, args.experiment, methods, seeds, args.cycles)
     comparisons, _ = compare(rows)
@@ -78,15 +78,13 @@ def command(args) -> int:
     return 1 if any(c.within is False for c in comparisons) else 0
 
 
-def run_first_cycles(args) -> tuple[list[str], int, Path]:
+def run_first_cycles(args, run_command) -> tuple[list[str], int, Path]:
     """`run` with runtime.stop_after_cycles=K; the methods and seeds it ran, and the experiment's folder."""
-    from core import cli
-
-    _, config = cli.resolve_experiment(args)
+    _, config = resolve_experiment(args)
     if args.cycles > config.protocol.cycles:
         raise UserError(f"--cycles {args.cycles}: {args.paper}/{args.experiment} has {config.protocol.cycles} "
                         "cycles")
-    methods = cli.choose_methods(config, args.methods)
+    methods = choose_methods(config, args.methods)
     argv = ["run", args.paper, args.experiment, "--methods", ",".join(methods), "--out", args.out,
             "--set", f"runtime.stop_after_cycles={args.cycles}", "--device", args.device]
     seeds = args.seeds or config.seeds
@@ -95,8 +93,8 @@ def run_first_cycles(args) -> tuple[list[str], int, Path]:
     argv += ["--data-root", args.data_root] if args.data_root else []
     argv += ["--jobs", str(args.jobs)] if args.jobs else []
     argv += ["--download"] * args.download + ["--quiet"] * args.quiet
-    cli.command_run(cli.build_parser().parse_args(argv))
-    return methods, seeds, cli.user_path(args.out) / config.paper / config.experiment
+    run_command(argv)
+    return methods, seeds, user_path(args.out) / config.paper / config.experiment
 
 
 def first_cycles(rows: list[dict], paper: str | None, experiment: str | None, methods: list[str] | None,

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.errors import UserError
-from core.seeding import numpy_rng
+from core.lib.errors import UserError
+from core.lib.seeding import numpy_rng
 
 
 class Oracle:

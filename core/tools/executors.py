@@ -3,13 +3,14 @@
 - local (default): one after another in this process.
 - `--jobs N`: up to N jobs at once on this machine, each in a worker process. On a CUDA machine each worker sees
   one GPU through CUDA_VISIBLE_DEVICES, `--jobs-per-gpu K` of them per GPU, and jobs are placed round robin on
-  the GPUs while their estimated memory fits (core.packing); on the CPU each worker gets its share of the cores.
+  the GPUs while their estimated memory fits (core.tools.packing); on the CPU each worker gets its share of the
+  cores.
 - slurm: one Slurm array task per job through submitit, requeued on preemption or time-out; `submitit-local`
   runs the same array on this machine through submitit's LocalExecutor, to try a setup before a cluster.
 
 Every job holds its run folder's lock and resumes from its finished cycles and its mid-cycle checkpoint
-(core.loop, core.checkpoint), so a requeued task continues where it stopped, and jobs of several executors may
-share one output folder. The figures and tables are written once every job has finished.
+(core.tools.jobs), so a requeued task continues where it stopped, and jobs of several executors may share one
+output folder. The figures and tables are written once every job has finished.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from core.errors import UserError
+from core.lib.errors import UserError
 
 SLURM_DEFAULTS = {"partition": "", "time": 1440, "gpus_per_task": 1, "cpus_per_task": 8, "mem_gb": 32,
                   "array_parallelism": 256, "sbatch": {}}
@@ -53,8 +54,9 @@ def run_spec(spec: JobSpec, on_cycle: Callable[[dict], None] | None = None) -> i
     """Run one job in this process; returns its number of finished cycles."""
     import torch
 
-    from core.experiments import papers
-    from core.loop import RunSettings, run_job
+    from core.lib.experiments import papers
+    from core.lib.loop import RunSettings
+    from core.tools.jobs import run_job
 
     papers()                              # a fresh process registers the papers' methods first
     if on_cycle is None and not spec.quiet:
@@ -111,12 +113,12 @@ def forward_cycles(cycles, on_cycle: Callable[[dict], None]) -> None:
 def run_parallel(specs: list[JobSpec], count: int, per_device: int,
                  on_job_done: Callable[[JobSpec, int], None], on_cycle: Callable[[dict], None]) -> None:
     """Run `specs`, at most `count` at once and `per_device` on each GPU (the CPU counts as one device), in
-    worker processes pinned to their device, placed by core.packing.Packing (memory-aware on CUDA); `on_cycle`
+    worker processes pinned to their device, placed by core.tools.packing.Packing (memory-aware on CUDA); `on_cycle`
     gets each finished cycle's row in this process, as it finishes (the workers then print nothing)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    from core.packing import Packing, device_free_memory, job_memory
+    from core.tools.packing import Packing, device_free_memory, job_memory
 
     if not specs:
         return

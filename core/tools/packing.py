@@ -15,7 +15,7 @@ import functools
 
 import torch
 
-from core.datasets import SMALL_IMAGE_DATASETS
+from core.lib.datasets import SMALL_IMAGE_DATASETS
 
 SMALL_IMAGE_JOBS_PER_GPU = 3         # issue 23, H200: 3 jobs reached the aggregate 10 jobs did
 CONTEXT_BYTES = 512 * 2**20          # a process's CUDA context with cuBLAS/cuDNN workspaces, an allowance
@@ -31,8 +31,8 @@ def job_memory(config, method: str) -> int:
     """Estimated peak GPU bytes of one job: context, the images kept on the device (in-memory datasets), the
     task model's and the method's networks with gradients and optimizer states, and the tensors one training
     step of the task model keeps for its backward pass, counted on the meta device."""
-    from core.plan import data_shape
-    from core.strategy import make_strategy
+    from core.lib.strategy import make_strategy
+    from core.tools.plan import data_shape
 
     data = data_shape(config)
     images = 0
@@ -51,7 +51,7 @@ def job_memory(config, method: str) -> int:
 def _task_step_bytes(arch: str, width: float, classes: int, channels: int, hw: tuple, batch: int
                      ) -> tuple[int, int]:
     """(parameter bytes, bytes saved for the backward pass of one training forward at `batch`)."""
-    from core.networks import build_network
+    from core.lib.networks import build_network
 
     saved = []
 

@@ -20,7 +20,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.errors import UserError
+from core.lib.errors import UserError
 
 HEARTBEAT_SECONDS = 20.0
 STALE_AFTER_SECONDS = 180.0        # well above NFS attribute caching (actimeo is at most 60 s by default)

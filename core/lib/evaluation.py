@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from core import distributed
+from core.lib import parallel
 
 IGNORE_LABEL = 255          # pixels without a class in every segmentation dataset (Cityscapes, BDD100K, CamVid)
 
@@ -102,7 +102,7 @@ def confusion_matrix(model, source, indices: np.ndarray, answers: np.ndarray, nu
     answers_on_device = None if answers is None else torch.as_tensor(np.asarray(answers), dtype=torch.long,
                                                                      device=source.device)
     counts = torch.zeros(num_classes * num_classes, dtype=torch.long, device=source.device)
-    for images, truth in source.labeled_batches(distributed.share(indices), answers_on_device, batch_size):
+    for images, truth in source.labeled_batches(parallel.share(indices), answers_on_device, batch_size):
         with autocast(source.device, amp):
             predicted = model(images).argmax(1)
         if truth.ndim > 1:
@@ -110,7 +110,7 @@ def confusion_matrix(model, source, indices: np.ndarray, answers: np.ndarray, nu
             truth, predicted = truth[keep], predicted[keep]
         # bincount without weights is deterministic on CUDA; with weights it is not
         counts += torch.bincount(truth.flatten() * num_classes + predicted.flatten(), minlength=num_classes ** 2)
-    return distributed.sum_over_ranks(counts).view(num_classes, num_classes)
+    return parallel.sum_over_ranks(counts).view(num_classes, num_classes)
 
 
 def accuracy_from_confusion(confusion: torch.Tensor) -> dict:

@@ -6,9 +6,9 @@ to gpucheck.md:
    method no experiment runs on `baselines ll4al_cifar10`, each experiment in its own `./reproduce.sh run`
    process, several processes at once on the one GPU;
 2. throughput: one epoch of the trainer against a bare eager PyTorch loop over the same images already on the
-   device (core.bench), for ResNet-18 and VGG16-BN at full width, batch 128;
+   device (core.tools.bench), for ResNet-18 and VGG16-BN at full width, batch 128;
 3. verify: `verify baselines ll4al_cifar10 --cycles 1` with 3 seeds of random and learning_loss, 3 jobs at once,
-   against the registry (core.verify).
+   against the registry (core.tools.verify).
 
 It needs only the CIFAR-10 ImageFolder tree in the data root, and any part of its training images will do (the
 LL4AL protocol needs 1,000 + 1,000); experiments whose data is missing are listed with the line `run` refused them
@@ -31,10 +31,10 @@ from pathlib import Path
 
 import torch
 
-from core.datasets import load_dataset
-from core.errors import UserError
+from core.lib.datasets import load_dataset
+from core.lib.errors import UserError
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 REPORT_FILE = "gpucheck.md"
 TIMED_OUT, STOPPED = -124, -125          # Case.returncode of a process stopped on its own limit, or the step's
 
@@ -83,7 +83,7 @@ class Case:
 
 
 def command(args) -> int:
-    from core.cli import check_out_folder, resolve_data_root_arg, user_path
+    from core.tools.arguments import check_out_folder, resolve_data_root_arg, user_path
 
     if not torch.cuda.is_available():
         raise UserError("gpucheck checks a CUDA GPU and PyTorch sees none here (torch "
@@ -101,7 +101,7 @@ def run_checks(device: torch.device, data_root: Path, out: Path, sizes: Sizes) -
     """The three steps on `device` at `sizes`, their runs in a fresh folder below `out` removed at the end (a
     second gpucheck trains again rather than resuming); writes out/gpucheck.md and returns its text and whether
     anything crashed."""
-    from core.results import write_atomic
+    from core.lib.results import write_atomic
 
     out.mkdir(parents=True, exist_ok=True)
     seconds = {}
@@ -137,8 +137,8 @@ def cli_argv(*args: str) -> list[str]:
 
 
 def smoke_cases(device: torch.device, data_root: Path, out: Path, sizes: Sizes) -> list[Case]:
-    from core import experiments
-    from core.strategy import STRATEGIES
+    from core.lib import experiments
+    from core.lib.strategy import STRATEGIES
 
     experiments.papers()
     chosen = sizes.experiments or sorted(experiments.EXPERIMENTS)
@@ -184,8 +184,8 @@ def run_cases(cases: list[Case], processes: int, budget: float, case_seconds: fl
 
 
 def measure_throughput(device: torch.device, train, sizes: Sizes) -> list[dict]:
-    from core.bench import time_bare_loop, time_our_trainer
-    from core.datasets import subsample
+    from core.lib.datasets import subsample
+    from core.tools.bench import time_bare_loop, time_our_trainer
 
     split = subsample(train, min(sizes.bench_images, len(train)), "bench")
     rows = []
@@ -236,7 +236,7 @@ def shown_line(case: Case) -> str:
 
 def throughput_table(rows: list[dict], sizes: Sizes) -> str:
     lines = [f"One epoch, batch 128, width {sizes.bench_width:g}: our trainer (uint8 on the device, batched crop and "
-             "flip, core.trainer) against a bare eager loop (zero_grad, forward, backward, step over normalised "
+             "flip, core.lib.trainer) against a bare eager loop (zero_grad, forward, backward, step over normalised "
              "floats already on the device).", "",
              "| network | images | trainer (images/s) | bare loop (images/s) | trainer / bare |",
              "|---|---:|---:|---:|---:|"]

@@ -7,7 +7,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.errors import UserError
+from core.lib.errors import UserError
 
 
 @dataclass
@@ -183,16 +183,6 @@ def apply_overrides(config, overrides: dict[str, Any]):
         set_value(config, key, value)
     validate(config)
     return config
-
-
-def parse_assignments(assignments: list[str]) -> dict[str, str]:
-    parsed = {}
-    for item in assignments:
-        if "=" not in item:
-            raise UserError(f"--set expects KEY=VALUE (e.g. train.lr=0.01), got '{item}'")
-        key, value = item.split("=", 1)
-        parsed[key.strip()] = value.strip()
-    return parsed
 
 
 def validate(config: ExperimentConfig) -> None:

@@ -1,59 +1,20 @@
-"""Data-parallel training across the processes torchrun starts; without torchrun's environment nothing here
-starts a process group and every helper leaves a run as it always was.
+"""How a data-parallel run splits its work across ranks. Without a process group every helper leaves a run as it
+always was; core.tools.distributed starts the group under torchrun.
 
-Under `torchrun --nproc_per_node N -m core run ...` every process (rank) runs the same jobs with the same seed,
-so the same pool, and takes rank 0's selection (broadcast: rounding on different GPUs must never make the pools
-differ). Only the task model's training is split: the batches come in the same shuffled order on every rank,
-each rank takes its rows of every global batch of train.batch_size (`rows`) and DistributedDataParallel
-averages the gradients, so a step is the single-process step up to rounding and BatchNorm's batch statistics
-(per rank unless SyncBatchNorm, see `wrap`). Test and validation images are shared out and their confusion
-matrices summed. Rank 0 alone holds a job's folder lock and writes files; the others follow its lock.
+Every rank runs the same jobs with the same seed, so the same pool, and takes rank 0's selection (`main_value`:
+rounding on different GPUs must never make the pools differ). Only the task model's training is split: the
+batches come in the same shuffled order on every rank, each rank takes its rows of every global batch of
+train.batch_size (`rank_rows`) and DistributedDataParallel averages the gradients, so a step is the
+single-process step up to rounding and BatchNorm's batch statistics (per rank unless SyncBatchNorm, see `wrap`).
+Test and validation images are shared out and their confusion matrices summed. Rank 0 alone writes files
+(`is_main`).
 """
 from __future__ import annotations
-
-import atexit
-import os
-from datetime import timedelta
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
-
-from core.errors import UserError
-from core.locks import FolderLock, LockBusy
-
-WAIT_ROUND_SECONDS = 60.0      # rank 0 waits for a busy lock in rounds, far below the collectives' timeout
-TIMEOUT = timedelta(minutes=30)
-
-
-def launched() -> bool:
-    """Started by torchrun (or torch.distributed.run) with more than one process."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
-
-
-def start(device: torch.device) -> torch.device:
-    """Join torchrun's process group (NCCL on CUDA, gloo on CPU) and return this rank's device: cuda:LOCAL_RANK
-    for a CUDA run; `device` itself when not launched."""
-    if not launched():
-        return device
-    if device.type == "cuda":
-        local = int(os.environ["LOCAL_RANK"])
-        if local >= torch.cuda.device_count():
-            raise UserError(f"torchrun started process {local} on this host but PyTorch sees "
-                            f"{torch.cuda.device_count()} GPUs; set --nproc_per_node to at most that")
-        device = torch.device("cuda", local)
-        torch.cuda.set_device(device)
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=TIMEOUT)
-        atexit.register(stop)
-    return device
-
-
-def stop() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
 
 
 def world_size() -> int:
@@ -71,7 +32,7 @@ def is_main() -> bool:
 
 # ---------------------------------------------------------------- splitting the work
 
-def rows(count: int) -> slice:
+def rank_rows(count: int) -> slice:
     """This rank's rows of a global batch of `count`: contiguous near-equal parts, as `tensor_split` cuts them.
     A batch too small for two rows per rank is taken whole by every rank: BatchNorm needs two per channel."""
     world, me = world_size(), rank()
@@ -85,7 +46,7 @@ def rows(count: int) -> slice:
 def loss_weight(count: int) -> float:
     """Factor of this rank's mean loss over its rows so that DDP's average of the ranks' gradients is the
     gradient of the mean over the global batch of `count` (also when its rows are split unevenly)."""
-    part = rows(count)
+    part = rank_rows(count)
     local = part.stop - part.start
     return 1.0 if local == count else local * world_size() / count
 
@@ -162,41 +123,3 @@ def sync_batchnorm(model: nn.Module):
             setattr(parent, name, child)
 
     return restore
-
-
-# ---------------------------------------------------------------- the folder lock
-
-class RankLock:
-    """A job's folder lock when several ranks run it: rank 0 holds the file lock (core.locks) and every rank
-    takes its outcome, so that all run, or all skip (LockBusy), the same job; the others never touch the file."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.lock = FolderLock(path) if is_main() else None
-
-    def acquire(self, wait: bool = True, on_wait=None) -> None:
-        while True:
-            owner = None                    # None: acquired; a dict: the busy lock's owner
-            if self.lock is not None:
-                try:
-                    self.lock.acquire(wait=wait, on_wait=on_wait, timeout=WAIT_ROUND_SECONDS if wait else None)
-                except LockBusy as busy:
-                    owner = busy.owner
-            owner = main_value(owner)
-            if owner is None:
-                return
-            if not wait:
-                raise LockBusy(self.path, owner)
-            on_wait = None                  # said once, in the first round
-
-    def verify(self) -> None:
-        if self.lock is not None:
-            self.lock.verify()
-
-    def release(self) -> None:
-        if self.lock is not None:
-            self.lock.release()
-
-
-def folder_lock(path: Path):
-    return FolderLock(path) if world_size() == 1 else RankLock(path)

@@ -4,7 +4,7 @@
 so the training loop does no per-sample Python work and no host copies. `FileSource` reads large images with
 DataLoader workers and pinned memory. Both yield (images, dataset indices) with the indices on the device, and
 (images, targets) from `labeled_batches`; segmentation sources do the same with masks as targets. With
-`shard=True` (training under torchrun) each process gets its rows of every batch (core.distributed.rows).
+`shard=True` (training under torchrun) each process gets its rows of every batch (core.lib.parallel.rank_rows).
 """
 from __future__ import annotations
 
@@ -15,9 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core import distributed
-from core.datasets import Split
-from core.errors import UserError
+from core.lib import parallel
+from core.lib.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -63,7 +62,7 @@ def loader_batches(dataset: torch.utils.data.Dataset, indices: np.ndarray, batch
     order = indices[_batch_order(len(indices), shuffle, torch.device("cpu"))].tolist()
     batches = [order[start:start + batch_size] for start in _batch_slices(len(order), batch_size, drop_last)]
     if shard:
-        batches = [batch[distributed.rows(len(batch))] for batch in batches]
+        batches = [batch[parallel.rank_rows(len(batch))] for batch in batches]
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=workers,
                                          pin_memory=device.type == "cuda")
     try:
@@ -107,7 +106,7 @@ class LabelBatches:
 class TensorSource(LabelBatches):
     """A uint8 (N, C, H, W) tensor on the device, normalised and augmented batch-wise on the device."""
 
-    def __init__(self, split: Split, mean, std, augmentation: Augmentation, device: torch.device):
+    def __init__(self, split, mean, std, augmentation: Augmentation, device: torch.device):
         self.device = torch.device(device)
         # clone, not contiguous(): a 1-channel (N, H, W, 1) array permuted is already "contiguous" with NHWC
         # strides, which convolutions take for channels-last; oneDNN's CPU backward then corrupts the heap
@@ -132,7 +131,7 @@ class TensorSource(LabelBatches):
         """Sharded, every process still augments the whole batch: its random draws, and so the next batches'
         order and augmentation, stay those of the single-process run."""
         for chosen in index_batches(indices, batch_size, shuffle, drop_last, self.device):
-            part = distributed.rows(len(chosen)) if shard else slice(None)
+            part = parallel.rank_rows(len(chosen)) if shard else slice(None)
             yield self.load(chosen, augment, shuffle)[part], chosen[part]
 
 
@@ -156,7 +155,7 @@ class _FileDataset(torch.utils.data.Dataset):
 class FileSource(LabelBatches):
     """Image files read by DataLoader workers (resize, crop, flip as torchvision's ImageNet recipe)."""
 
-    def __init__(self, split: Split, mean, std, augmentation: Augmentation, device: torch.device,
+    def __init__(self, split, mean, std, augmentation: Augmentation, device: torch.device,
                  workers: int = 2):
         from torchvision import transforms as T
 
@@ -178,7 +177,7 @@ class FileSource(LabelBatches):
                                   drop_last, self.device, self.workers, shard)
 
 
-def make_source(split: Split, mean, std, augmentation: Augmentation, device, workers: int = 2):
+def make_source(split, mean, std, augmentation: Augmentation, device, workers: int = 2):
     if split.images is not None:
         return TensorSource(split, mean, std, augmentation, device)
     return FileSource(split, mean, std, augmentation, device, workers)

@@ -5,9 +5,9 @@ import copy
 from dataclasses import dataclass, field
 from typing import Callable
 
-from core.config import ExperimentConfig, apply_overrides
-from core.errors import UserError
-from core.strategy import STRATEGIES, load_plugins
+from core.lib.config import ExperimentConfig, apply_overrides
+from core.lib.errors import UserError
+from core.lib.strategy import STRATEGIES, load_plugins
 
 SIZE_PROFILES = ("smoke", "mini", "demo", "demo_gpu")   # change only sizes; others (code_2020) are named variants
 
@@ -32,7 +32,7 @@ class Experiment:
 EXPERIMENTS: dict[tuple[str, str], Experiment] = {}
 
 
-def register(experiment: Experiment) -> Experiment:
+def register_experiment(experiment: Experiment) -> Experiment:
     EXPERIMENTS[(experiment.paper, experiment.name)] = experiment
     return experiment
 
@@ -42,7 +42,7 @@ def papers() -> list[str]:
     return sorted({paper for paper, _ in EXPERIMENTS})
 
 
-def get(paper: str, name: str) -> Experiment:
+def get_experiment(paper: str, name: str) -> Experiment:
     load_plugins()
     if paper not in papers():
         raise UserError(f"unknown paper '{paper}'; known: {', '.join(papers())} (see ./reproduce.sh list)")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from core.errors import UserError
-from core.seeding import numpy_rng
+from core.lib.errors import UserError
+from core.lib.seeding import numpy_rng
 
 
 class PoolInvariantError(AssertionError):

@@ -17,11 +17,12 @@ from typing import Callable
 
 import numpy as np
 
-from core.errors import UserError
-from core.seeding import numpy_rng
+from core.lib.errors import UserError
+from core.lib.seeding import numpy_rng
+from core.lib.sources import make_source
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp")
-DEFAULT_DATA_ROOT = Path(__file__).resolve().parent.parent / "data"
+DEFAULT_DATA_ROOT = Path(__file__).resolve().parents[2] / "data"
 DATA_ROOT_ENV = "AL_DATA_ROOT"
 CACHE_DIR_ENV = "AL_CACHE_DIR"
 
@@ -92,8 +93,6 @@ class ImageDataset:
 
     def make_source(self, split: Split, augmentation, device, workers: int = 2):
         """Batches of `split` on the device (segmentation datasets return a source that also crops masks)."""
-        from core.sources import make_source
-
         return make_source(split, self.mean, self.std, augmentation, device, workers)
 
 
@@ -118,7 +117,7 @@ def resolve_data_root(cli_value: str | None, create: bool = False) -> Path:
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get(CACHE_DIR_ENV, Path(__file__).resolve().parent.parent / ".cache"))
+    return Path(os.environ.get(CACHE_DIR_ENV, Path(__file__).resolve().parents[2] / ".cache"))
 
 
 # ---------------------------------------------------------------- ImageFolder trees
@@ -237,78 +236,32 @@ NATIVE_LAYOUT = {"cifar10": "cifar-10-batches-py/ (cifar-10-python.tar.gz extrac
                  "cifar100": "cifar-100-python/ (cifar-100-python.tar.gz extracted)",
                  "svhn": "train_32x32.mat and test_32x32.mat",
                  "fashion_mnist": "FashionMNIST/raw/ with the four *-ubyte files (the .gz files extracted)"}
+NATIVE_MARKER = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python", "svhn": "test_32x32.mat",
+                 "fashion_mnist": "FashionMNIST/raw/t10k-labels-idx1-ubyte"}     # the last file fetched
 
 
-def native_files(dataset: str) -> list[tuple[str, str, str]]:
-    """(url, path inside the dataset's folder, md5) of each file torchvision's download fetches."""
-    import torchvision.datasets as tv
-
-    if dataset in ("cifar10", "cifar100"):
-        cls = tv.CIFAR10 if dataset == "cifar10" else tv.CIFAR100
-        return [(cls.url, cls.filename, cls.tgz_md5)]
-    if dataset == "svhn":
-        return [(url, name, md5) for url, name, md5 in (tv.SVHN.split_list[s] for s in ("train", "test"))]
-    return [(tv.FashionMNIST.mirrors[0] + name, f"FashionMNIST/raw/{name}", md5)
-            for name, md5 in tv.FashionMNIST.resources]
+def _use_native(dataset: str, folder: Path) -> bool:
+    """Read torchvision's native format when it is there (its last file to be fetched is); else ImageFolder trees."""
+    return (folder / NATIVE_MARKER[dataset]).exists()
 
 
-def download_file(url: str, destination: Path) -> None:
-    """One dataset file from `url` (file:// URLs work too, which the tests use)."""
-    import shutil
-    import urllib.request
-
-    partial = destination.with_name(destination.name + ".partial")
-    with urllib.request.urlopen(url, timeout=60) as response, open(partial, "wb") as out:
-        shutil.copyfileobj(response, out)
-    os.replace(partial, destination)
-
-
-def fetch_native(dataset: str, folder: Path) -> None:
-    """Download and extract `dataset` into `folder` in torchvision's layout, checking each file's md5."""
-    from urllib.error import URLError
-
-    from torchvision.datasets.utils import check_integrity, extract_archive
-
-    offline = (f"offline, place {NATIVE_LAYOUT[dataset]} in {folder} (or ImageFolder trees {folder}/train/ "
-               f"and {folder}/test/), or point --data-root at a folder holding {dataset}/")
-    for url, name, md5 in native_files(dataset):
-        target = folder / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if not check_integrity(str(target), md5):
-            print(f"downloading {url} -> {target}", flush=True)
-            try:
-                download_file(url, target)
-            except (URLError, OSError) as err:
-                raise UserError(f"cannot download {dataset} from {url} ({getattr(err, 'reason', err)}); "
-                                f"{offline}") from None
-            if not check_integrity(str(target), md5):
-                target.unlink()
-                raise UserError(f"{url} gave a file whose md5 is not {md5} (removed); try again, or {offline}")
-        if name.endswith((".tar.gz", ".gz")):
-            extract_archive(str(target), str(target.parent))
-
-
-def _use_native(dataset: str, folder: Path, marker: str, download: bool) -> bool:
-    """Read torchvision's native format when it is there (`marker`: its last file to be fetched); fetch it when
-    asked and no layout is there."""
-    if (folder / marker).exists():
-        return True
-    if (folder / "train").is_dir() or not download:
-        return False
-    fetch_native(dataset, folder)
-    return True
-
-
-def load_cifar10(root: Path, cache_dir: Path, download: bool) -> ImageDataset:
+def _native_or_trees(name: str, torchvision_class: str, root: Path, cache_dir: Path, channels: int, stats,
+                     layouts: str) -> ImageDataset:
+    """`name` read in torchvision's native format when it is there, else from ImageFolder trees."""
     import torchvision
 
-    folder = root / "cifar10"
-    if _use_native("cifar10", folder, "cifar-10-batches-py", download):
-        s = _torchvision_arrays(torchvision.datasets.CIFAR10, folder, train={"train": True},
+    folder = root / name
+    if _use_native(name, folder):
+        s = _torchvision_arrays(getattr(torchvision.datasets, torchvision_class), folder, train={"train": True},
                                 test={"train": False})
-        return ImageDataset("cifar10", s["classes"], s["train"], s["test"], *CIFAR10_STATS)
-    _require(folder / "train", "cifar10", "cifar-10-batches-py/ or train/ and test/ ImageFolder trees")
-    return image_folder_dataset("cifar10", folder, True, 3, cache_dir, CIFAR10_STATS)
+        return ImageDataset(name, s["classes"], s["train"], s["test"], *stats)
+    _require(folder / "train", name, layouts)
+    return image_folder_dataset(name, folder, True, channels, cache_dir, stats)
+
+
+def load_cifar10(root: Path, cache_dir: Path) -> ImageDataset:
+    return _native_or_trees("cifar10", "CIFAR10", root, cache_dir, 3, CIFAR10_STATS,
+                            "cifar-10-batches-py/ or train/ and test/ ImageFolder trees")
 
 
 def _cifar100_superclasses_native(folder: Path, fine_targets: np.ndarray) -> tuple[np.ndarray, list[str]]:
@@ -331,11 +284,11 @@ def _cifar100_superclasses_json(folder: Path, classes: list[str]) -> tuple[np.nd
     return np.asarray([names.index(mapping[c]) for c in classes], dtype=np.int64), names
 
 
-def load_cifar100(root: Path, cache_dir: Path, download: bool, labels: str = "fine") -> ImageDataset:
+def load_cifar100(root: Path, cache_dir: Path, labels: str = "fine") -> ImageDataset:
     import torchvision
 
     folder = root / "cifar100"
-    if _use_native("cifar100", folder, "cifar-100-python", download):
+    if _use_native("cifar100", folder):
         s = _torchvision_arrays(torchvision.datasets.CIFAR100, folder, train={"train": True},
                                 test={"train": False})
         dataset = ImageDataset("cifar100", s["classes"], s["train"], s["test"], *CIFAR100_STATS)
@@ -363,27 +316,19 @@ def _svhn_split(path: Path) -> Split:
     return Split(targets=targets, images=np.ascontiguousarray(stored["X"].transpose(3, 0, 1, 2)))
 
 
-def load_svhn(root: Path, cache_dir: Path, download: bool) -> ImageDataset:
+def load_svhn(root: Path, cache_dir: Path) -> ImageDataset:
     folder = root / "svhn"
     stats = ((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970))
-    if _use_native("svhn", folder, "test_32x32.mat", download):
+    if _use_native("svhn", folder):
         return ImageDataset("svhn", [str(i) for i in range(10)], _svhn_split(folder / "train_32x32.mat"),
                             _svhn_split(folder / "test_32x32.mat"), *stats)
     _require(folder / "train", "svhn", "train_32x32.mat and test_32x32.mat, or train/ and test/ trees")
     return image_folder_dataset("svhn", folder, True, 3, cache_dir, stats)
 
 
-def load_fashion_mnist(root: Path, cache_dir: Path, download: bool) -> ImageDataset:
-    import torchvision
-
-    folder = root / "fashion_mnist"
-    stats = ((0.2860,), (0.3530,))
-    if _use_native("fashion_mnist", folder, "FashionMNIST/raw/t10k-labels-idx1-ubyte", download):
-        s = _torchvision_arrays(torchvision.datasets.FashionMNIST, folder, train={"train": True},
-                                test={"train": False})
-        return ImageDataset("fashion_mnist", s["classes"], s["train"], s["test"], *stats)
-    _require(folder / "train", "fashion_mnist", "FashionMNIST/raw/ (idx files) or train/ and test/ trees")
-    return image_folder_dataset("fashion_mnist", folder, True, 1, cache_dir, stats)
+def load_fashion_mnist(root: Path, cache_dir: Path) -> ImageDataset:
+    return _native_or_trees("fashion_mnist", "FashionMNIST", root, cache_dir, 1, ((0.2860,), (0.3530,)),
+                            "FashionMNIST/raw/ (idx files) or train/ and test/ trees")
 
 
 def _caltech(name: str, folder: Path, category_dir: str, excluded: set[str]) -> ImageDataset:
@@ -398,15 +343,15 @@ def _caltech(name: str, folder: Path, category_dir: str, excluded: set[str]) -> 
     return ImageDataset(name, keep_classes, split, None, *IMAGENET_STATS)
 
 
-def load_caltech101(root: Path, cache_dir: Path, download: bool) -> ImageDataset:
+def load_caltech101(root: Path, cache_dir: Path) -> ImageDataset:
     return _caltech("caltech101", root / "caltech101", "101_ObjectCategories", {"BACKGROUND_Google"})
 
 
-def load_caltech256(root: Path, cache_dir: Path, download: bool) -> ImageDataset:
+def load_caltech256(root: Path, cache_dir: Path) -> ImageDataset:
     return _caltech("caltech256", root / "caltech256", "256_ObjectCategories", {"257.clutter"})
 
 
-def load_imagenet(root: Path, cache_dir: Path, download: bool) -> ImageDataset:
+def load_imagenet(root: Path, cache_dir: Path) -> ImageDataset:
     folder = root / "imagenet"
     _require(folder / "train", "imagenet", "train/<wnid>/*.JPEG and val/<wnid>/*.JPEG (ImageFolder)")
     classes, files, targets = list_image_folder(folder / "train")
@@ -423,6 +368,15 @@ LOADERS: dict[str, Callable[..., ImageDataset]] = {
     "caltech256": load_caltech256,
     "imagenet": load_imagenet,
 }
+
+
+def register_dataset(name: str, loader: Callable[..., ImageDataset], num_classes: int, train_size: int,
+                     test_size: int, image_size: tuple[int, int] | None = None) -> None:
+    """A dataset that a package adds: `loader(root, cache_dir)` and what `plan` needs without data."""
+    LOADERS[name] = loader
+    NUM_CLASSES[name], TRAIN_SIZE[name], TEST_SIZE[name] = num_classes, train_size, test_size
+    if image_size:
+        IMAGE_SIZE[name] = image_size
 
 
 # ---------------------------------------------------------------- options applied after loading
@@ -454,8 +408,7 @@ def subsample(split: Split, size: int, tag: str) -> Split:
     return split.take(np.sort(numpy_rng("subsample", tag).permutation(len(split))[:size]))
 
 
-def load_dataset(name: str, root: Path, cache_dir: Path | None = None, download: bool = False,
-                 **options) -> ImageDataset:
+def load_dataset(name: str, root: Path, cache_dir: Path | None = None, **options) -> ImageDataset:
     if name not in LOADERS:
         raise UserError(f"unknown dataset '{name}'; known: {', '.join(sorted(LOADERS))}")
-    return LOADERS[name](root, cache_dir or default_cache_dir(), download, **options)
+    return LOADERS[name](root, cache_dir or default_cache_dir(), **options)

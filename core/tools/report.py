@@ -2,7 +2,7 @@
 mean ± std at each budget with the area under the budget curve (AUBC), and paired comparisons of methods.
 
 Every method of an experiment starts each seed from the same initial labeled set and the same first model
-(core/loop.py), so two methods are compared seed by seed: at every budget a paired test across seeds (a paired
+(core/lib/loop.py), so two methods are compared seed by seed: at every budget a paired test across seeds (a paired
 t-test by default, Wilcoxon's signed-rank test as an option) and the mean difference with its confidence
 interval; the pairwise penalty matrix of Ash et al. (BADGE, ICLR 2020, Fig. 4); the improvement over random
 per budget with confidence bands (the form of TA-VAAL's Fig. 3); and, over several experiments, one table of
@@ -17,13 +17,41 @@ from pathlib import Path
 
 import numpy as np
 
-from core.errors import UserError
-from core.results import load_rows, write_atomic
+from core.lib.errors import UserError
+from core.lib.results import RESULTS_FILE, read_jsonl, write_atomic
 
 MIN_SEEDS = 3           # a paired test on 2 seeds has 1 degree of freedom: its verdicts are noise
 TOO_FEW_SEEDS = f"a paired test needs at least {MIN_SEEDS} seeds"
 TESTS = {"t": "paired t-test", "wilcoxon": "Wilcoxon signed-rank test"}
 BETTER, WORSE = "▲", "▼"
+
+
+# ---------------------------------------------------------------- reading stored rows
+
+REPORT_FIELDS = {"paper": str, "experiment": str, "method": str, "seed": int, "n_labeled": int,
+                 "fraction_labeled": (int, float), "metric": str, "value": (int, float)}
+
+
+def check_report_fields(path: Path, rows: list[dict]) -> list[dict]:
+    """Rows that figures and tables can use; the first one that cannot is named with its file and line."""
+    for number, row in enumerate(rows, 1):
+        missing = [name for name, kind in REPORT_FIELDS.items()
+                   if not isinstance(row, dict) or not isinstance(row.get(name), kind) or isinstance(row.get(name), bool)]
+        if missing:
+            raise UserError(f"results file {path} row {number} lacks {', '.join(missing)} (or holds the wrong type); "
+                            "move the file aside, or rerun that job into a fresh --out")
+    return rows
+
+
+def load_rows(folder: Path) -> list[dict]:
+    """Every row of every run below `folder`, each with the fields a report needs."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"results folder {folder} does not exist; pass the --out folder of a run")
+    files = sorted(folder.rglob(RESULTS_FILE))
+    if not files:
+        raise UserError(f"no {RESULTS_FILE} below {folder}; run an experiment with --out {folder} first")
+    return [row for file in files for row in check_report_fields(file, read_jsonl(file))]
 
 
 @dataclass
@@ -556,7 +584,7 @@ def write_report(results: Path | list[Path], out: Path | None = None, x_axis: st
                  stats: Stats = Stats()) -> list[Path]:
     """Regenerate every figure and table below the results folder(s) from their stored rows; no training.
     report.md holds the summary across experiments, then each experiment's tables."""
-    from core.reported import full_data_reference
+    from core.tools.reported import full_data_reference
 
     folders = list(dict.fromkeys(Path(f) for f in ([results] if isinstance(results, (str, Path)) else results)))
     if len(folders) > 1 and out is None:

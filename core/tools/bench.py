@@ -19,12 +19,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.config import ExperimentConfig, ModelConfig, TrainConfig
-from core.datasets import CIFAR10_STATS, load_dataset, resolve_data_root, subsample
-from core.errors import UserError
-from core.networks import build_network
-from core.sources import Augmentation, TensorSource
-from core.trainer import Trainer, make_optimizer
+from core.lib.config import ExperimentConfig, ModelConfig, TrainConfig
+from core.lib.datasets import CIFAR10_STATS, load_dataset, resolve_data_root, subsample
+from core.lib.errors import UserError
+from core.lib.networks import build_network
+from core.lib.sources import Augmentation, TensorSource
+from core.lib.trainer import Trainer, make_optimizer
 
 
 @dataclass(frozen=True)
@@ -37,15 +37,15 @@ class Benchmark:
 BENCHMARKS: dict[str, Benchmark] = {}
 
 
-def register(benchmark: Benchmark) -> Benchmark:
+def register_benchmark(benchmark: Benchmark) -> Benchmark:
     if benchmark.name in BENCHMARKS:
         warnings.warn(f"benchmark '{benchmark.name}' registered twice; the later one replaces the earlier")
     BENCHMARKS[benchmark.name] = benchmark
     return benchmark
 
 
-def get(name: str) -> Benchmark:
-    from core.strategy import load_plugins
+def get_benchmark(name: str) -> Benchmark:
+    from core.lib.strategy import load_plugins
 
     load_plugins()
     if name not in BENCHMARKS:
@@ -178,9 +178,9 @@ def bench_sampling(data_root: Path, device: torch.device, arch: str, width: floa
     their members are fresh networks of the same architecture. A method that needs another task network
     (`task_archs`) selects with that one, trained the same way, and the table says so. Methods that train a
     game before selecting play `game_iterations` (untimed: the selection alone is)."""
-    from core.pool import initial_pool
-    from core.results import write_atomic, write_json
-    from core.strategy import STRATEGIES, load_plugins
+    from core.lib.pool import initial_pool
+    from core.lib.results import write_atomic, write_json
+    from core.lib.strategy import STRATEGIES, load_plugins
 
     load_plugins()
     dataset = load_dataset("cifar10", data_root)
@@ -216,9 +216,9 @@ def bench_sampling(data_root: Path, device: torch.device, arch: str, width: floa
 def time_selection(name: str, model, arch: str, width: float, dataset, source, pool, answers, trainer, budget: int,
                    device: torch.device, game_iterations: int) -> dict:
     """Seconds of one selection by method `name` from a copy of `model`: feature extraction, the rest, total."""
-    from core.evaluate import predict
-    from core.seeding import numpy_rng
-    from core.strategy import STRATEGIES, CycleContext, make_strategy
+    from core.lib.evaluation import predict
+    from core.lib.seeding import numpy_rng
+    from core.lib.strategy import STRATEGIES, CycleContext, make_strategy
 
     members = {}
 
@@ -273,6 +273,6 @@ def run_sampling(args: argparse.Namespace, device: torch.device) -> dict:
                           args.pool, Path(args.out))
 
 
-register(Benchmark("train", run_train, "one epoch of our trainer vs a plain DataLoader loop"))
-register(Benchmark("sampling", run_sampling, "one selection of every method, feature extraction and selection "
+register_benchmark(Benchmark("train", run_train, "one epoch of our trainer vs a plain DataLoader loop"))
+register_benchmark(Benchmark("sampling", run_sampling, "one selection of every method, feature extraction and selection "
                                              "apart (VAAL Table 1)"))

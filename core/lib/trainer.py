@@ -13,13 +13,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from core import distributed
-from core.checkpoint import TrainCheckpoint, global_rng_state, restore_global_rng
-from core.config import RuntimeConfig, TrainConfig
-from core.errors import UserError
-from core.evaluate import IGNORE_LABEL, autocast, evaluate
-from core.fastpaths import TrainingForward
-from core.sources import batch_sizes
+from core.lib import parallel
+from core.lib.config import RuntimeConfig, TrainConfig
+from core.lib.errors import UserError
+from core.lib.evaluation import IGNORE_LABEL, autocast, evaluate
+from core.lib.fastpaths import TrainingForward
+from core.lib.sources import batch_sizes
 
 
 class TrainHook:
@@ -33,7 +32,7 @@ class TrainHook:
     def loss(self, logits, features, blocks, per_sample_loss, progress: float) -> torch.Tensor:
         """`progress`: the share of training done before this step, in [0, 1): epoch / epochs when
         epoch-based, iteration / iterations when iteration-based. Called outside the autocast region
-        (core/evaluate.py): the outputs may be bfloat16 under train.amp, the term should be float32."""
+        (core/lib/evaluation.py): the outputs may be bfloat16 under train.amp, the term should be float32."""
         raise NotImplementedError
 
     def wants_features(self) -> bool:
@@ -149,10 +148,11 @@ class Trainer:
     def fit(self, model: nn.Module, source, labeled: np.ndarray, labels: np.ndarray,
             validation: np.ndarray | None = None, validation_labels: np.ndarray | None = None,
             hooks: list[TrainHook] = (), generator: torch.Generator | None = None, desc: str = "train",
-            checkpoint: TrainCheckpoint | None = None, optimizer_state: dict | None = None) -> TrainReport:
+            checkpoint=None, optimizer_state: dict | None = None) -> TrainReport:
         """Train `model` on `labeled` (indices into `source`) whose answers are `labels[labeled]`; with a
-        `checkpoint`, continue from its saved state and save at the end of its epochs (core.checkpoint). Under
-        torchrun each rank trains on its rows of every batch (core.distributed). `optimizer_state`, the
+        `checkpoint` (`load()`, `due(epochs, finished)`, `save(state)`, as core.tools.checkpoint's), continue
+        from its saved state and save at the end of its epochs. Under torchrun each rank trains on its rows of
+        every batch (core.lib.parallel). `optimizer_state`, the
         `TrainReport.optimizer_state` of an earlier fit, continues that fit's optimizer for the model's
         parameters instead of starting a new one (the state at the end of training, also when a better
         validation checkpoint is restored)."""
@@ -183,7 +183,6 @@ class Trainer:
             for hook, state in zip(hooks, saved["hooks"]):
                 hook.load_state_dict(state)
             generator.set_state(saved["generator"])
-            restore_global_rng(saved["rng"])
             step, running = saved["step"], saved["running"].to(self.device)
             best_score, best_state, curve = saved["best_score"], saved["best_state"], saved["curve"]
         resumed_at = step
@@ -205,7 +204,7 @@ class Trainer:
                 loss, per_sample = task_loss(logits.float(), targets, dense_loss)    # float32, outside autocast
                 for hook in hooks:
                     loss = loss + hook.loss(logits, features, blocks, per_sample, unit / total_units)
-                loss = loss * distributed.loss_weight(size)
+                loss = loss * parallel.loss_weight(size)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 forward.after_backward()
@@ -229,7 +228,7 @@ class Trainer:
                     checkpoint.save({
                         "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                         "hooks": [hook.state_dict() for hook in hooks], "generator": generator.get_state(),
-                        "rng": global_rng_state(), "step": step, "running": running,
+                        "step": step, "running": running,
                         "best_score": best_score, "best_state": best_state, "curve": curve})
                 if finished:
                     break
@@ -238,7 +237,7 @@ class Trainer:
             model.load_state_dict(best_state)
         forward.finish()
         return TrainReport(steps=step, seconds=time.perf_counter() - started,
-                           final_loss=distributed.mean_over_ranks(running), best_validation=best_score,
+                           final_loss=parallel.mean_over_ranks(running), best_validation=best_score,
                            validation_curve=curve, resumed_at_step=resumed_at,
                            optimizer_state=model_optimizer_state(optimizer, model))
 

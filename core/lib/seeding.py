@@ -31,3 +31,4 @@ def set_deterministic(enabled: bool) -> None:
     torch.backends.cudnn.deterministic = enabled
     torch.backends.cudnn.benchmark = not enabled
     torch.use_deterministic_algorithms(enabled, warn_only=True)
+

@@ -10,7 +10,7 @@ n_c = initial + c x budget labeled images, a job computes
     second learner);
   - for each training, the validations (train.select_on_validation: every validate_every units and at the end)
     of the validation images; then the test images; one forward each;
-  - what the method declares in `Strategy.cycle_work` (core/strategy.py; written next to each method's code):
+  - what the method declares in `Strategy.cycle_work` (core/lib/strategy.py; written next to each method's code):
     further task-model forwards (scores, features) and forward-and-backward passes (LADA's look-ahead and mixup
     steps), and samples through its own networks (VAAL's VAE and discriminator, DAAL's MLPs, LADA's policy
     generator), counted like the task network at their input shapes. Where a method's docstring says a pass is
@@ -19,9 +19,9 @@ Not counted: BatchNorm, activations, losses and optimizer updates (a few percent
 networks (k-center distances, DPP determinants, top-k); LL4AL's loss-prediction module (two small linear layers
 on pooled features); data loading, which can bound an ImageNet job instead.
 
-Sizes. Training and test images from core.datasets TRAIN_SIZE/TEST_SIZE (segmentation adds its own), then
+Sizes. Training and test images from core.lib.datasets TRAIN_SIZE/TEST_SIZE (segmentation adds its own), then
 data.imbalance (balanced classes assumed), Caltech's data.test_size split and data.train_subset, as
-core.loop.prepare_dataset applies them; the protocol as core.loop.check_protocol resolves it. Image sizes:
+core.lib.loop.prepare_dataset applies them; the protocol as core.lib.loop.check_protocol resolves it. Image sizes:
 CIFAR and SVHN 32 px and Fashion-MNIST 28 px as stored; Caltech and ImageNet crops of data.image_size for
 training and testing; segmentation crops of data.image_size for training (whole images when 0) and whole images
 (shorter side scaled to data.resize when set) for testing and scoring.
@@ -56,10 +56,10 @@ from dataclasses import dataclass
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from core import datasets as ds
-from core.config import ExperimentConfig, cycle_training
-from core.errors import UserError
-from core.strategy import CycleSizes, CycleWork
+from core.lib import datasets as ds
+from core.lib.config import ExperimentConfig, cycle_training
+from core.lib.errors import UserError
+from core.lib.strategy import CycleSizes, CycleWork
 
 PROBE_BATCH = 8                      # samples per counted pass of a method's network; FLOPs scale linearly
 UTILISATION = 0.4                    # share of the dense peak for unmeasured networks on large images
@@ -150,9 +150,9 @@ def measure_speed(config: ExperimentConfig, data: DataShape, task: TaskFlops, de
                   steps: int = MEASURE_STEPS) -> Speed:
     """Times `steps` training steps and evaluation forwards of the task network on `device` (random images of
     the config's shapes: the step's cost does not depend on the pixels), x REAL_CYCLE_SHARE."""
-    from core.evaluate import autocast
-    from core.networks import build_network
-    from core.trainer import make_optimizer
+    from core.lib.evaluation import autocast
+    from core.lib.networks import build_network
+    from core.lib.trainer import make_optimizer
 
     torch.manual_seed(0)
     network = build_network(config.model.arch, data.classes, data.channels, config.model.width).to(device)
@@ -223,16 +223,16 @@ def data_shape(config: ExperimentConfig) -> DataShape:
     data = config.data
     if data.dataset not in ds.TRAIN_SIZE:
         raise UserError(f"the plan does not know how many images dataset '{data.dataset}' has; add it to "
-                        "core.datasets.TRAIN_SIZE")
+                        "core.lib.datasets.TRAIN_SIZE")
     classes = 20 if data.dataset == "cifar100" and data.labels == "coarse" else ds.NUM_CLASSES[data.dataset]
     train = ds.TRAIN_SIZE[data.dataset]
-    if data.imbalance > 1:           # odd classes keep 1/imbalance of theirs (core.datasets.imbalanced)
+    if data.imbalance > 1:           # odd classes keep 1/imbalance of theirs (core.lib.datasets.imbalanced)
         per_class = train / ds.NUM_CLASSES[data.dataset]
         odd = ds.NUM_CLASSES[data.dataset] // 2
         train = round(train - odd * per_class + odd * round(per_class / data.imbalance))
     if data.dataset in ds.TEST_SIZE:
         test = ds.TEST_SIZE[data.dataset]
-    else:                            # a per-seed test split of data.test_size (core.datasets.seeded_test_split)
+    else:                            # a per-seed test split of data.test_size (core.lib.datasets.seeded_test_split)
         test, train = data.test_size, train - data.test_size
     train = min(train, data.train_subset) if data.train_subset else train
     test = min(test, data.test_subset) if data.test_subset else test
@@ -284,7 +284,7 @@ def task_flops(config: ExperimentConfig, data: DataShape) -> TaskFlops:
 @functools.lru_cache(maxsize=64)
 def _task_flops(arch: str, width: float, classes: int, channels: int, train_hw: tuple, eval_hw: tuple,
                 batch_size: int, eval_batch_size: int) -> TaskFlops:
-    from core.networks import build_network
+    from core.lib.networks import build_network
 
     with torch.device("meta"):
         network = build_network(arch, classes, channels, width)
@@ -343,10 +343,10 @@ def validations(config: ExperimentConfig, units: int) -> int:
 
 
 def method_job(config: ExperimentConfig, method: str, data: DataShape) -> Job:
-    """The job of one method (every seed's is the same), cycle by cycle as core.loop runs it."""
-    from core.loop import check_protocol, with_method_options
-    from core.strategy import make_strategy
-    from core.trainer import Trainer
+    """The job of one method (every seed's is the same), cycle by cycle as core.lib.loop runs it."""
+    from core.lib.loop import check_protocol, with_method_options
+    from core.lib.strategy import make_strategy
+    from core.lib.trainer import Trainer
 
     config = with_method_options(config, method)
     strategy = make_strategy(method, config.method_options.get(method))
@@ -458,14 +458,14 @@ def job_table(config: ExperimentConfig, methods: list[str], seeds: int, device_n
               "FLOPs: counted with torch's FlopCounterMode on one step of each network (convolutions and matrix "
               "products): task training, validation, test, scoring, and each method's own networks and extra "
               "passes as its cycle_work declares them; data loading and selection arithmetic not counted. "
-              "Assumptions: core/plan.py."]
+              "Assumptions: core/tools/plan.py."]
     return "\n".join(lines)
 
 
 def summary(device_name: str = MEASURED_GPU, measure_on: torch.device | None = None) -> str:
     """One row per registered experiment at its paper profile, every implemented method and the paper's seeds
     (the README's table), with the kind of speed each row is priced at."""
-    from core import experiments
+    from core.lib import experiments
 
     experiments.papers()
     rows = []

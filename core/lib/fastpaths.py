@@ -1,5 +1,5 @@
 """How the task model's training forward runs, as the `runtime` config section asks: channels-last memory,
-torch.compile, and data parallelism under torchrun (core.distributed). None of them changes what a run computes
+torch.compile, and data parallelism under torchrun (core.lib.parallel). None of them changes what a run computes
 beyond rounding, which is why they sit outside the run hash. Defaults and why: docs/multi_gpu.md.
 """
 from __future__ import annotations
@@ -7,8 +7,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from core import distributed
-from core.config import RuntimeConfig
+from core.lib import parallel
+from core.lib.config import RuntimeConfig
 
 
 def use_channels_last(setting: str, device, model: nn.Module) -> bool:
@@ -45,10 +45,10 @@ class TrainingForward:
         self.channels_last = use_channels_last(runtime.channels_last, device, model)
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
-        parallel = distributed.world_size() > 1
-        self.restore = distributed.sync_batchnorm(model) if parallel and runtime.sync_batchnorm \
+        several_ranks = parallel.world_size() > 1
+        self.restore = parallel.sync_batchnorm(model) if several_ranks and runtime.sync_batchnorm \
             and device.type == "cuda" else None
-        module = distributed.wrap(_Forward(model, features), device)
+        module = parallel.wrap(_Forward(model, features), device)
         self.module = torch.compile(module) if runtime.compile else module
 
     def __call__(self, images: torch.Tensor):
@@ -57,9 +57,9 @@ class TrainingForward:
         return self.module(images)
 
     def after_backward(self) -> None:
-        distributed.average_gradients(p for m in self.hook_modules for p in m.parameters())
+        parallel.average_gradients(p for m in self.hook_modules for p in m.parameters())
 
     def finish(self) -> None:
         if self.restore is not None:
             self.restore()
-        distributed.broadcast_state(self.model, *self.hook_modules)
+        parallel.broadcast_state(self.model, *self.hook_modules)

@@ -7,7 +7,9 @@ import os
 import uuid
 from pathlib import Path
 
-from core.errors import UserError
+import torch
+
+from core.lib.errors import UserError
 
 RESULTS_FILE = "results.jsonl"
 
@@ -25,6 +27,13 @@ def write_atomic(path: Path, text: str) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(partial, path)
+
+
+def save_atomic(state, path: Path) -> None:
+    """torch.save under a temporary name, then renamed over `path`: a reader never sees half a file."""
+    partial = partial_name(path)
+    torch.save(state, partial)
+    partial.replace(path)
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -54,29 +63,3 @@ def append_jsonl(path: Path, row: dict) -> None:
 
 def write_json(path: Path, data) -> None:
     write_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
-
-
-REPORT_FIELDS = {"paper": str, "experiment": str, "method": str, "seed": int, "n_labeled": int,
-                 "fraction_labeled": (int, float), "metric": str, "value": (int, float)}
-
-
-def check_report_fields(path: Path, rows: list[dict]) -> list[dict]:
-    """Rows that figures and tables can use; the first one that cannot is named with its file and line."""
-    for number, row in enumerate(rows, 1):
-        missing = [name for name, kind in REPORT_FIELDS.items()
-                   if not isinstance(row, dict) or not isinstance(row.get(name), kind) or isinstance(row.get(name), bool)]
-        if missing:
-            raise UserError(f"results file {path} row {number} lacks {', '.join(missing)} (or holds the wrong type); "
-                            "move the file aside, or rerun that job into a fresh --out")
-    return rows
-
-
-def load_rows(folder: Path) -> list[dict]:
-    """Every row of every run below `folder`, each with the fields a report needs."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise UserError(f"results folder {folder} does not exist; pass the --out folder of a run")
-    files = sorted(folder.rglob(RESULTS_FILE))
-    if not files:
-        raise UserError(f"no {RESULTS_FILE} below {folder}; run an experiment with --out {folder} first")
-    return [row for file in files for row in check_report_fields(file, read_jsonl(file))]

@@ -1,0 +1,104 @@
+"""Mid-cycle checkpoints: a long training run that is killed or preempted resumes from its last checkpoint and
+ends exactly as an uninterrupted run would.
+
+A checkpoint is written at the end of an epoch over the labeled set, every `runtime.checkpoint_every` epochs
+and once more when training ends (so a job preempted during selection does not train again). At an epoch's end
+the position in the data order is fully described by the shuffling generator's state, so the checkpoint holds
+what `Trainer.fit` (core.lib.trainer) saves: the model, the optimizer, the hooks' modules and state, the step,
+the running loss, the best-on-validation state and the shuffling generator; and the global torch/numpy RNG states,
+which `load` restores (nothing between it and the next step draws from them).
+Its key names the config, the cycle and the labeled set; a checkpoint with another key is ignored, as it belongs
+to a run that no longer exists.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from core.lib.results import save_atomic
+
+
+def checkpoint_key(digest: str, cycle: int, tag: str, labeled: np.ndarray) -> str:
+    labeled_hash = hashlib.sha1(np.ascontiguousarray(labeled, dtype=np.int64).tobytes()).hexdigest()
+    return f"{digest}/{cycle}/{tag}/{labeled_hash}"
+
+
+def checkpoint_name(cycle: int, tag: str = "") -> str:
+    """The mid-cycle checkpoint of a cycle's task model, or of a further model trained in it (`tag`)."""
+    return f"train_cycle{cycle}_{tag}.ckpt" if tag else f"train_cycle{cycle}.ckpt"
+
+
+def global_rng_state() -> dict:
+    """The global torch (CPU and CUDA) and numpy generators, which a training step resumed mid-cycle continues."""
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_global_rng(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    if "cuda" in state:
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@dataclass
+class TrainCheckpoint:
+    """Where and how often one `Trainer.fit` call saves its state. `before_write` runs before each write
+    (the job checks that it still holds the run folder's lock). Under torchrun every process resumes from the
+    checkpoint and rank 0 alone `saves` it."""
+
+    path: Path
+    every: int
+    key: str
+    before_write: Callable[[], None] = lambda: None
+    saves: bool = True
+
+    def due(self, epochs_done: int, finished: bool) -> bool:
+        return finished or (self.every > 0 and epochs_done % self.every == 0)
+
+    def load(self) -> dict | None:
+        """The saved state on the CPU (RNG states must be CPU tensors; load_state_dict moves the rest), with the
+        global RNG states restored."""
+        if not self.path.exists():
+            return None
+        state = torch.load(self.path, map_location="cpu", weights_only=False)
+        if state.get("key") != self.key:
+            return None
+        restore_global_rng(state["rng"])
+        return state
+
+    def save(self, state: dict) -> None:
+        if not self.saves:
+            return
+        self.before_write()
+        save_atomic({**state, "rng": global_rng_state(), "key": self.key}, self.path)
+
+
+@dataclass
+class JobCheckpoints:
+    """The checkpoints of one job's folder, as core.lib.loop.run_cycles asks for them: one per training run of a
+    cycle (`__call__`), all of a cycle removed once its row is written (`discard`)."""
+
+    folder: Path
+    digest: str
+    every: int
+    before_write: Callable[[], None]
+    saves: bool
+
+    def __call__(self, cycle: int, labeled: np.ndarray, tag: str = "") -> TrainCheckpoint | None:
+        if not self.every:
+            return None
+        return TrainCheckpoint(self.folder / checkpoint_name(cycle, tag), self.every,
+                               checkpoint_key(self.digest, cycle, tag, labeled), self.before_write, self.saves)
+
+    def discard(self, cycle: int) -> None:
+        if self.saves:
+            for path in [self.folder / checkpoint_name(cycle), *self.folder.glob(checkpoint_name(cycle, "*"))]:
+                path.unlink(missing_ok=True)

@@ -1,0 +1,150 @@
+"""Running one job in its run folder: hold the folder's lock (core.tools.locks) from the first read to the last
+write, so that two processes given the same folder never both run a cycle; check the whole job and the folder
+before anything is written; then run the missing cycles (core.lib.loop) with mid-cycle checkpoints
+(core.tools.checkpoint).
+
+The folder's rows must be cycles 0..k-1, each once, complete and made by the same config, and the pool file of
+cycle k must continue them; anything else is refused with one line, the folder untouched. Under torchrun every
+process runs the job, and only rank 0 locks and writes (core.tools.distributed).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import subprocess
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from core.lib import parallel
+from core.lib.config import ExperimentConfig, to_dict
+from core.lib.errors import UserError
+from core.lib.loop import JobPlan, RunSettings, optimizer_name, prepare_job, run_cycles, run_folder, with_method_options
+from core.lib.pool import Pool
+from core.lib.results import RESULTS_FILE, read_jsonl, write_json
+from core.tools import distributed
+from core.tools.checkpoint import JobCheckpoints
+
+LOCK_FILE = ".lock"
+
+
+@functools.lru_cache(maxsize=1)
+def code_version() -> str:
+    here = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True,
+                                text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return commit + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def run_job(config: ExperimentConfig, method: str, seed: int, settings: RunSettings, wait: bool = True,
+            on_wait: Callable[[Path, dict], None] | None = None) -> list[dict]:
+    """Run the missing cycles of one job while holding its folder's lock. A job whose lock another process
+    holds waits for it, calling `on_wait(folder, owner)` once, or raises LockBusy when not `wait`."""
+    folder = run_folder(settings.out, config, method, seed)
+    lock = distributed.folder_lock(folder / LOCK_FILE)
+    lock.acquire(wait=wait, on_wait=on_wait and functools.partial(on_wait, folder))
+    try:
+        plan = plan_job(config, method, seed, settings)
+        if plan.done:
+            return plan.rows
+        writes = parallel.is_main()
+        if plan.stored_config is None and writes:
+            write_json(folder / "config.json", {"config_hash": plan.digest, "method": method, "seed": seed,
+                                                "config": to_dict(with_method_options(config, method))})
+        checkpoints = JobCheckpoints(folder, plan.digest, plan.config.runtime.checkpoint_every, lock.verify, writes)
+        settings = dataclasses.replace(settings, code_version=code_version())
+        return run_cycles(plan, method, seed, settings, lock.verify, checkpoints)
+    finally:
+        lock.release()
+
+
+def plan_job(config: ExperimentConfig, method: str, seed: int, settings: RunSettings) -> JobPlan:
+    """Check one job completely (core.lib.loop.prepare_job) and the state of its folder, and raise a UserError
+    before anything is written."""
+    plan = prepare_job(config, method, seed, settings)
+    folder = plan.folder
+    # a folder without a finished cycle holds nothing to lose: a corrected command starts it over
+    stored = _stored_config(folder / "config.json", plan.digest) if read_jsonl(folder / RESULTS_FILE) else None
+    rows = finished_cycles(folder, plan.config, method, seed, plan.digest, plan.train_size)
+    return dataclasses.replace(plan, rows=rows, stored_config=stored)
+
+
+def _stored_config(path: Path, digest: str) -> dict | None:
+    if not path.exists():
+        return None
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise UserError(f"{path} cannot be read ({err.__class__.__name__}: {err}); move that run folder aside to "
+                        "start the run over") from None
+    if not isinstance(stored, dict) or "config_hash" not in stored:
+        raise UserError(f"{path} holds no config_hash; move that run folder aside to start the run over")
+    if stored["config_hash"] != digest:
+        raise UserError(f"{path.parent} holds results of a different config (hash {stored['config_hash']}, now "
+                        f"{digest}); pass another --out, or move that folder aside to start over")
+    return stored
+
+
+ROW_FIELDS = {"paper": str, "experiment": str, "method": str, "seed": int, "cycle": int, "n_labeled": int,
+              "fraction_labeled": (int, float), "metric": str, "value": (int, float), "selected": list,
+              "config_hash": str}
+
+
+def finished_cycles(folder: Path, config: ExperimentConfig, method: str, seed: int, digest: str,
+                    train_size: int) -> list[dict]:
+    """The rows of cycles 0..k-1, each once, complete and made by this config, with the pool file to resume
+    cycle k from; anything else is refused, naming the file, before the folder is touched."""
+    results = folder / RESULTS_FILE
+    rows = read_jsonl(results)
+    redo = "move the run folder aside to start that run over"
+    if results.exists() and not rows:
+        raise UserError(f"{results} holds no row, yet it is written only with a finished cycle's row (rows "
+                        f"were lost); {redo}")
+    for line, row in enumerate(rows, 1):
+        where = f"{results} line {line}"
+        missing = [name for name, kind in ROW_FIELDS.items()
+                   if not isinstance(row, dict) or not isinstance(row.get(name), kind) or isinstance(row.get(name), bool)]
+        if missing:
+            raise UserError(f"{where} is not a complete results row (missing or wrong: {', '.join(missing)}); {redo}")
+        if row["cycle"] != line - 1:
+            raise UserError(f"{where} is cycle {row['cycle']} where cycle {line - 1} belongs (cycles must be "
+                            f"0, 1, 2, ... each once); {redo}")
+        if row["config_hash"] != digest or row["method"] != method or row["seed"] != seed:
+            raise UserError(f"{where} was made by another config, method or seed (hash {row['config_hash']}, "
+                            f"{row['method']} seed {row['seed']}; now {digest}, {method} seed {seed}); {redo}")
+        if line > 1 and row["n_labeled"] != rows[line - 2]["n_labeled"] + len(rows[line - 2]["selected"]):
+            raise UserError(f"{where} has {row['n_labeled']} labels but the cycle before ended with "
+                            f"{rows[line - 2]['n_labeled'] + len(rows[line - 2]['selected'])}; {redo}")
+    if len(rows) > config.protocol.cycles:
+        raise UserError(f"{results} holds {len(rows)} cycles but the protocol has {config.protocol.cycles}; {redo}")
+    if rows and len(rows) < config.protocol.cycles:
+        _check_resume_pool(folder, config, rows, train_size, redo)
+    return rows
+
+
+def _check_resume_pool(folder: Path, config: ExperimentConfig, rows: list[dict], train_size: int, redo: str):
+    pool_file = folder / f"pool_cycle{len(rows)}.npz"
+    if not pool_file.exists():
+        raise UserError(f"{folder} has {len(rows)} finished cycles but no {pool_file.name} to resume from; {redo}")
+    pool = Pool.load(pool_file)
+    last = rows[-1]
+    selected = np.concatenate([np.asarray(r["selected"], dtype=np.int64) for r in rows])
+    if pool.size != train_size or len(pool.labeled) != last["n_labeled"] + len(last["selected"]) \
+            or not np.isin(selected, pool.labeled).all():
+        raise UserError(f"{pool_file} does not continue {folder / RESULTS_FILE} (pool of {pool.size} images with "
+                        f"{len(pool.labeled)} labeled; the rows select {len(selected)} images of {train_size}); "
+                        f"{redo}")
+    model_file = folder / f"model_cycle{len(rows) - 1}.pt"
+    if not config.train.reinit and not model_file.exists():
+        raise UserError(f"{folder} warm-starts cycle {len(rows)} from {model_file.name}, which is missing; {redo}")
+    optimizer_file = folder / optimizer_name(len(rows) - 1)
+    if config.train.keep_optimizer and not optimizer_file.exists():
+        raise UserError(f"{folder} continues the optimizer of cycle {len(rows) - 1} from {optimizer_file.name}, "
+                        f"which is missing; {redo}")

@@ -1,0 +1,106 @@
+"""The two layers of core/ (README, Layout): the library (core/lib) imports nothing from the tooling (core/tools),
+paper folders take the library from its one public module (core.lib), core never names a paper package, and no
+module imports itself through a circle of imports, counting the imports inside functions."""
+import ast
+from pathlib import Path
+
+import pytest
+
+import core.lib
+from core.lib.strategy import PLUGIN_PACKAGES
+
+REPO = Path(__file__).resolve().parent.parent
+PACKAGES = ("core", *PLUGIN_PACKAGES)
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(path): path for package in PACKAGES for path in (REPO / package).rglob("*.py")}
+
+
+def imported_modules(name: str) -> set[str]:
+    """The project modules that `name` imports anywhere in its file: `from a.b import c` names a.b.c when that
+    is a module, else a.b."""
+    path = MODULES[name]
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join([*package.split(".")[:len(package.split(".")) - node.level + 1], *filter(None, [base])])
+            found |= {f"{base}.{alias.name}" if f"{base}.{alias.name}" in MODULES else base for alias in node.names}
+    return {module for module in found if module in MODULES}
+
+
+GRAPH = {name: imported_modules(name) for name in MODULES}
+
+
+def circles() -> list[list[str]]:
+    """Tarjan's strongly connected components of more than one module, or of a module importing itself."""
+    index, low, stack, on_stack, found = {}, {}, [], set(), []
+
+    def visit(node):
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in GRAPH[node]:
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while not component or component[-1] != node:
+                component.append(stack.pop())
+                on_stack.discard(component[-1])
+            if len(component) > 1 or node in GRAPH[node]:
+                found.append(sorted(component))
+
+    for node in sorted(GRAPH):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_no_import_circle_anywhere():
+    assert circles() == []
+
+
+def test_the_circle_finder_finds_a_circle(monkeypatch):
+    monkeypatch.setitem(GRAPH, "core.lib.errors", GRAPH["core.lib.errors"] | {"core.lib.pool"})
+    assert circles() == [["core.lib.errors", "core.lib.pool"]]
+
+
+@pytest.mark.parametrize("name", sorted(n for n in MODULES if n.startswith("core.lib")))
+def test_the_library_imports_nothing_from_the_tooling(name):
+    assert not {module for module in GRAPH[name] if module.startswith("core.tools")}
+
+
+@pytest.mark.parametrize("name", sorted(n for n in MODULES if n.startswith("core.lib.")))
+def test_library_modules_import_each_other_not_the_public_module(name):
+    assert "core.lib" not in GRAPH[name]
+
+
+@pytest.mark.parametrize("name", sorted(n for n in MODULES if n.startswith("core")))
+def test_core_names_no_paper_package(name):
+    assert not {module for module in GRAPH[name] if module.split(".")[0] in PLUGIN_PACKAGES}
+
+
+@pytest.mark.parametrize("name", sorted(n for n in MODULES if n.split(".")[0] in PLUGIN_PACKAGES))
+def test_paper_folders_take_the_library_from_core_lib(name):
+    assert not {module for module in GRAPH[name] if module.startswith("core.lib.")}
+
+
+def test_every_public_name_resolves_to_no_module_and_the_library_stays_thin():
+    # a public name equal to a module's would turn into that module once the module is imported
+    assert not set(core.lib.__all__) & {name.rpartition(".")[2] for name in MODULES if name.startswith("core.lib.")}
+    assert all(getattr(core.lib, name) is not None for name in core.lib.__all__)
+    lines = sum(len(path.read_text().splitlines()) for name, path in MODULES.items() if name.startswith("core.lib"))
+    assert lines <= 2500
