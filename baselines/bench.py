@@ -10,7 +10,7 @@ import torch
 
 from baselines.committee import dense_max_cover, lazy_max_cover
 from baselines.coreset import active_set_kcenter, dense_kcenter
-from core.tools.bench import Benchmark, register_benchmark
+from core.tools.bench import Benchmark, register_benchmark, synchronize
 
 
 def penultimate_like(count: int, dim: int, seed: int, device: torch.device) -> torch.Tensor:
@@ -20,12 +20,10 @@ def penultimate_like(count: int, dim: int, seed: int, device: torch.device) -> t
 
 
 def timed(device: torch.device, compute) -> tuple[float, torch.Tensor]:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    synchronize(device)
     started = time.perf_counter()
     result = compute()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    synchronize(device)
     return time.perf_counter() - started, result
 
 

@@ -16,13 +16,8 @@ import torch.nn.functional as F
 
 from core.lib import (IGNORE_LABEL, Augmentation, Split, TrainConfig, Trainer, build_network, evaluate, load_dataset,
                       make_optimizer, parameter_count, resolve_data_root)
-from core.tools.bench import Benchmark, register_benchmark
+from core.tools.bench import Benchmark, register_benchmark, synchronize
 from segmentation.data import CITYSCAPES_STATS, SegmentationSource
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def synthetic_frames(count: int, height: int, width: int, classes: int) -> Split:
@@ -45,15 +40,15 @@ def bench_segmentation(device: torch.device, arch: str, width: float, steps: int
         cfg = TrainConfig(optimizer="adam", lr=1e-3, weight_decay=0, batch_size=batch_size, iterations=iterations,
                           drop_last=True, amp=amp, deterministic=False)
         generator = torch.Generator(device=device).manual_seed(0)
-        _synchronize(device)
+        synchronize(device)
         started = time.perf_counter()
         Trainer(cfg, device, classes, progress=False).fit(model, source, labeled, split.targets, generator=generator)
-        _synchronize(device)
+        synchronize(device)
         return time.perf_counter() - started
 
     train(1)                                   # warm-up: allocator, cuDNN algorithm choice
     step_seconds = train(steps) / steps
-    _synchronize(device)
+    synchronize(device)
     started = time.perf_counter()
     evaluate(model, source, np.arange(4), split.targets, classes, 2, amp)
     inference_seconds = (time.perf_counter() - started) / 4
@@ -120,7 +115,7 @@ def bench_camvid_pipeline(data_root: Path, device: torch.device, arch: str, widt
 
     def rate(batches, train: bool) -> float:
         next(batches)                                  # warm-up: workers started, first batch decoded
-        _synchronize(device)
+        synchronize(device)
         started = time.perf_counter()
         for _ in range(steps):
             images, masks = next(batches)
@@ -129,7 +124,7 @@ def bench_camvid_pipeline(data_root: Path, device: torch.device, arch: str, widt
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-        _synchronize(device)
+        synchronize(device)
         return steps / (time.perf_counter() - started)
 
     model.train()

@@ -53,9 +53,10 @@ def get_benchmark(name: str) -> Benchmark:
     return BENCHMARKS[name]
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued kernels, so that a clock read after it times them (every benchmark's)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def time_our_trainer(split, device, arch: str, width: float, batch_size: int) -> float:
@@ -64,10 +65,10 @@ def time_our_trainer(split, device, arch: str, width: float, batch_size: int) ->
     model = build_network(arch, 10, width=width).to(device)
     trainer = Trainer(cfg, device, 10, progress=False)
     trainer.fit(model, source, np.arange(min(len(split), 4 * batch_size)), split.targets)   # warm-up
-    _synchronize(device)
+    synchronize(device)
     started = time.perf_counter()
     trainer.fit(model, source, np.arange(len(split)), split.targets)
-    _synchronize(device)
+    synchronize(device)
     return len(split) / (time.perf_counter() - started)
 
 
@@ -91,10 +92,10 @@ def time_bare_loop(split, device, arch: str, width: float, batch_size: int) -> f
             optimizer.step()
 
     epoch(min(len(split), 4 * batch_size))        # warm-up, as for our trainer
-    _synchronize(device)
+    synchronize(device)
     started = time.perf_counter()
     epoch(len(split))
-    _synchronize(device)
+    synchronize(device)
     return len(split) / (time.perf_counter() - started)
 
 
@@ -111,7 +112,7 @@ def time_plain_loop(folder: Path, count: int, device, arch: str, width: float, b
     model = build_network(arch, 10, width=width).to(device)
     optimizer = make_optimizer(model.parameters(), TrainConfig(optimizer="sgd", lr=0.01))
     model.train()
-    _synchronize(device)
+    synchronize(device)
     started = time.perf_counter()
     for images, targets in loader:
         images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
@@ -119,7 +120,7 @@ def time_plain_loop(folder: Path, count: int, device, arch: str, width: float, b
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    _synchronize(device)
+    synchronize(device)
     return count / (time.perf_counter() - started)
 
 
@@ -161,7 +162,7 @@ class TimedSource:
         finally:
             self._open -= 1
             if not self._open:
-                _synchronize(self.device)
+                synchronize(self.device)
                 self.seconds += time.perf_counter() - self._since
 
     def batches(self, *args, **kwargs):
@@ -239,10 +240,10 @@ def time_selection(name: str, model, arch: str, width: float, dataset, source, p
     strategy.prepare_selection(task, ctx)           # VAE/D or committee members: not timed, as Table 1
     predict(task, source, pool.unlabeled[:cfg.eval_batch_size], cfg.eval_batch_size)   # warm-up
     ctx.source = TimedSource(source, device)
-    _synchronize(device)
+    synchronize(device)
     started = time.perf_counter()
     chosen = strategy.select(task, ctx, pool.unlabeled, budget)
-    _synchronize(device)
+    synchronize(device)
     total = time.perf_counter() - started
     assert len(np.unique(chosen)) == budget
     return {"features": ctx.source.seconds, "selection": total - ctx.source.seconds, "total": total}

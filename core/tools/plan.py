@@ -60,6 +60,7 @@ from core.lib import datasets as ds
 from core.lib.config import ExperimentConfig, cycle_training
 from core.lib.errors import UserError
 from core.lib.strategy import CycleSizes, CycleWork
+from core.tools.bench import synchronize
 
 PROBE_BATCH = 8                      # samples per counted pass of a method's network; FLOPs scale linearly
 UTILISATION = 0.4                    # share of the dense peak for unmeasured networks on large images
@@ -200,11 +201,6 @@ def images_per_second(step, images: int, steps: int, device: torch.device) -> fl
         step()
     synchronize(device)
     return steps * images / (time.perf_counter() - started)
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 # ---------------------------------------------------------------- the dataset as a job sees it, without data
