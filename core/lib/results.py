@@ -7,8 +7,6 @@ import os
 import uuid
 from pathlib import Path
 
-import torch
-
 from core.lib.errors import UserError
 
 RESULTS_FILE = "results.jsonl"
@@ -31,6 +29,8 @@ def write_atomic(path: Path, text: str) -> None:
 
 def save_atomic(state, path: Path) -> None:
     """torch.save under a temporary name, then renamed over `path`: a reader never sees half a file."""
+    import torch      # here, so that reading results (report, verify) starts without PyTorch
+
     partial = partial_name(path)
     torch.save(state, partial)
     partial.replace(path)

@@ -32,6 +32,7 @@ LOCK_FILE = ".lock"
 
 @functools.lru_cache(maxsize=1)
 def code_version() -> str:
+    """The commit the rows are made by, marked -dirty when tracked files differ from it."""
     here = Path(__file__).resolve().parents[2]
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True,
