@@ -34,5 +34,6 @@ DEMO_PROFILES = {
              "train.milestones": [3], "train.batch_size": 64, "seeds": 3},
     "demo_gpu": {"protocol.cycles": 3, "train.epochs": 50, "train.milestones": [40], "seeds": 3},
 }
-register_experiment(Experiment("baselines", "ll4al_cifar10", lambda: ll4al("cifar10", 1000), {**PROFILES, **DEMO_PROFILES}))
+register_experiment(Experiment("baselines", "ll4al_cifar10", lambda: ll4al("cifar10", 1000),
+                               {**PROFILES, **DEMO_PROFILES}))
 register_experiment(Experiment("baselines", "ll4al_cifar100", lambda: ll4al("cifar100", 2000), PROFILES))

@@ -73,9 +73,7 @@ def test_run_hash_of_existing_folders_survives_new_keys():
     init_seed or drop_last_first_cycle does."""
     config = get_experiment("vaal", "fig2_cifar10").config("paper")
     assert run_hash(config, "vaal") == "1b79f17c4184"
-    assert run_hash(get_experiment("vaal", "fig2_cifar10").config("paper", {"runtime.checkpoint_every": 50}), "vaal") \
-        == "1b79f17c4184"
-    assert run_hash(get_experiment("vaal", "fig2_cifar10").config("paper", {"train.init_seed": "seed"}), "vaal") \
-        != "1b79f17c4184"
-    assert run_hash(get_experiment("vaal", "fig2_cifar10").config("paper", {"train.drop_last_first_cycle": True}), "vaal") \
-        != "1b79f17c4184"
+    fig2 = get_experiment("vaal", "fig2_cifar10")
+    assert run_hash(fig2.config("paper", {"runtime.checkpoint_every": 50}), "vaal") == "1b79f17c4184"
+    assert run_hash(fig2.config("paper", {"train.init_seed": "seed"}), "vaal") != "1b79f17c4184"
+    assert run_hash(fig2.config("paper", {"train.drop_last_first_cycle": True}), "vaal") != "1b79f17c4184"

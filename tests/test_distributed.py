@@ -1,4 +1,5 @@
-"""Data-parallel training (core.lib.parallel, core.tools.distributed) on CPU with gloo, and the runtime config's fast paths."""
+"""Data-parallel training (core.lib.parallel, core.tools.distributed) on CPU with gloo, and the runtime config's
+fast paths."""
 import json
 import os
 import socket

@@ -1,5 +1,5 @@
-"""./reproduce.sh gpucheck (core/tools/gpucheck.py): the one-line refusal without a GPU, and its three steps on the CPU at
-tiny size on a data root holding part of CIFAR-10's training images, writing gpucheck.md with every figure.
+"""./reproduce.sh gpucheck (core/tools/gpucheck.py): the one-line refusal without a GPU, and its three steps on the
+CPU at tiny size on a data root holding part of CIFAR-10's training images, writing gpucheck.md with every figure.
 The CUDA part itself needs a GPU machine."""
 import sys
 

@@ -82,7 +82,7 @@ def test_meta_tensors_count_what_real_ones_do():
 
 
 def test_epoch_based_steps_grow_with_the_labeled_set():
-    config = get_experiment("baselines", "ll4al_cifar10").config()          # 200 epochs, batch 128, 1,000 + 1,000 per cycle
+    config = get_experiment("baselines", "ll4al_cifar10").config()      # 200 epochs, batch 128, 1,000 + 1,000 per cycle
     job = plan.method_job(config, "random", plan.data_shape(config))
     assert job.train_steps == sum(200 * math.ceil(1000 * (c + 1) / 128) for c in range(10))
     dropped = get_experiment("baselines", "ll4al_cifar10").config(overrides={"train.drop_last": "true"})

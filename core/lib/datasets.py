@@ -240,8 +240,9 @@ NATIVE_MARKER = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python
                  "fashion_mnist": "FashionMNIST/raw/t10k-labels-idx1-ubyte"}     # the last file fetched
 
 
-def _use_native(dataset: str, folder: Path) -> bool:
-    """Read torchvision's native format when it is there (its last file to be fetched is); else ImageFolder trees."""
+def has_native_files(dataset: str, folder: Path) -> bool:
+    """torchvision's native format is in `folder` (its last file to be fetched is); the loaders read it then, else
+    ImageFolder trees."""
     return (folder / NATIVE_MARKER[dataset]).exists()
 
 
@@ -251,7 +252,7 @@ def _native_or_trees(name: str, torchvision_class: str, root: Path, cache_dir: P
     import torchvision
 
     folder = root / name
-    if _use_native(name, folder):
+    if has_native_files(name, folder):
         s = _torchvision_arrays(getattr(torchvision.datasets, torchvision_class), folder, train={"train": True},
                                 test={"train": False})
         return ImageDataset(name, s["classes"], s["train"], s["test"], *stats)
@@ -288,7 +289,7 @@ def load_cifar100(root: Path, cache_dir: Path, labels: str = "fine") -> ImageDat
     import torchvision
 
     folder = root / "cifar100"
-    if _use_native("cifar100", folder):
+    if has_native_files("cifar100", folder):
         s = _torchvision_arrays(torchvision.datasets.CIFAR100, folder, train={"train": True},
                                 test={"train": False})
         dataset = ImageDataset("cifar100", s["classes"], s["train"], s["test"], *CIFAR100_STATS)
@@ -319,7 +320,7 @@ def _svhn_split(path: Path) -> Split:
 def load_svhn(root: Path, cache_dir: Path) -> ImageDataset:
     folder = root / "svhn"
     stats = ((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970))
-    if _use_native("svhn", folder):
+    if has_native_files("svhn", folder):
         return ImageDataset("svhn", [str(i) for i in range(10)], _svhn_split(folder / "train_32x32.mat"),
                             _svhn_split(folder / "test_32x32.mat"), *stats)
     _require(folder / "train", "svhn", "train_32x32.mat and test_32x32.mat, or train/ and test/ trees")

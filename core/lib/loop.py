@@ -118,7 +118,6 @@ def new_model(config: ExperimentConfig, dataset: ds.ImageDataset, seed: int, cyc
                          config.model.init, config.model.pretrained).to(device)
 
 
-
 def with_method_options(config: ExperimentConfig, method: str) -> ExperimentConfig:
     """A copy whose options for `method` have the types of the method's defaults (`--set` gives strings), so
     that a wrong option name or value is refused before any job runs, and equal options hash equally."""
@@ -171,8 +170,8 @@ def last_cycle(config: ExperimentConfig) -> int:
 
 
 def prepare_job(config: ExperimentConfig, method: str, seed: int, settings: RunSettings) -> JobPlan:
-    """Check one job (method and options, network, protocol against the dataset, the initial pool) and raise a
-    UserError before anything is written."""
+    """Check one job (method and options, network, protocol against the dataset) and raise a UserError before
+    anything is written."""
     config = with_method_options(config, method)
     digest = run_hash(config, method)
     strategy = make_strategy(method, config.method_options.get(method))
@@ -187,7 +186,6 @@ def prepare_job(config: ExperimentConfig, method: str, seed: int, settings: RunS
         build_network(config.model.arch, dataset.num_classes, dataset.channels, config.model.width,
                       config.model.init)
         strategy.networks(config, dataset.num_classes)
-    first_pool(config, dataset, seed, train_size)
     folder = run_folder(settings.out, config, method, seed)
     return JobPlan(config, strategy, digest, dataset, train_size, budget, folder)
 

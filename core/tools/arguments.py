@@ -110,8 +110,6 @@ def jobs_count(text: str):
     return text if text == "auto" else positive_int(text)
 
 
-
-
 def parse_assignments(assignments: list[str]) -> dict[str, str]:
     """--set KEY=VALUE items as {key: value}."""
     parsed = {}

@@ -275,5 +275,5 @@ def run_sampling(args: argparse.Namespace, device: torch.device) -> dict:
 
 
 register_benchmark(Benchmark("train", run_train, "one epoch of our trainer vs a plain DataLoader loop"))
-register_benchmark(Benchmark("sampling", run_sampling, "one selection of every method, feature extraction and selection "
-                                             "apart (VAAL Table 1)"))
+register_benchmark(Benchmark("sampling", run_sampling,
+                             "one selection of every method, feature extraction and selection apart (VAAL Table 1)"))

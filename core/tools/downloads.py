@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from core.lib.datasets import NATIVE_LAYOUT, NATIVE_MARKER
+from core.lib.datasets import NATIVE_LAYOUT, NATIVE_MARKER, has_native_files
 from core.lib.errors import UserError
 
 
@@ -13,7 +13,7 @@ def fetch_if_missing(dataset: str, root: Path) -> None:
     """Fetch `dataset` into root/<dataset> unless its native files or ImageFolder trees are there; datasets
     without a native download (Caltech, ImageNet, segmentation) are left to their loaders' messages."""
     folder = Path(root) / dataset
-    if dataset in NATIVE_MARKER and not (folder / NATIVE_MARKER[dataset]).exists() and not (folder / "train").is_dir():
+    if dataset in NATIVE_MARKER and not has_native_files(dataset, folder) and not (folder / "train").is_dir():
         fetch_native(dataset, folder)
 
 

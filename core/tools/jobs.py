@@ -21,7 +21,8 @@ import numpy as np
 from core.lib import parallel
 from core.lib.config import ExperimentConfig, to_dict
 from core.lib.errors import UserError
-from core.lib.loop import JobPlan, RunSettings, optimizer_name, prepare_job, run_cycles, run_folder, with_method_options
+from core.lib.loop import (JobPlan, RunSettings, first_pool, optimizer_name, prepare_job, run_cycles, run_folder,
+                           with_method_options)
 from core.lib.pool import Pool
 from core.lib.results import RESULTS_FILE, read_jsonl, write_json
 from core.tools import distributed
@@ -67,13 +68,15 @@ def run_job(config: ExperimentConfig, method: str, seed: int, settings: RunSetti
 
 
 def plan_job(config: ExperimentConfig, method: str, seed: int, settings: RunSettings) -> JobPlan:
-    """Check one job completely (core.lib.loop.prepare_job) and the state of its folder, and raise a UserError
-    before anything is written."""
+    """Check one job completely (core.lib.loop.prepare_job), the state of its folder and, for a job that starts
+    afresh, its initial pool, and raise a UserError before anything is written."""
     plan = prepare_job(config, method, seed, settings)
     folder = plan.folder
     # a folder without a finished cycle holds nothing to lose: a corrected command starts it over
     stored = _stored_config(folder / "config.json", plan.digest) if read_jsonl(folder / RESULTS_FILE) else None
     rows = finished_cycles(folder, plan.config, method, seed, plan.digest, plan.train_size)
+    if not rows:
+        first_pool(plan.config, plan.dataset, seed, plan.train_size)
     return dataclasses.replace(plan, rows=rows, stored_config=stored)
 
 
