@@ -164,9 +164,10 @@ class _PairFiles(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, item: tuple[int, None]):
         from PIL import Image
 
+        index, _ = item
         with Image.open(self.images[index]) as image:
             pixels = torch.from_numpy(np.asarray(image.convert("RGB")).copy())
         with Image.open(self.masks[index]) as mask:

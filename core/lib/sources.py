@@ -5,10 +5,6 @@ so the training loop does no per-sample Python work and no host copies. `FileSou
 DataLoader workers and pinned memory. Both yield (images, dataset indices) with the indices on the device, and
 (images, targets) from `labeled_batches`; segmentation sources do the same with masks as targets. With
 `shard=True` (training under torchrun) each process gets its rows of every batch (core.lib.parallel.rank_rows).
-
-Rows do not depend on `data.workers`: every random draw of augmentation comes from the shuffling generator, in
-the training process, either batch-wise on the device or, for files read by workers, through a per-sample
-generator seeded by an epoch key (drawn from the shuffling generator) and the sample's index (`sample_generator`).
 """
 from __future__ import annotations
 
@@ -58,30 +54,13 @@ def index_batches(indices: np.ndarray, batch_size: int, shuffle: torch.Generator
         yield order[start:start + batch_size]
 
 
-def epoch_key(shuffle: torch.Generator) -> int:
-    """One draw of the shuffling generator per pass over the data (an epoch of training, a pass of a game): the
-    shuffling generator is seeded by (seed, cycle), so the key is a function of (seed, cycle, epoch)."""
-    return int(torch.randint(0, 2**62, (1,), generator=shuffle, device=shuffle.device).item())
-
-
-def sample_generator(key: int, index: int) -> torch.Generator:
-    """The generator of one sample's augmentation in one pass: a function of the pass's key and the sample's
-    dataset index alone, so that whichever DataLoader worker loads the sample, and however many there are, it is
-    augmented alike (torchvision's v1 transforms draw from the global RNG, which each worker seeds its own way)."""
-    return torch.Generator().manual_seed(stream_key("augment", key, index) % 2**63)
-
-
 def loader_batches(dataset: torch.utils.data.Dataset, indices: np.ndarray, batch_size: int,
                    shuffle: torch.Generator | None, drop_last: bool, device: torch.device, workers: int,
                    shard: bool = False, key: int | None = None):
-    """Batches read by DataLoader workers in the order `index_batches` would give, moved to the device; the
-    dataset's items end with their index. With a `key` (`epoch_key`) the dataset is asked for (index, key) items:
-    the key travels with the sampled indices, so workers, persistent or not, augment from it. Sharded, the
-    workers read only this process's rows."""
+    """Batches read by DataLoader workers in the order `index_batches` would give, moved to the device; the dataset
+    maps (index, `key`) to items ending with the index, the key reaching any worker. Sharded: this process's rows."""
     indices = torch.as_tensor(np.asarray(indices), dtype=torch.long)
-    order = indices[_batch_order(len(indices), shuffle, torch.device("cpu"))].tolist()
-    if key is not None:
-        order = [(index, key) for index in order]
+    order = [(index, key) for index in indices[_batch_order(len(indices), shuffle, torch.device("cpu"))].tolist()]
     batches = [order[start:start + batch_size] for start in _batch_slices(len(order), batch_size, drop_last)]
     if shard:
         batches = [batch[parallel.rank_rows(len(batch))] for batch in batches]
@@ -157,48 +136,24 @@ class TensorSource(LabelBatches):
             yield self.load(chosen, augment, shuffle)[part], chosen[part]
 
 
-def crop_flip_image(image, size: int, hflip: bool, generator: torch.Generator):
-    """torchvision's RandomCrop(size) then RandomHorizontalFlip() of one PIL image, drawing from `generator`."""
-    from PIL import Image
-
-    width, height = image.size
-    if width < size or height < size:
-        raise UserError(f"data.image_size={size} is larger than an image resized to {width}x{height}; "
-                        "set data.resize to at least data.image_size")
-    top = int(torch.randint(0, height - size + 1, (1,), generator=generator))
-    left = int(torch.randint(0, width - size + 1, (1,), generator=generator))
-    image = image.crop((left, top, left + size, top + size))
-    if hflip and torch.rand(1, generator=generator).item() < 0.5:
-        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    return image
-
-
 class _FileDataset(torch.utils.data.Dataset):
-    """Image files resized (shorter side) then centre-cropped, or, for an (index, key) item, randomly cropped and
-    flipped from `sample_generator(key, index)`; normalised tensors."""
-
-    def __init__(self, files: list[str], mean, std, augmentation: Augmentation):
-        from torchvision import transforms as T
-
-        self.files, self.size, self.hflip = files, augmentation.image_size, augmentation.hflip
-        self.resize, self.centre = T.Resize(augmentation.resize), T.CenterCrop(augmentation.image_size)
-        self.normalize = T.Compose([T.ToTensor(), T.Normalize(mean, std)])
+    def __init__(self, files: list[str], transform):
+        self.files, self.transform = files, transform
 
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, item: int | tuple[int, int]):
+    def __getitem__(self, item: tuple[int, int | None]):
         from PIL import Image
 
-        index, key = item if isinstance(item, tuple) else (item, None)
+        index, key = item
         try:
-            with Image.open(self.files[index]) as image:
-                image = self.resize(image.convert("RGB"))
+            # torchvision's transforms draw from the global RNG, which differs by worker: seed it by (pass key, index)
+            with Image.open(self.files[index]) as image, torch.random.fork_rng(devices=()):
+                torch.manual_seed(stream_key("augment", key, index) % 2**63)
+                return self.transform(image.convert("RGB")), index
         except (OSError, SyntaxError, ValueError) as err:
             raise UserError(f"image {self.files[index]} cannot be read ({err}); replace or delete that file") from None
-        if key is None:
-            return self.normalize(self.centre(image)), index
-        return self.normalize(crop_flip_image(image, self.size, self.hflip, sample_generator(key, index))), index
 
 
 class FileSource(LabelBatches):
@@ -206,20 +161,24 @@ class FileSource(LabelBatches):
 
     def __init__(self, split, mean, std, augmentation: Augmentation, device: torch.device,
                  workers: int = 2):
-        self.device = torch.device(device)
-        self.workers = workers
-        self.files = _FileDataset(split.files, mean, std, augmentation)
+        from torchvision import transforms as T
+
+        self.device, self.workers = torch.device(device), workers
+        size, resize = augmentation.image_size, augmentation.resize
+        normalize = [T.ToTensor(), T.Normalize(mean, std)]
+        train = [T.Resize(resize), T.RandomCrop(size)] + ([T.RandomHorizontalFlip()] if augmentation.hflip else [])
+        self.train_set = _FileDataset(split.files, T.Compose(train + normalize))
+        self.test_set = _FileDataset(split.files, T.Compose([T.Resize(resize), T.CenterCrop(size)] + normalize))
 
     def __len__(self) -> int:
-        return len(self.files)
+        return len(self.train_set)
 
     def batches(self, indices: np.ndarray, batch_size: int, augment: bool = False,
                 shuffle: torch.Generator | None = None, drop_last: bool = False, shard: bool = False
                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Augmented, every sample's crop and flip are a function of (seed, cycle, epoch, index) alone."""
-        key = epoch_key(shuffle) if augment else None
-        yield from loader_batches(self.files, indices, batch_size, shuffle, drop_last, self.device, self.workers,
-                                  shard, key)
+        key = int(torch.randint(2**62, (1,), generator=shuffle, device=shuffle.device)) if augment else None
+        yield from loader_batches(self.train_set if augment else self.test_set, indices, batch_size, shuffle,
+                                  drop_last, self.device, self.workers, shard, key)
 
 
 def make_source(split, mean, std, augmentation: Augmentation, device, workers: int = 2):
