@@ -26,7 +26,7 @@ class DataConfig:
     crop_padding: int = 0                # RandomCrop(size, padding) when > 0
     image_size: int = 224                # large-image datasets: crop size (segmentation: 0 trains on whole images)
     resize: int = 256                    # large-image datasets: shorter side before cropping
-    workers: int = 2                     # DataLoader workers for large-image datasets
+    workers: int = 2                     # DataLoader workers for large-image datasets (rows do not depend on it)
 
 
 @dataclass
