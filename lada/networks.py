@@ -13,6 +13,34 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from core.lib import nondeterministic_kernel_allowed
+
+
+class _GridSample(torch.autograd.Function):
+    """F.grid_sample (bilinear, zero padding, align_corners=False) of images that need no gradient, computed by
+    the same kernels. CUDA's backward adds into the input's gradient with atomics and so refuses to run under
+    deterministic algorithms even when that gradient is not asked for; the grid's gradient, the only one
+    computed here, comes from one thread per grid point and is deterministic, so the check is lifted for it."""
+
+    @staticmethod
+    def forward(ctx, x, grid):
+        ctx.save_for_backward(x, grid)
+        return torch.grid_sampler_2d(x, grid, 0, 0, False)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, grid = ctx.saved_tensors
+        with nondeterministic_kernel_allowed():
+            _, grad_grid = torch.ops.aten.grid_sampler_2d_backward(grad, x, grid, 0, 0, False, [False, True])
+        return None, grad_grid
+
+
+def grid_sample(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """F.grid_sample(x, grid, align_corners=False), deterministic on CUDA when x needs no gradient (images)."""
+    if x.requires_grad:
+        return grid_sample(x, grid)
+    return _GridSample.apply(x, grid)
+
 
 def flattened_size(side: int) -> int:
     """16 maps of the side left after pool(2), conv 5x5 without padding, pool(2)."""
@@ -38,7 +66,7 @@ class SpatialTransformer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         nu = self.affine(torch.flatten(self.localization(x), 1)).view(-1, 2, 3)
         grid = F.affine_grid(nu, list(x.shape), align_corners=False)
-        return F.grid_sample(x, grid, align_corners=False)
+        return grid_sample(x, grid)
 
 
 class STNClassifier(nn.Module):
