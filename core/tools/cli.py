@@ -27,6 +27,7 @@ def validate_run(args):
     every job's folder. Returns (config, methods, seeds, settings). Under torchrun this process joins the
     others first and trains on its own GPU (core.tools.distributed)."""
     from core.lib import parallel
+    from core.lib.fastpaths import check_device
     from core.lib.loop import RunSettings
     from core.tools import distributed
     from core.tools.downloads import fetch_if_missing
@@ -34,13 +35,15 @@ def validate_run(args):
 
     _, config = resolve_experiment(args)
     methods = choose_methods(config, args.methods)
+    device = pick_device(args.device)
+    check_device(config.runtime, device)
     seeds = range(args.seeds if args.seeds is not None else config.seeds)
     out = user_path(args.out)
     check_out_folder(out)
     data_root = resolve_data_root_arg(args.data_root, create=args.download)
     if args.download:
         fetch_if_missing(config.data.dataset, data_root)
-    settings = RunSettings(data_root, out, distributed.start(pick_device(args.device)), args.profile,
+    settings = RunSettings(data_root, out, distributed.start(device), args.profile,
                            progress=sys.stderr.isatty() and not args.quiet and parallel.is_main())
     for method in methods:
         for seed in seeds:

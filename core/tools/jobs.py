@@ -25,6 +25,7 @@ from core.lib.loop import (JobPlan, RunSettings, first_pool, optimizer_name, pre
                            with_method_options)
 from core.lib.pool import Pool
 from core.lib.results import RESULTS_FILE, read_jsonl, write_json
+from core.lib.seeding import nondeterministic_kernel
 from core.tools import distributed
 from core.tools.checkpoint import JobCheckpoints
 
@@ -62,7 +63,15 @@ def run_job(config: ExperimentConfig, method: str, seed: int, settings: RunSetti
                                                 "config": to_dict(with_method_options(config, method))})
         checkpoints = JobCheckpoints(folder, plan.digest, plan.config.runtime.checkpoint_every, lock.verify, writes)
         settings = dataclasses.replace(settings, code_version=code_version())
-        return run_cycles(plan, method, seed, settings, lock.verify, checkpoints)
+        try:
+            return run_cycles(plan, method, seed, settings, lock.verify, checkpoints)
+        except RuntimeError as err:
+            kernel = nondeterministic_kernel(err)
+            if kernel is None:
+                raise
+            raise UserError(f"{method} runs {kernel}, which has no deterministic kernel on {settings.device.type}; "
+                            "rerun with --set runtime.deterministic=false (every row records it); finished cycles "
+                            "are kept") from None
     finally:
         lock.release()
 
