@@ -38,7 +38,9 @@ class _GridSample(torch.autograd.Function):
 def grid_sample(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     """F.grid_sample(x, grid, align_corners=False), deterministic on CUDA when x needs no gradient (images)."""
     if x.requires_grad:
-        return grid_sample(x, grid)
+        return F.grid_sample(x, grid, align_corners=False)
+    if torch.is_autocast_enabled(x.device.type):        # autocast runs the grid sampler in float32
+        x, grid = x.float(), grid.float()
     return _GridSample.apply(x, grid)
 
 
