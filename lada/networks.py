@@ -9,11 +9,24 @@ C = 64 at the paper's width (the ResNet-18 stem and layer1 both give 64 x S x S)
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from core.lib import nondeterministic_kernel_allowed
+
+@contextlib.contextmanager
+def nondeterministic_kernel_allowed():
+    """For a kernel whose only nondeterministic part is not used by the call, which PyTorch cannot tell: the
+    determinism check is off inside, then restored."""
+    enabled, warn_only = torch.are_deterministic_algorithms_enabled(), \
+        torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(False)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
 
 
 class _GridSample(torch.autograd.Function):
@@ -39,7 +52,8 @@ def grid_sample(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     """F.grid_sample(x, grid, align_corners=False), deterministic on CUDA when x needs no gradient (images)."""
     if x.requires_grad:
         return F.grid_sample(x, grid, align_corners=False)
-    if torch.is_autocast_enabled(x.device.type):        # autocast runs the grid sampler in float32
+    device = x.device.type
+    if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):   # autocast: in float32
         x, grid = x.float(), grid.float()
     return _GridSample.apply(x, grid)
 

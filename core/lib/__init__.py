@@ -23,7 +23,7 @@ PUBLIC = {
     "parallel": ("is_main", "rank_rows"),
     "pool": ("Pool", "candidate_subset"),
     "results": ("read_jsonl", "write_atomic"),
-    "seeding": ("nondeterministic_kernel_allowed", "numpy_rng", "seed_everything", "stream_key"),
+    "seeding": ("numpy_rng", "seed_everything", "stream_key"),
     "sources": ("Augmentation", "index_batches", "loader_batches"),
     "strategy": ("STRATEGIES", "CycleContext", "CycleSizes", "CycleWork", "NetworkUse", "ScoringStrategy", "Strategy",
                  "register_method"),

@@ -85,8 +85,7 @@ class RuntimeConfig:
     compile: bool = False                # torch.compile the training forward (compiling outlasts short cycles)
     sync_batchnorm: bool = True          # under torchrun on CUDA: BatchNorm statistics over the global batch
     stop_after_cycles: int = 0           # run only the first N cycles (verify); 0: the whole protocol
-    deterministic: bool = True           # an op CUDA cannot run deterministically raises; false allows it, and
-                                         # every row records the value (README: Determinism)
+    deterministic: bool = True           # false allows ops CUDA cannot run deterministically (rows record it)
 
 
 @dataclass

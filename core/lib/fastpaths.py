@@ -9,7 +9,6 @@ import torch.nn as nn
 
 from core.lib import parallel
 from core.lib.config import RuntimeConfig
-from core.lib.errors import UserError
 
 
 def use_channels_last(setting: str, device, model: nn.Module) -> bool:
@@ -19,13 +18,6 @@ def use_channels_last(setting: str, device, model: nn.Module) -> bool:
     if setting == "auto":
         return torch.device(device).type == "cuda" and any(isinstance(m, nn.Conv2d) for m in model.modules())
     return setting == "on"
-
-
-def check_device(runtime: RuntimeConfig, device) -> None:
-    """Refuse what a device cannot run safely, before a run starts."""
-    if runtime.channels_last == "on" and torch.device(device).type == "cpu":
-        raise UserError("runtime.channels_last=on is refused on the CPU, where oneDNN's channels-last convolution "
-                        "backward has corrupted the heap; set runtime.channels_last=auto or off")
 
 
 class _Forward(nn.Module):

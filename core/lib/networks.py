@@ -39,44 +39,35 @@ def scaled(channels: int, width: float) -> int:
 
 
 class _Replicate(torch.autograd.Function):
-    """Each input cell copied to a `factor` x `factor` block; the gradient adds the block's cells one after
-    another in row-major order, as PyTorch's CPU adaptive-pool backward does, without atomics."""
+    """Each input cell copied to a block; the backward adds a block's cells in row-major order (as PyTorch's CPU
+    adaptive-pool backward), not with CUDA's atomics."""
 
     @staticmethod
-    def forward(ctx, x, factor_h: int, factor_w: int):
-        ctx.factors = factor_h, factor_w
-        n, c, h, w = x.shape
-        return x[:, :, :, None, :, None].expand(n, c, h, factor_h, w, factor_w).reshape(n, c, h * factor_h,
-                                                                                          w * factor_w)
+    def forward(ctx, x, fh: int, fw: int):
+        ctx.factors, (n, c, h, w) = (fh, fw), x.shape
+        return x[:, :, :, None, :, None].expand(n, c, h, fh, w, fw).reshape(n, c, h * fh, w * fw)
 
     @staticmethod
     def backward(ctx, grad):
-        factor_h, factor_w = ctx.factors
-        total = torch.zeros_like(grad[:, :, ::factor_h, ::factor_w])
-        for row in range(factor_h):
-            for column in range(factor_w):
-                total = total + grad[:, :, row::factor_h, column::factor_w]
-        return total, None, None
+        fh, fw = ctx.factors
+        return sum((grad[:, :, r::fh, c::fw] for r in range(fh) for c in range(fw)),
+                   torch.zeros_like(grad[:, :, ::fh, ::fw])), None, None
 
 
 class ExactAdaptiveAvgPool2d(nn.AdaptiveAvgPool2d):
-    """AdaptiveAvgPool2d, equal to the bit, without its backward that CUDA cannot run deterministically where
-    each output cell averages one input cell (output sides multiples of the input's: VGG's 7x7 pool of a 1x1
-    map at 32x32 inputs, or of a 7x7 map at 224): there the pool is a replication, whose backward sums in a
-    fixed order. Other sizes run the pool."""
+    """AdaptiveAvgPool2d, equal to the bit, deterministic on CUDA where each output cell averages one input cell
+    (output sides multiples of the input's: VGG's 7x7 pool of the 1x1 map at 32x32, or the 7x7 map at 224)."""
 
     def forward(self, x):
         out_h, out_w = self.output_size if isinstance(self.output_size, tuple) else (self.output_size,) * 2
-        height, width = x.shape[-2:]
-        if x.ndim == 4 and out_h and out_w and out_h % height == 0 and out_w % width == 0:
-            return _Replicate.apply(x, out_h // height, out_w // width)
+        if x.ndim == 4 and out_h and out_w and out_h % x.shape[-2] == 0 and out_w % x.shape[-1] == 0:
+            return _Replicate.apply(x, out_h // x.shape[-2], out_w // x.shape[-1])
         return super().forward(x)
 
 
 class VGG16BN(TaskNetwork):
     """torchvision's vgg16_bn (config D with BatchNorm): AdaptiveAvgPool(7, 7) and the 4096-wide head are kept
-    on 32x32 inputs as in the VAAL code (REFERENCES 1.1), so the 1x1 map is replicated to 7x7
-    (ExactAdaptiveAvgPool2d, deterministic on CUDA)."""
+    on 32x32 inputs as in the VAAL code (REFERENCES 1.1), so the 1x1 map is replicated to 7x7."""
 
     def __init__(self, num_classes: int, in_channels: int = 3, width: float = 1.0, init: str = "xavier",
                  dropout: float = 0.5):

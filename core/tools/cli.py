@@ -27,7 +27,6 @@ def validate_run(args):
     every job's folder. Returns (config, methods, seeds, settings). Under torchrun this process joins the
     others first and trains on its own GPU (core.tools.distributed)."""
     from core.lib import parallel
-    from core.lib.fastpaths import check_device
     from core.lib.loop import RunSettings
     from core.tools import distributed
     from core.tools.downloads import fetch_if_missing
@@ -36,7 +35,9 @@ def validate_run(args):
     _, config = resolve_experiment(args)
     methods = choose_methods(config, args.methods)
     device = pick_device(args.device)
-    check_device(config.runtime, device)
+    if config.runtime.channels_last == "on" and device.type == "cpu":
+        raise UserError("runtime.channels_last=on is refused on the CPU, where oneDNN's channels-last convolution "
+                        "backward has corrupted the heap; set runtime.channels_last=auto or off")
     seeds = range(args.seeds if args.seeds is not None else config.seeds)
     out = user_path(args.out)
     check_out_folder(out)

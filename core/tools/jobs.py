@@ -25,11 +25,12 @@ from core.lib.loop import (JobPlan, RunSettings, first_pool, optimizer_name, pre
                            with_method_options)
 from core.lib.pool import Pool
 from core.lib.results import RESULTS_FILE, read_jsonl, write_json
-from core.lib.seeding import nondeterministic_kernel
 from core.tools import distributed
 from core.tools.checkpoint import JobCheckpoints
 
 LOCK_FILE = ".lock"
+# PyTorch's text when an op without a deterministic kernel runs under use_deterministic_algorithms(True)
+NO_DETERMINISTIC_KERNEL = " does not have a deterministic implementation"
 
 
 @functools.lru_cache(maxsize=1)
@@ -74,6 +75,12 @@ def run_job(config: ExperimentConfig, method: str, seed: int, settings: RunSetti
                             "are kept") from None
     finally:
         lock.release()
+
+
+def nondeterministic_kernel(err: BaseException) -> str | None:
+    """The kernel named by PyTorch's error for an op without a deterministic implementation, else None."""
+    text = str(err)
+    return text.split(NO_DETERMINISTIC_KERNEL)[0].split()[-1] if NO_DETERMINISTIC_KERNEL in text else None
 
 
 def plan_job(config: ExperimentConfig, method: str, seed: int, settings: RunSettings) -> JobPlan:
