@@ -9,9 +9,53 @@ C = 64 at the paper's width (the ResNet-18 stem and layer1 both give 64 x S x S)
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+
+@contextlib.contextmanager
+def nondeterministic_kernel_allowed():
+    """For a kernel whose only nondeterministic part is not used by the call, which PyTorch cannot tell: the
+    determinism check is off inside, then restored."""
+    enabled, warn_only = torch.are_deterministic_algorithms_enabled(), \
+        torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(False)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+
+
+class _GridSample(torch.autograd.Function):
+    """F.grid_sample (bilinear, zero padding, align_corners=False) of images that need no gradient, computed by
+    the same kernels. CUDA's backward adds into the input's gradient with atomics and so refuses to run under
+    deterministic algorithms even when that gradient is not asked for; the grid's gradient, the only one
+    computed here, comes from one thread per grid point and is deterministic, so the check is lifted for it."""
+
+    @staticmethod
+    def forward(ctx, x, grid):
+        ctx.save_for_backward(x, grid)
+        return torch.grid_sampler_2d(x, grid, 0, 0, False)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, grid = ctx.saved_tensors
+        with nondeterministic_kernel_allowed():
+            _, grad_grid = torch.ops.aten.grid_sampler_2d_backward(grad, x, grid, 0, 0, False, [False, True])
+        return None, grad_grid
+
+
+def grid_sample(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """F.grid_sample(x, grid, align_corners=False), deterministic on CUDA when x needs no gradient (images)."""
+    if x.requires_grad:
+        return F.grid_sample(x, grid, align_corners=False)
+    device = x.device.type
+    if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):   # autocast: in float32
+        x, grid = x.float(), grid.float()
+    return _GridSample.apply(x, grid)
 
 
 def flattened_size(side: int) -> int:
@@ -38,7 +82,7 @@ class SpatialTransformer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         nu = self.affine(torch.flatten(self.localization(x), 1)).view(-1, 2, 3)
         grid = F.affine_grid(nu, list(x.shape), align_corners=False)
-        return F.grid_sample(x, grid, align_corners=False)
+        return grid_sample(x, grid)
 
 
 class STNClassifier(nn.Module):

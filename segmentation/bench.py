@@ -38,7 +38,7 @@ def bench_segmentation(device: torch.device, arch: str, width: float, steps: int
 
     def train(iterations: int) -> float:
         cfg = TrainConfig(optimizer="adam", lr=1e-3, weight_decay=0, batch_size=batch_size, iterations=iterations,
-                          drop_last=True, amp=amp, deterministic=False)
+                          drop_last=True, amp=amp)
         generator = torch.Generator(device=device).manual_seed(0)
         synchronize(device)
         started = time.perf_counter()

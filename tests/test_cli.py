@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -51,6 +52,8 @@ def test_describe_prints_the_resolved_config_and_parameter_counts(capsys):
     assert main(["describe", "vaal", "fig2_cifar10"]) == 0
     out = capsys.readouterr().out
     assert '"iterations": 78125' in out and "134,309,962 parameters" in out
+    runtime = json.loads(out[:out.index("\n}\n") + 2])["runtime"]
+    assert runtime["deterministic"] is True and runtime["channels_last"] == "auto"
 
 
 def test_run_writes_results_figure_and_table(data_root, tmp_path):

@@ -231,7 +231,9 @@ def test_compile_is_off_by_default_and_runtime_keys_leave_the_hash():
 
 
 def test_channels_last_training_matches_contiguous_training_on_cpu():
-    """The memory format changes only which kernels run: a few steps end at the same weights up to rounding."""
+    """The memory format changes only which kernels run: a few steps end at the same weights up to rounding.
+    A run refuses channels_last=on on the CPU (tests/test_reliability.py), where oneDNN's channels-last backward
+    corrupted the heap on segmentation crops; this 3-channel 8x8 net is the CPU's one run of the path CUDA takes."""
     from core.lib.config import TrainConfig
 
     rng = np.random.default_rng(0)

@@ -133,6 +133,8 @@ def test_locks_exclude_each_other_under_contention(tmp_path):
     (["--set", "model.arch=nope"], "unknown model.arch 'nope'"),
     (["--methods", "random,entropy", "--set", "method_options.entropy.bogus=1"], "entropy has no option bogus"),
     (["--methods", ","], "names no method"),
+    (["--set", "runtime.channels_last=on"], "runtime.channels_last=on is refused on the CPU"),
+    (["--set", "runtime.deterministic=maybe"], "runtime.deterministic must be bool, got 'maybe'"),
 ])
 def test_a_bad_command_is_refused_before_anything_is_written(capsys, data_root, tmp_path, extra, message):
     out = tmp_path / "out"
@@ -324,6 +326,34 @@ def test_a_diverging_run_stops_without_a_row_and_the_corrected_command_runs(caps
     code, _, err = run_cli(capsys, *command)
     assert code == 0, err
     assert len(read_jsonl(tmp_path / "vaal" / "fig2_cifar10" / "random" / "seed0" / "results.jsonl")) == 1
+
+
+def test_an_op_without_a_deterministic_kernel_stops_the_run_in_one_line_unless_allowed(capsys, data_root, tmp_path,
+                                                                                     monkeypatch):
+    """put_ has no deterministic kernel on any device, so the CPU shows what CUDA does for the ops of
+    tests/test_determinism.py: strict by default, allowed by runtime.deterministic=false, which the rows record."""
+    import torch
+
+    from core.lib import loop
+
+    real_evaluate = loop.evaluate
+
+    def evaluate_after_put(*args, **kwargs):
+        torch.zeros(2).put_(torch.tensor([0]), torch.tensor([1.0]))
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "evaluate", evaluate_after_put)
+    command = ["run", "vaal", "fig2_cifar10", "--methods", "random", "--data-root", data_root, "--out", tmp_path,
+               *SMALL, "--set", "protocol.cycles=1"]
+    code, _, err = run_cli(capsys, *command)
+    assert_one_line_error(code, err, "random runs put_, which has no deterministic kernel on cpu",
+                          "--set runtime.deterministic=false")
+    assert not list(tmp_path.rglob("results.jsonl"))
+    code, _, err = run_cli(capsys, *command, "--set", "runtime.deterministic=false")
+    assert code == 0, err
+    row, = read_jsonl(tmp_path / "vaal" / "fig2_cifar10" / "random" / "seed0" / "results.jsonl")
+    assert {k: row[k] for k in ("deterministic", "tf32_matmul", "tf32_cudnn", "cuda_version", "cudnn_version")} == {
+        "deterministic": False, "tf32_matmul": None, "tf32_cudnn": None, "cuda_version": None, "cudnn_version": None}
 
 
 def test_a_truncated_jpeg_read_by_dataloader_workers_is_named_in_one_line(tmp_path):

@@ -73,7 +73,6 @@ class TrainConfig:
     validate_every: int = 0              # in epochs or iterations; 0 validates only at the end
     amp: bool = False                    # bfloat16 autocast on CUDA
     loss: str = "cross_entropy"          # masks only: smp's dice, focal or lovasz instead (fyu/drn: cross-entropy)
-    deterministic: bool = True
     eval_batch_size: int = 500
 
 
@@ -86,6 +85,7 @@ class RuntimeConfig:
     compile: bool = False                # torch.compile the training forward (compiling outlasts short cycles)
     sync_batchnorm: bool = True          # under torchrun on CUDA: BatchNorm statistics over the global batch
     stop_after_cycles: int = 0           # run only the first N cycles (verify); 0: the whole protocol
+    deterministic: bool = True           # false allows ops CUDA cannot run deterministically (rows record it)
 
 
 @dataclass

@@ -33,7 +33,7 @@ from core.lib.networks import build_network
 from core.lib.oracle import make_oracle
 from core.lib.pool import Pool, candidate_subset, initial_pool
 from core.lib.results import RESULTS_FILE, append_jsonl, save_atomic
-from core.lib.seeding import numpy_rng, seed_everything, set_deterministic, stream_key
+from core.lib.seeding import float_settings, numpy_rng, seed_everything, set_deterministic, stream_key
 from core.lib.sources import Augmentation
 from core.lib.strategy import CycleContext, make_strategy
 from core.lib.trainer import Trainer
@@ -207,7 +207,7 @@ def run_cycles(plan: JobPlan, method: str, seed: int, settings: RunSettings,
     config, strategy, dataset, folder, digest = plan.config, plan.strategy, plan.dataset, plan.folder, plan.digest
     rows, train_size, budget = list(plan.rows), plan.train_size, plan.budget
     results_file = folder / RESULTS_FILE
-    set_deterministic(config.train.deterministic)
+    set_deterministic(config.runtime.deterministic)
     device = settings.device
     oracle = make_oracle(dataset.train.targets, config.protocol.oracle_noise, dataset.superclass_of_class, seed)
     data = config.data
@@ -298,7 +298,7 @@ def run_cycles(plan: JobPlan, method: str, seed: int, settings: RunSettings,
             "noisy_labels_in_labeled": int(oracle.flipped[trained_on].sum()),
             "diagnostics": strategy.diagnostics, "method_options": strategy.options, "selected": np.asarray(selected).tolist(),
             "config_hash": digest, "code_version": settings.code_version, "device": str(device),
-            "processes": parallel.world_size(),
+            "processes": parallel.world_size(), **float_settings(device),
         }
         if writes:
             before_write()

@@ -38,6 +38,33 @@ def scaled(channels: int, width: float) -> int:
     return max(1, int(round(channels * width)))
 
 
+class _Replicate(torch.autograd.Function):
+    """Each input cell copied to a block; the backward adds a block's cells in row-major order (as PyTorch's CPU
+    adaptive-pool backward), not with CUDA's atomics."""
+
+    @staticmethod
+    def forward(ctx, x, fh: int, fw: int):
+        ctx.factors, (n, c, h, w) = (fh, fw), x.shape
+        return x[:, :, :, None, :, None].expand(n, c, h, fh, w, fw).reshape(n, c, h * fh, w * fw)
+
+    @staticmethod
+    def backward(ctx, grad):
+        fh, fw = ctx.factors
+        return sum((grad[:, :, r::fh, c::fw] for r in range(fh) for c in range(fw)),
+                   torch.zeros_like(grad[:, :, ::fh, ::fw])), None, None
+
+
+class ExactAdaptiveAvgPool2d(nn.AdaptiveAvgPool2d):
+    """AdaptiveAvgPool2d, equal to the bit, deterministic on CUDA where each output cell averages one input cell
+    (output sides multiples of the input's: VGG's 7x7 pool of the 1x1 map at 32x32, or the 7x7 map at 224)."""
+
+    def forward(self, x):
+        out_h, out_w = self.output_size if isinstance(self.output_size, tuple) else (self.output_size,) * 2
+        if x.ndim == 4 and out_h and out_w and out_h % x.shape[-2] == 0 and out_w % x.shape[-1] == 0:
+            return _Replicate.apply(x, out_h // x.shape[-2], out_w // x.shape[-1])
+        return super().forward(x)
+
+
 class VGG16BN(TaskNetwork):
     """torchvision's vgg16_bn (config D with BatchNorm): AdaptiveAvgPool(7, 7) and the 4096-wide head are kept
     on 32x32 inputs as in the VAAL code (REFERENCES 1.1), so the 1x1 map is replicated to 7x7."""
@@ -55,7 +82,7 @@ class VGG16BN(TaskNetwork):
             channels = out
         hidden = scaled(4096, width)
         self.features = nn.Sequential(*layers)
-        self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
+        self.avgpool = ExactAdaptiveAvgPool2d((7, 7))
         self.head = nn.Sequential(
             nn.Linear(channels * 49, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout),
             nn.Linear(hidden, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout))

@@ -30,5 +30,13 @@ def set_deterministic(enabled: bool) -> None:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")   # deterministic cuBLAS, read at its init
     torch.backends.cudnn.deterministic = enabled
     torch.backends.cudnn.benchmark = not enabled
-    torch.use_deterministic_algorithms(enabled, warn_only=True)
+    torch.use_deterministic_algorithms(enabled)
 
+
+def float_settings(device) -> dict:
+    """What besides code and seed changes a run's floats on the GPU (None on another device), for every row."""
+    cuda = torch.device(device).type == "cuda"
+    values = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.version.cuda,
+              torch.backends.cudnn.version()) if cuda else (None,) * 4
+    return {"deterministic": torch.are_deterministic_algorithms_enabled(),
+            **dict(zip(("tf32_matmul", "tf32_cudnn", "cuda_version", "cudnn_version"), values))}

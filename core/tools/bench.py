@@ -61,7 +61,7 @@ def synchronize(device: torch.device) -> None:
 
 def time_our_trainer(split, device, arch: str, width: float, batch_size: int) -> float:
     source = TensorSource(split, *CIFAR10_STATS, Augmentation(hflip=True, crop_padding=4), device)
-    cfg = TrainConfig(optimizer="sgd", lr=0.01, batch_size=batch_size, epochs=1, deterministic=False)
+    cfg = TrainConfig(optimizer="sgd", lr=0.01, batch_size=batch_size, epochs=1)
     model = build_network(arch, 10, width=width).to(device)
     trainer = Trainer(cfg, device, 10, progress=False)
     trainer.fit(model, source, np.arange(min(len(split), 4 * batch_size)), split.targets)   # warm-up

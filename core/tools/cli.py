@@ -34,13 +34,17 @@ def validate_run(args):
 
     _, config = resolve_experiment(args)
     methods = choose_methods(config, args.methods)
+    device = pick_device(args.device)
+    if config.runtime.channels_last == "on" and device.type == "cpu":
+        raise UserError("runtime.channels_last=on is refused on the CPU, where oneDNN's channels-last convolution "
+                        "backward has corrupted the heap; set runtime.channels_last=auto or off")
     seeds = range(args.seeds if args.seeds is not None else config.seeds)
     out = user_path(args.out)
     check_out_folder(out)
     data_root = resolve_data_root_arg(args.data_root, create=args.download)
     if args.download:
         fetch_if_missing(config.data.dataset, data_root)
-    settings = RunSettings(data_root, out, distributed.start(pick_device(args.device)), args.profile,
+    settings = RunSettings(data_root, out, distributed.start(device), args.profile,
                            progress=sys.stderr.isatty() and not args.quiet and parallel.is_main())
     for method in methods:
         for seed in seeds:

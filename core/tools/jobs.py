@@ -29,6 +29,8 @@ from core.tools import distributed
 from core.tools.checkpoint import JobCheckpoints
 
 LOCK_FILE = ".lock"
+# PyTorch's text when an op without a deterministic kernel runs under use_deterministic_algorithms(True)
+NO_DETERMINISTIC_KERNEL = " does not have a deterministic implementation"
 
 
 @functools.lru_cache(maxsize=1)
@@ -62,9 +64,23 @@ def run_job(config: ExperimentConfig, method: str, seed: int, settings: RunSetti
                                                 "config": to_dict(with_method_options(config, method))})
         checkpoints = JobCheckpoints(folder, plan.digest, plan.config.runtime.checkpoint_every, lock.verify, writes)
         settings = dataclasses.replace(settings, code_version=code_version())
-        return run_cycles(plan, method, seed, settings, lock.verify, checkpoints)
+        try:
+            return run_cycles(plan, method, seed, settings, lock.verify, checkpoints)
+        except RuntimeError as err:
+            kernel = nondeterministic_kernel(err)
+            if kernel is None:
+                raise
+            raise UserError(f"{method} runs {kernel}, which has no deterministic kernel on {settings.device.type}; "
+                            "rerun with --set runtime.deterministic=false (every row records it); finished cycles "
+                            "are kept") from None
     finally:
         lock.release()
+
+
+def nondeterministic_kernel(err: BaseException) -> str | None:
+    """The kernel named by PyTorch's error for an op without a deterministic implementation, else None."""
+    text = str(err)
+    return text.split(NO_DETERMINISTIC_KERNEL)[0].split()[-1] if NO_DETERMINISTIC_KERNEL in text else None
 
 
 def plan_job(config: ExperimentConfig, method: str, seed: int, settings: RunSettings) -> JobPlan:
