@@ -1,0 +1,88 @@
+"""Mid-cycle checkpoints (issue 28): CUDA generator states follow the job's device, not the GPU numbering of the
+process that wrote them; the adversarial games resume mid-way to the result of an uninterrupted game."""
+import numpy as np
+import pytest
+import torch
+
+from core.lib import parallel
+from core.lib.errors import UserError
+from core.tools.checkpoint import TrainCheckpoint
+
+
+class FakeCuda:
+    """The CUDA generators of `count` visible GPUs, each state a distinct byte tensor."""
+
+    def __init__(self, monkeypatch, count: int, current: int = 0):
+        self.states = [torch.full((16,), 10 * (i + 1), dtype=torch.uint8) for i in range(count)]
+        self.current = current
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: len(self.states))
+        monkeypatch.setattr(torch.cuda, "current_device", lambda: self.current)
+        monkeypatch.setattr(torch.cuda, "get_rng_state", lambda index: self.states[index].clone())
+        monkeypatch.setattr(torch.cuda, "set_rng_state", self.set)
+
+    def set(self, state: torch.Tensor, index: int) -> None:
+        self.states[index] = state.clone()          # IndexError for a GPU this process does not see
+
+
+def checkpoint(tmp_path, device: str) -> TrainCheckpoint:
+    return TrainCheckpoint(tmp_path / "train_cycle0.ckpt", 1, "key", device=torch.device(device))
+
+
+def test_two_gpus_seen_when_saved_one_when_resumed(tmp_path, monkeypatch):
+    """Written by a process that saw 2 GPUs and trained on cuda:1; resumed where only that GPU is visible, as
+    cuda:0: the job's generator goes to the GPU the job now trains on."""
+    saving = FakeCuda(monkeypatch, 2)
+    checkpoint(tmp_path, "cuda:1").save({})
+    written = saving.states[1]
+    resuming = FakeCuda(monkeypatch, 1)
+    assert checkpoint(tmp_path, "cuda:0").load() is not None
+    assert torch.equal(resuming.states[0], written)
+
+
+def test_one_gpu_seen_when_saved_two_when_resumed(tmp_path, monkeypatch):
+    """Written on the only GPU of its process (`cuda`, the current one); resumed on the second of two: that GPU
+    gets it, the other is left alone."""
+    saving = FakeCuda(monkeypatch, 1)
+    checkpoint(tmp_path, "cuda").save({})
+    written = saving.states[0]
+    resuming = FakeCuda(monkeypatch, 2, current=1)
+    untouched = resuming.states[0].clone()
+    checkpoint(tmp_path, "cuda").load()
+    assert torch.equal(resuming.states[1], written) and torch.equal(resuming.states[0], untouched)
+
+
+def test_a_torchrun_rank_resumes_its_own_generator(tmp_path, monkeypatch):
+    """Rank 0 writes the checkpoint with every rank's generator; rank 1 resumes with rank 1's, not GPU 0's."""
+    cuda = FakeCuda(monkeypatch, 2)
+    rank_1_state = torch.full((16,), 77, dtype=torch.uint8)
+    monkeypatch.setattr(parallel, "all_values", lambda value: [value, rank_1_state])
+    checkpoint(tmp_path, "cuda:0").save({})
+    rank_0_state = cuda.states[0].clone()
+    monkeypatch.setattr(parallel, "rank", lambda: 1)
+    cuda.states = [torch.zeros(16, dtype=torch.uint8)] * 2
+    checkpoint(tmp_path, "cuda:1").load()
+    assert torch.equal(cuda.states[1], rank_1_state) and not torch.equal(cuda.states[1], rank_0_state)
+    assert torch.equal(cuda.states[0], torch.zeros(16, dtype=torch.uint8))
+
+
+@pytest.mark.parametrize("written_on", ["cpu", "cuda:0"])
+def test_a_checkpoint_without_this_ranks_generator_is_refused_in_one_line(tmp_path, monkeypatch, written_on):
+    """Written on the CPU, or by one CUDA process and resumed by rank 1 of two: nothing to put on this GPU."""
+    FakeCuda(monkeypatch, 2)
+    checkpoint(tmp_path, written_on).save({})
+    monkeypatch.setattr(parallel, "rank", lambda: 1)
+    with pytest.raises(UserError, match="holds no CUDA generator state for rank 1") as refused:
+        checkpoint(tmp_path, "cuda:1").load()
+    assert len(str(refused.value).splitlines()) == 1
+
+
+def test_the_cpu_and_numpy_generators_come_back(tmp_path):
+    torch.manual_seed(3)
+    np.random.seed(3)
+    checkpoint(tmp_path, "cpu").save({})
+    expected = torch.rand(4), np.random.rand(4)
+    torch.manual_seed(4)
+    np.random.seed(4)
+    checkpoint(tmp_path, "cpu").load()
+    assert torch.equal(torch.rand(4), expected[0]) and np.array_equal(np.random.rand(4), expected[1])
