@@ -245,7 +245,8 @@ def run_cycles(plan: JobPlan, method: str, seed: int, settings: RunSettings,
                            pool=pool, answers=oracle.answers, trainer=trainer(cycle),
                            rng=numpy_rng("select", seed, method, cycle),
                            options=strategy.options, progress=settings.progress,
-                           train_model=functools.partial(train_extra_model, cycle), folder=folder)
+                           train_model=functools.partial(train_extra_model, cycle), folder=folder,
+                           checkpoint=functools.partial(checkpoint, cycle, pool.labeled))
         strategy.diagnostics = {}
         model = strategy.prepare_model(new_model(config, dataset, seed, cycle, device), ctx)
         if not config.train.reinit and cycle > 0:
