@@ -4,9 +4,17 @@ import numpy as np
 import pytest
 import torch
 
+from baselines.learning_loss import LossPredictionModule, block_channels
 from core.lib import parallel
 from core.lib.errors import UserError
+from core.lib.game import GameState
+from core.lib.networks import build_network
 from core.tools.checkpoint import TrainCheckpoint
+from daal.method import DAAL
+from ta_vaal.method import TAVAAL
+from tests.test_ta_vaal import ta_context
+from tests.test_vaal import synthetic_context
+from vaal.method import VAAL
 
 
 class FakeCuda:
@@ -86,3 +94,71 @@ def test_the_cpu_and_numpy_generators_come_back(tmp_path):
     np.random.seed(4)
     checkpoint(tmp_path, "cpu").load()
     assert torch.equal(torch.rand(4), expected[0]) and np.array_equal(np.random.rand(4), expected[1])
+
+
+class Interrupted(Exception):
+    pass
+
+
+def vaal_game():
+    ctx = synthetic_context(shift=60, count=64)
+    ctx.config.model.width = 0.0625
+    return VAAL({"iterations": 2, "latent_dim": 8}), ctx, None
+
+
+def ta_vaal_game():
+    ctx = ta_context(count=64, subset=32)
+    torch.manual_seed(0)
+    model = build_network("resnet18_cifar", 1, width=0.0625).eval()
+    strategy = TAVAAL({"latent_dim": 8, "iterations": 3})
+    strategy.ranker.module = LossPredictionModule(block_channels(model), 8)
+    return strategy, ctx, model
+
+
+def daal_game():
+    torch.manual_seed(0)
+    return (DAAL({"iterations": 3, "batch_size": 16}), synthetic_context(shift=60, count=64),
+            build_network("wrn28_2", 2, width=0.25))
+
+
+def game_networks(strategy) -> dict[str, torch.nn.Module]:
+    return strategy.nets.modules() if isinstance(strategy, DAAL) else {"VAE": strategy.vae, "D": strategy.disc}
+
+
+# the game, and its epoch: the task model's steps per epoch (32 / 32), (labeled + subset) / batch, unlabeled / batch
+GAMES = {"vaal": (vaal_game, 1), "ta_vaal": (ta_vaal_game, (32 + 32) // 32), "daal": (daal_game, 32 // 16)}
+
+
+@pytest.mark.parametrize("method", GAMES)
+def test_a_game_stopped_after_its_first_checkpoint_resumes_to_the_uninterrupted_networks(method, tmp_path, monkeypatch):
+    """The game is stopped after its first checkpoint (one game epoch), then played again by new objects: it
+    continues from that iteration and ends with the networks and diagnostics of a game never stopped."""
+    make, per_epoch = GAMES[method]
+
+    def played(checkpoint):
+        strategy, ctx, model = make()
+        ctx.checkpoint = checkpoint
+        strategy.prepare_selection(model, ctx)
+        return strategy
+
+    clean = played(None)
+    game_checkpoint = lambda tag: TrainCheckpoint(tmp_path / f"{tag}.ckpt", 1, "key")
+    save = TrainCheckpoint.save
+
+    def save_then_stop(checkpoint, state):
+        save(checkpoint, state)
+        raise Interrupted
+
+    with monkeypatch.context() as patched:
+        patched.setattr(TrainCheckpoint, "save", save_then_stop)
+        with pytest.raises(Interrupted):
+            played(game_checkpoint)
+    resumed_at, load = [], GameState.load_state_dict
+    monkeypatch.setattr(GameState, "load_state_dict",
+                        lambda game, saved, device: resumed_at.append(load(game, saved, device)) or resumed_at[-1])
+    resumed = played(game_checkpoint)
+    assert resumed_at == [per_epoch]
+    for name, module in game_networks(clean).items():
+        for key, value in module.state_dict().items():
+            assert torch.equal(value, game_networks(resumed)[name].state_dict()[key]), f"{name} {key}"
+    assert resumed.diagnostics == clean.diagnostics
