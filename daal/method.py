@@ -327,7 +327,8 @@ class DAAL(ScoringStrategy):
             streams.append(endless_batches(features, opts["batch_size"], generator, drop_last))
         optimizers = make_optimizers(self.nets, opts["lr"])
         # each term's mean over the first and the last tenth of the game
-        game = GameState(f"{self.name} game", self.nets.modules(), optimizers, streams, values={"first": {}, "last": {}})
+        game = GameState(f"{self.name} game", self.nets.modules(), optimizers, streams,
+                         values={"first": {}, "last": {}})
         self.nets.train()
         tenth = max(1, iterations // 10)
 

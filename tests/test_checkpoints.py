@@ -1,5 +1,11 @@
 """Mid-cycle checkpoints (issue 28): CUDA generator states follow the job's device, not the GPU numbering of the
 process that wrote them; the adversarial games resume mid-way to the result of an uninterrupted game."""
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -9,12 +15,16 @@ from core.lib import parallel
 from core.lib.errors import UserError
 from core.lib.game import GameState
 from core.lib.networks import build_network
+from core.lib.results import RESULTS_FILE, read_jsonl
 from core.tools.checkpoint import TrainCheckpoint
 from daal.method import DAAL
 from ta_vaal.method import TAVAAL
+from tests.test_scaleout import stable
 from tests.test_ta_vaal import ta_context
 from tests.test_vaal import synthetic_context
 from vaal.method import VAAL
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 class FakeCuda:
@@ -162,3 +172,69 @@ def test_a_game_stopped_after_its_first_checkpoint_resumes_to_the_uninterrupted_
         for key, value in module.state_dict().items():
             assert torch.equal(value, game_networks(resumed)[name].state_dict()[key]), f"{name} {key}"
     assert resumed.diagnostics == clean.diagnostics
+
+
+# A run whose process SIGKILLs itself right after writing its KILL_AFTER-th game checkpoint (0: never), and
+# which says at which iteration a game resumed.
+KILLED_IN_THE_GAME = """
+import os, signal, sys
+from core.lib.game import GameState
+from core.tools.checkpoint import TrainCheckpoint
+save, load, written = TrainCheckpoint.save, GameState.load_state_dict, []
+
+def save_then_die(checkpoint, state):
+    save(checkpoint, state)
+    if checkpoint.path.name.endswith("_game.ckpt"):
+        written.append(state["iteration"])
+        if len(written) == int(os.environ["KILL_AFTER"]):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+def say_resumed(game, saved, device):
+    done = load(game, saved, device)
+    print(f"game resumed at iteration {done}", flush=True)
+    return done
+
+TrainCheckpoint.save, GameState.load_state_dict = save_then_die, say_resumed
+from core.tools.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+# (paper, experiment, method, settings, game checkpoints before the kill): one cycle that selects, a game
+# checkpoint every game epoch (VAAL: 1 of 4 iterations; TA-VAAL: 1 of 3; DAAL with the unlabeled pool in one
+# batch: 1 of 3)
+KILLED_GAMES = [
+    ("vaal", "fig2_cifar10", "vaal", [], 2),
+    ("ta_vaal", "supp_fig5a_cifar10", "ta_vaal", [], 1),
+    ("daal", "fig3_cifar10", "daal", ["method_options.daal.batch_size=1024"], 2),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("paper,experiment,method,settings,kill_after", KILLED_GAMES, ids=[c[2] for c in KILLED_GAMES])
+def test_a_job_killed_inside_its_game_resumes_to_the_uninterrupted_rows(paper, experiment, method, settings,
+                                                                        kill_after, data_root, tmp_path):
+    """SIGKILL inside the game of cycle 0, after its `kill_after`-th checkpoint; the same command continues the
+    game from that checkpoint (the task model from its end-of-training one) to the rows of a run never killed."""
+    env = {**os.environ, "AL_DATA_ROOT": str(data_root), "OMP_NUM_THREADS": "1"}
+    command = ["run", paper, experiment, "--profile", "smoke", "--seeds", "1", "--methods", method, "--quiet",
+               "--device", "cpu", *[arg for setting in ["protocol.cycles=2", "runtime.stop_after_cycles=1",
+                                                        "runtime.checkpoint_every=1", *settings]
+                                     for arg in ("--set", setting)]]
+
+    def run(out, kill_after):
+        return subprocess.run([sys.executable, "-c", KILLED_IN_THE_GAME, *command, "--out", str(out)], cwd=REPO,
+                              env={**env, "KILL_AFTER": str(kill_after)}, capture_output=True, text=True)
+
+    interrupted, clean = tmp_path / "interrupted", tmp_path / "clean"
+    folder = interrupted / paper / experiment / method / "seed0"
+    killed = run(interrupted, kill_after)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    game = torch.load(folder / "train_cycle0_game.ckpt", weights_only=False)
+    assert game["iteration"] == kill_after and not read_jsonl(folder / RESULTS_FILE)
+    resumed = run(interrupted, 0)
+    assert resumed.returncode == 0 and f"game resumed at iteration {kill_after}" in resumed.stdout, resumed.stderr
+    assert run(clean, 0).returncode == 0
+    resumed_rows, clean_rows = (read_jsonl(out / paper / experiment / method / "seed0" / RESULTS_FILE)
+                                for out in (interrupted, clean))
+    assert stable(resumed_rows) == stable(clean_rows) and len(clean_rows) == 1 and clean_rows[0]["selected"]
+    assert not list(folder.glob("*.ckpt")), "a finished cycle leaves no checkpoint behind"
