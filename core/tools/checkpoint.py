@@ -59,9 +59,9 @@ def restore_job_rng(state: dict, device: torch.device, path: Path) -> None:
         return
     saved, me = state.get("cuda_by_rank", {}), parallel.rank()
     if me not in saved:
-        raise UserError(f"{path} holds no CUDA generator state for rank {me} (written on {state.get('device', 'cuda')}"
-                        f" by {len(saved) or 'no'} CUDA process(es)); resume with the device and process count that "
-                        "wrote it, or delete it to redo that training from its start")
+        raise UserError(f"{path} holds no CUDA generator state for rank {me} (it holds {len(saved)}, written on "
+                        f"{state.get('device', 'cuda')}); resume with the device and process count that wrote it, "
+                        "or delete it to start that training or game over")
     torch.cuda.set_rng_state(saved[me], cuda_index(device))
 
 
