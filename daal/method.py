@@ -27,12 +27,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from baselines.uncertainty import entropy
-from core.lib import (SMALL_IMAGE_DATASETS, CycleContext, CycleSizes, CycleWork, NetworkUse, ScoringStrategy, UserError,
-                      autocast, build_network, class_last, image_scores, input_channels, map_batches, register_method,
-                      scaled, seed_everything, stream_key)
+from core.lib import (SMALL_IMAGE_DATASETS, CycleContext, CycleSizes, CycleWork, Endless, GameState, NetworkUse,
+                      ScoringStrategy, UserError, autocast, build_network, class_last, image_scores, input_channels,
+                      map_batches, play, register_method, scaled, seed_everything, stream_key)
 from daal.networks import Discriminator, FeatureVAE, ScoreNet, encoder_parameters
 
 DAAL_OPTIONS = {
@@ -159,15 +158,18 @@ def feature_dim(config, num_classes: int, layer: str = "penultimate") -> int:
     return blocks[int(BLOCK.match(layer).group(1))].shape[1]
 
 
-def endless_batches(features: torch.Tensor, batch_size: int, generator: torch.Generator, drop_last: bool):
+def endless_batches(features: torch.Tensor, batch_size: int, generator: torch.Generator, drop_last: bool) -> Endless:
     """Reshuffled passes over the rows of `features`, forever (a pass shorter than a batch yields it whole)."""
     count = len(features)
     size = min(batch_size, count)
-    while True:
+
+    def one_pass():
         order = torch.randperm(count, generator=generator, device=generator.device).to(features.device)
         stop = count - count % size if drop_last else count
         for start in range(0, stop, size):
             yield features[order[start:start + size]]
+
+    return Endless(one_pass, generator)
 
 
 # ----------------------------------------------------------------------------------------------- the game
@@ -324,18 +326,24 @@ class DAAL(ScoringStrategy):
             generator.manual_seed(stream_key("daal", tag, ctx.seed, ctx.cycle) % 2**63)
             streams.append(endless_batches(features, opts["batch_size"], generator, drop_last))
         optimizers = make_optimizers(self.nets, opts["lr"])
+        # each term's mean over the first and the last tenth of the game
+        game = GameState(f"{self.name} game", self.nets.modules(), optimizers, streams,
+                         values={"first": {}, "last": {}})
         self.nets.train()
         tenth = max(1, iterations // 10)
-        first, last = {}, {}
-        for step in tqdm(range(iterations), desc=f"{self.name} game", leave=False, disable=not ctx.progress):
+
+        def iteration(index: int) -> None:
             terms = game_step(self.nets, optimizers, next(streams[0]), next(streams[1]), opts, self.selector_terms)
-            for window, active in ((first, step < tenth), (last, step >= iterations - tenth)):
+            for when, active in (("first", index < tenth), ("last", index >= iterations - tenth)):
                 if active:
+                    window = game.values[when]
                     for name, value in terms.items():
                         window[name] = window.get(name, 0) + value / tenth
+
+        play(game, ctx, iterations, -(-len(unlabeled) // opts["batch_size"]), iteration)
         self.diagnostics = {"game_iterations": iterations,
-                            **{f"{name}_{when}": round(float(value), 5) for when, window in
-                               (("first", first), ("last", last)) for name, value in window.items()}}
+                            **{f"{name}_{when}": round(float(value), 5) for when, window in game.values.items()
+                               for name, value in window.items()}}
 
     @torch.no_grad()
     def score(self, model, ctx: CycleContext, candidates: np.ndarray) -> torch.Tensor:

@@ -22,12 +22,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from baselines.learning_loss import LearningLoss, LossPredictionModule, block_channels
-from core.lib import (SMALL_IMAGE_DATASETS, STRATEGIES, CycleContext, CycleSizes, CycleWork, Strategy, TrainHook,
-                      UserError, autocast, build_network, candidate_subset, input_channels, new_model, numpy_rng,
-                      register_method, seed_everything, stream_key)
+from core.lib import (SMALL_IMAGE_DATASETS, STRATEGIES, CycleContext, CycleSizes, CycleWork, Endless, GameState,
+                      Strategy, TrainHook, UserError, autocast, build_network, candidate_subset, input_channels,
+                      new_model, numpy_rng, play, register_method, seed_everything, stream_key)
 from ta_vaal.networks import TaskAwareVAE
 from vaal.method import VAAL_OPTIONS, VAALFamily, discriminator_loss, game_diagnostics, kl_sum
 from vaal.networks import Discriminator
@@ -86,12 +85,11 @@ def logged_hooks(strategy: Strategy, hooks: list, ctx: CycleContext) -> list:
 
 
 def endless_ranked(source, indices: np.ndarray, ranking: torch.Tensor, batch_size: int,
-                   generator: torch.Generator | None):
+                   generator: torch.Generator | None) -> Endless:
     """(unaugmented images, ranker outputs) batches of `indices`, pass after pass: in the given order when
     `generator` is None (the code's sequential samplers), reshuffled at each pass otherwise."""
-    while True:
-        for images, chosen in source.batches(indices, batch_size, augment=False, shuffle=generator):
-            yield images, ranking[chosen]
+    return Endless(lambda: ((images, ranking[chosen]) for images, chosen in
+                            source.batches(indices, batch_size, augment=False, shuffle=generator)), generator)
 
 
 def game_order(count: int, tag: str, seed: int, cycle: int) -> np.ndarray:
@@ -217,23 +215,32 @@ class TaskAwareGame(VAALFamily):
         """D(mu, r) in float32 (vaal/networks.py), r not rounded to bfloat16 under autocast."""
         return self.disc(torch.cat([mu.float(), r.float()[:, None]], 1) if self.task_aware else mu)
 
-    def train_game(self, ctx: CycleContext, labeled, unlabeled, iterations: int) -> None:
+    def game_epoch(self, ctx: CycleContext) -> int:
+        """The game's iterations per epoch of its schedule: (labeled + subset) / batch (T4)."""
+        subset = candidate_subset(ctx.pool.unlabeled, ctx.config.protocol.subset, ctx.seed, ctx.cycle)
+        return (len(ctx.pool.labeled) + len(subset)) // self.batch_size
+
+    def train_game(self, ctx: CycleContext, labeled: Endless, unlabeled: Endless, iterations: int) -> None:
         opts, amp = self.options, ctx.config.train.amp
-        vae_opt = torch.optim.Adam(self.vae.parameters(), lr=opts["vae_lr"])
-        disc_opt = torch.optim.Adam(self.disc.parameters(), lr=opts["disc_lr"])
+        optimizers = {"VAE": torch.optim.Adam(self.vae.parameters(), lr=opts["vae_lr"]),
+                      "discriminator": torch.optim.Adam(self.disc.parameters(), lr=opts["disc_lr"])}
         generator = torch.Generator(device=ctx.device)
         generator.manual_seed(stream_key(self.name, "first-ranking", ctx.seed, ctx.cycle) % 2**63)
-        totals = torch.zeros(3, device=ctx.device)      # transductive, adversarial, discriminator
+        # summed losses: transductive, adversarial, discriminator
+        game = GameState(f"{self.name} game", {"VAE": self.vae, "discriminator": self.disc}, optimizers,
+                         [labeled, unlabeled], [generator], {"totals": torch.zeros(3, device=ctx.device)})
         self.vae.train()
         self.disc.train()
-        for iteration in tqdm(range(iterations), desc=f"{self.name} game", leave=False, disable=not ctx.progress):
+
+        def iteration(index: int) -> None:
+            totals = game.values["totals"]
             for step in range(opts["vae_steps"]):       # every VAE step reads new batches; D the last ones
-                x_l, x_u, decoder_r, disc_r = self.draw(labeled, unlabeled, iteration == 0 and step == 0, generator)
+                x_l, x_u, decoder_r, disc_r = self.draw(labeled, unlabeled, index == 0 and step == 0, generator)
                 transductive, adversarial = self.vae_losses(x_l, x_u, decoder_r, disc_r, amp)
                 loss = opts["lambda1"] * transductive + opts["lambda2"] * adversarial
-                vae_opt.zero_grad(set_to_none=True)
+                optimizers["VAE"].zero_grad(set_to_none=True)
                 loss.backward()
-                vae_opt.step()
+                optimizers["VAE"].step()
                 totals[:2] += torch.stack([transductive.detach(), adversarial.detach()])
             for step in range(opts["disc_steps"]):
                 if step > 0:
@@ -241,12 +248,14 @@ class TaskAwareGame(VAALFamily):
                 with torch.no_grad(), autocast(ctx.device, amp):
                     mu_l, mu_u = self.vae.encode(x_l)[0], self.vae.encode(x_u)[0]
                 loss = discriminator_loss(self.discriminate(mu_l, disc_r[0]), self.discriminate(mu_u, disc_r[1]))
-                disc_opt.zero_grad(set_to_none=True)
+                optimizers["discriminator"].zero_grad(set_to_none=True)
                 loss.backward()
-                disc_opt.step()
+                optimizers["discriminator"].step()
                 totals[2] += loss.detach()
-        self.diagnostics.update(game_diagnostics(totals, iterations * opts["vae_steps"], iterations * opts["disc_steps"],
-                                                 iterations))
+
+        play(game, ctx, iterations, self.game_epoch(ctx), iteration)
+        self.diagnostics.update(game_diagnostics(game.values["totals"], iterations * opts["vae_steps"],
+                                                 iterations * opts["disc_steps"], iterations))
 
     def vae_losses(self, x_l, x_u, decoder_r, disc_r, amp: bool):
         """As VAAL's: the VAE's passes under autocast when `amp`, the losses and D in float32 outside it."""

@@ -57,7 +57,7 @@ def synthetic_context(shift: float, count: int = 256, seed: int = 0, shifted_sha
     dataset = ImageDataset("synthetic", ["all"], split, None, (0.5,) * 3, (0.5,) * 3)
     return SimpleNamespace(config=config, source=source, pool=pool, device=torch.device("cpu"), seed=seed, cycle=0,
                            dataset=dataset, progress=False, rng=np.random.default_rng(seed), folder=None,
-                           trainer=Trainer(config.train, "cpu", 1, progress=False), eval_batch_size=64)
+                           trainer=Trainer(config.train, "cpu", 1, progress=False), eval_batch_size=64, checkpoint=None)
 
 
 def test_one_vaal_iteration_changes_all_three_modules():

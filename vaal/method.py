@@ -22,10 +22,10 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
-from core.lib import (SMALL_IMAGE_DATASETS, CycleContext, CycleSizes, CycleWork, NetworkUse, Pool, ScoringStrategy,
-                      UserError, autocast, input_channels, is_main, register_method, seed_everything, stream_key)
+from core.lib import (SMALL_IMAGE_DATASETS, CycleContext, CycleSizes, CycleWork, Endless, GameState, NetworkUse, Pool,
+                      ScoringStrategy, UserError, autocast, input_channels, is_main, play, register_method,
+                      seed_everything, stream_key)
 from vaal.networks import VAE, Discriminator
 
 VAAL_OPTIONS = {
@@ -85,11 +85,11 @@ def roc_auc(positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
     return (ranks[:n_pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
 
 
-def endless(source, indices: np.ndarray, batch_size: int, generator: torch.Generator, drop_last: bool):
+def endless(source, indices: np.ndarray, batch_size: int, generator: torch.Generator, drop_last: bool) -> Endless:
     """The official code's ever-cycling loaders: reshuffled at each pass, flipped like the task model's data."""
-    while True:
-        for images, _ in source.batches(indices, batch_size, augment=True, shuffle=generator, drop_last=drop_last):
-            yield images
+    return Endless(lambda: (images for images, _ in source.batches(indices, batch_size, augment=True,
+                                                                   shuffle=generator, drop_last=drop_last)),
+                   generator)
 
 
 class VAALFamily(ScoringStrategy):
@@ -178,38 +178,53 @@ class VAALFamily(ScoringStrategy):
         self.train_game(ctx, *streams, iterations)
         self.last_batch = next(streams[0])
 
-    def train_game(self, ctx: CycleContext, labeled, unlabeled, iterations: int) -> None:
+    def game_epoch(self, ctx: CycleContext) -> int:
+        """The game's iterations per epoch of its schedule: the task model's steps per epoch (V3, V4)."""
+        return ctx.trainer.steps_per_epoch(len(ctx.pool.labeled))
+
+    def train_game(self, ctx: CycleContext, labeled: Endless, unlabeled: Endless, iterations: int) -> None:
         opts, amp = self.options, ctx.config.train.amp
-        vae_opt = torch.optim.Adam(self.vae.parameters(), lr=opts["vae_lr"]) if self.trains_vae else None
-        disc_opt = torch.optim.Adam(self.disc.parameters(), lr=opts["disc_lr"]) if self.disc is not None else None
-        totals = torch.zeros(3, device=ctx.device)      # transductive, adversarial, discriminator
-        vae_steps = disc_steps = 0
+        modules = {name: module for name, module in (("VAE", self.vae), ("discriminator", self.disc))
+                   if module is not None}
+        optimizers = {}
+        if self.trains_vae:
+            optimizers["VAE"] = torch.optim.Adam(self.vae.parameters(), lr=opts["vae_lr"])
+        if self.disc is not None:
+            optimizers["discriminator"] = torch.optim.Adam(self.disc.parameters(), lr=opts["disc_lr"])
+        vae_steps = opts["vae_steps"] if self.trains_vae else 0
+        disc_steps = opts["disc_steps"] if self.disc is not None else 0
+        # summed losses: transductive, adversarial, discriminator
+        game = GameState(f"{self.name} game", modules, optimizers, [labeled, unlabeled],
+                         values={"totals": torch.zeros(3, device=ctx.device)})
         if self.vae is not None:
             self.vae.train(self.trains_vae)
-        for _ in tqdm(range(iterations), desc=f"{self.name} game", leave=False, disable=not ctx.progress):
+
+        def iteration(_: int) -> None:
+            totals = game.values["totals"]
             x_l, x_u = self.vae_input(next(labeled)), self.vae_input(next(unlabeled))
-            for step in range(opts["vae_steps"] if self.trains_vae else 0):
+            for step in range(vae_steps):
                 if step > 0:
                     x_l, x_u = self.vae_input(next(labeled)), self.vae_input(next(unlabeled))
                 transductive, adversarial = self.vae_losses(x_l, x_u, amp)
                 loss = opts["lambda1"] * transductive + opts["lambda2"] * adversarial
-                vae_opt.zero_grad(set_to_none=True)
+                optimizers["VAE"].zero_grad(set_to_none=True)
                 loss.backward()
-                vae_opt.step()
+                optimizers["VAE"].step()
                 totals[:2] += torch.stack([transductive.detach(), adversarial.detach()])
-                vae_steps += 1
-            for step in range(opts["disc_steps"] if disc_opt is not None else 0):
+            for step in range(disc_steps):
                 if step > 0:
                     x_l, x_u = self.vae_input(next(labeled)), self.vae_input(next(unlabeled))
                 with autocast(ctx.device, amp):
                     inputs = self.disc_input(x_l), self.disc_input(x_u)
                 loss = discriminator_loss(self.disc(inputs[0]), self.disc(inputs[1]))     # float32, autocast off
-                disc_opt.zero_grad(set_to_none=True)
+                optimizers["discriminator"].zero_grad(set_to_none=True)
                 loss.backward()
-                disc_opt.step()
+                optimizers["discriminator"].step()
                 totals[2] += loss.detach()
-                disc_steps += 1
-        self.diagnostics = game_diagnostics(totals, vae_steps, disc_steps, iterations)
+
+        play(game, ctx, iterations, self.game_epoch(ctx), iteration)
+        self.diagnostics = game_diagnostics(game.values["totals"], vae_steps * iterations, disc_steps * iterations,
+                                            iterations)
 
     def vae_losses(self, x_l, x_u, amp: bool):
         """(transductive, adversarial): the VAE's passes under autocast when `amp`, the losses and D in float32

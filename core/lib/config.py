@@ -80,7 +80,7 @@ class TrainConfig:
 class RuntimeConfig:
     """How a job runs, not what it computes: left out of the run hash, so a job may resume under other values."""
 
-    checkpoint_every: int = 0            # mid-cycle checkpoint every N training steps (0: only finished cycles)
+    checkpoint_every: int = 0            # mid-cycle checkpoint every N epochs of training or a game (0: none)
     channels_last: str = "auto"          # NHWC weights and batches in training; auto: on for conv nets on CUDA
     compile: bool = False                # torch.compile the training forward (compiling outlasts short cycles)
     sync_batchnorm: bool = True          # under torchrun on CUDA: BatchNorm statistics over the global batch

@@ -202,7 +202,7 @@ def run_cycles(plan: JobPlan, method: str, seed: int, settings: RunSettings,
                before_write: Callable[[], None] = lambda: None, checkpoints=None) -> list[dict]:
     """Run the missing cycles of a planned job, writing each cycle's pool, model and row into its folder.
     `before_write` runs before every write (the tooling checks that it still holds the folder's lock);
-    `checkpoints(cycle, labeled, tag)` gives a training run's mid-cycle checkpoint or None, and
+    `checkpoints(cycle, labeled, tag)` gives a training run's or a game's mid-cycle checkpoint or None, and
     `checkpoints.discard(cycle)` removes a finished cycle's (core.tools.checkpoint.JobCheckpoints)."""
     config, strategy, dataset, folder, digest = plan.config, plan.strategy, plan.dataset, plan.folder, plan.digest
     rows, train_size, budget = list(plan.rows), plan.train_size, plan.budget
@@ -245,7 +245,8 @@ def run_cycles(plan: JobPlan, method: str, seed: int, settings: RunSettings,
                            pool=pool, answers=oracle.answers, trainer=trainer(cycle),
                            rng=numpy_rng("select", seed, method, cycle),
                            options=strategy.options, progress=settings.progress,
-                           train_model=functools.partial(train_extra_model, cycle), folder=folder)
+                           train_model=functools.partial(train_extra_model, cycle), folder=folder,
+                           checkpoint=functools.partial(checkpoint, cycle, pool.labeled))
         strategy.diagnostics = {}
         model = strategy.prepare_model(new_model(config, dataset, seed, cycle, device), ctx)
         if not config.train.reinit and cycle > 0:

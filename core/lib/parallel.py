@@ -69,6 +69,15 @@ def mean_over_ranks(value: torch.Tensor) -> float:
     return float(sum_over_ranks(value.detach().clone())) / world_size()
 
 
+def all_values(value) -> list:
+    """Every rank's `value` (any picklable object), in rank order, on every rank."""
+    if world_size() == 1:
+        return [value]
+    found = [None] * world_size()
+    dist.all_gather_object(found, value)
+    return found
+
+
 def main_value(value):
     """Rank 0's `value` (any picklable object) on every rank."""
     if world_size() == 1:

@@ -38,7 +38,7 @@ class CycleContext:
     progress: bool = True
     train_model: Callable[[str, np.ndarray | None], torch.nn.Module] | None = None   # (tag, labeled) -> model
     folder: Path | None = None                                                    # the run folder, for artefacts
-
+    checkpoint: Callable[[str], object] | None = None        # tag -> the cycle's checkpoint (a game's) or None
 
     @property
     def eval_batch_size(self) -> int:

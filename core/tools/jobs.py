@@ -62,7 +62,8 @@ def run_job(config: ExperimentConfig, method: str, seed: int, settings: RunSetti
         if plan.stored_config is None and writes:
             write_json(folder / "config.json", {"config_hash": plan.digest, "method": method, "seed": seed,
                                                 "config": to_dict(with_method_options(config, method))})
-        checkpoints = JobCheckpoints(folder, plan.digest, plan.config.runtime.checkpoint_every, lock.verify, writes)
+        checkpoints = JobCheckpoints(folder, plan.digest, plan.config.runtime.checkpoint_every, lock.verify, writes,
+                                     settings.device)
         settings = dataclasses.replace(settings, code_version=code_version())
         try:
             return run_cycles(plan, method, seed, settings, lock.verify, checkpoints)
