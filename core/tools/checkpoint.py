@@ -7,8 +7,9 @@ the position in the data order is fully described by the shuffling generator's s
 what `Trainer.fit` (core.lib.trainer) saves: the model, the optimizer, the hooks' modules and state, the step,
 the running loss, the best-on-validation state and the shuffling generator; and the global torch/numpy RNG states,
 which `load` restores (nothing between it and the next step draws from them).
-Its key names the config, the cycle and the labeled set; a checkpoint with another key is ignored, as it belongs
-to a run that no longer exists.
+Its key names the config, the code version (core.tools.jobs.code_version), the cycle and the labeled set; a
+checkpoint with another key is ignored, as it belongs to a run that no longer exists: training restarts, so that
+no cycle is trained half by one code and half by another, even where --allow-code-change continues the rows.
 """
 from __future__ import annotations
 
@@ -23,9 +24,9 @@ import torch
 from core.lib.results import save_atomic
 
 
-def checkpoint_key(digest: str, cycle: int, tag: str, labeled: np.ndarray) -> str:
+def checkpoint_key(digest: str, code_version: str, cycle: int, tag: str, labeled: np.ndarray) -> str:
     labeled_hash = hashlib.sha1(np.ascontiguousarray(labeled, dtype=np.int64).tobytes()).hexdigest()
-    return f"{digest}/{cycle}/{tag}/{labeled_hash}"
+    return f"{digest}/{code_version}/{cycle}/{tag}/{labeled_hash}"
 
 
 def checkpoint_name(cycle: int, tag: str = "") -> str:
@@ -88,6 +89,7 @@ class JobCheckpoints:
 
     folder: Path
     digest: str
+    code_version: str
     every: int
     before_write: Callable[[], None]
     saves: bool
@@ -96,7 +98,8 @@ class JobCheckpoints:
         if not self.every:
             return None
         return TrainCheckpoint(self.folder / checkpoint_name(cycle, tag), self.every,
-                               checkpoint_key(self.digest, cycle, tag, labeled), self.before_write, self.saves)
+                               checkpoint_key(self.digest, self.code_version, cycle, tag, labeled),
+                               self.before_write, self.saves)
 
     def discard(self, cycle: int) -> None:
         if self.saves:
