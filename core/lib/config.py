@@ -246,10 +246,8 @@ def from_dict(data: dict) -> ExperimentConfig:
     return ExperimentConfig(**values, **{name: cls(**data.get(name, {})) for name, cls in SECTIONS.items()})
 
 
-# What run_hash covers, numbered: a run folder stores the number its hash was made under (core.tools.jobs), so
-# that a folder from before a change of definition is named as such rather than as a different config. A new
-# config key outside `runtime` changes every hash too, and raises the number with it.
-# 1: the config with the method options it wrote; 2: with the method's resolved options (its defaults too).
+# What run_hash covers, numbered and stored in each run folder (core.tools.jobs), so that an older folder is refused
+# as such. 1: the method options the config wrote; 2: the method's defaults too. A new config key raises it.
 HASH_SCHEME = 2
 
 
@@ -257,11 +255,11 @@ def run_hash(config: ExperimentConfig, method: str) -> str:
     """Identifies everything that determines one method's results: the config and the method's resolved options
     (its defaults with the config's over them, so that a changed default is a different run); the method and
     seed lists and the runtime section do not."""
-    from core.lib.strategy import resolved_options      # here: reading a config needs no PyTorch
+    from core.lib.strategy import make_strategy      # here: reading a config needs no PyTorch
 
     content = to_dict(config)
     for name in ("methods", "seeds", "runtime"):
         content.pop(name)
-    content["method_options"] = resolved_options(method, content["method_options"].get(method))
+    content["method_options"] = make_strategy(method, content["method_options"].get(method)).options
     content["method"] = method
     return hashlib.sha1(json.dumps(content, sort_keys=True).encode()).hexdigest()[:12]

@@ -35,7 +35,7 @@ from core.lib.pool import Pool, candidate_subset, initial_pool
 from core.lib.results import RESULTS_FILE, append_jsonl, save_atomic
 from core.lib.seeding import numpy_rng, seed_everything, set_deterministic, stream_key
 from core.lib.sources import Augmentation
-from core.lib.strategy import CycleContext, make_strategy, strategy_class
+from core.lib.strategy import CycleContext, make_strategy
 from core.lib.trainer import Trainer
 
 
@@ -122,7 +122,7 @@ def new_model(config: ExperimentConfig, dataset: ds.ImageDataset, seed: int, cyc
 def with_method_options(config: ExperimentConfig, method: str) -> ExperimentConfig:
     """A copy whose options for `method` have the types of the method's defaults (`--set` gives strings), so
     that a wrong option name or value is refused before any job runs, and equal options hash equally."""
-    strategy_cls = strategy_class(method)
+    strategy_cls = make_strategy(method).__class__
     options = config.method_options.get(method)
     if not options:
         return config

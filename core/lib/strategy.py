@@ -152,17 +152,8 @@ def load_plugins() -> None:
                 raise
 
 
-def strategy_class(name: str) -> type[Strategy]:
+def make_strategy(name: str, options: dict | None = None) -> Strategy:
     load_plugins()
     if name not in STRATEGIES:
         raise UserError(f"unknown method '{name}'; implemented: {', '.join(sorted(STRATEGIES))}")
-    return STRATEGIES[name]
-
-
-def resolved_options(name: str, options: dict | None = None) -> dict:
-    """A method's options as its runs use them: its registered defaults with `options` over them."""
-    return {**strategy_class(name).default_options, **(options or {})}
-
-
-def make_strategy(name: str, options: dict | None = None) -> Strategy:
-    return strategy_class(name)(options)
+    return STRATEGIES[name](options)
