@@ -7,7 +7,7 @@ the position in the data order is fully described by the shuffling generator's s
 what `Trainer.fit` (core.lib.trainer) saves: the model, the optimizer, the hooks' modules and state, the step,
 the running loss, the best-on-validation state and the shuffling generator; and the global torch/numpy RNG states,
 which `load` restores (nothing between it and the next step draws from them).
-Its key names the config, the code version (core.tools.jobs.code_version), the cycle and the labeled set; a
+Its key names the config, the cycle, the labeled set and the code version (core.tools.jobs.code_version); a
 checkpoint with another key is ignored, as it belongs to a run that no longer exists: training restarts, so that
 no cycle is trained half by one code and half by another, even where --allow-code-change continues the rows.
 """
@@ -26,7 +26,7 @@ from core.lib.results import save_atomic
 
 def checkpoint_key(digest: str, code_version: str, cycle: int, tag: str, labeled: np.ndarray) -> str:
     labeled_hash = hashlib.sha1(np.ascontiguousarray(labeled, dtype=np.int64).tobytes()).hexdigest()
-    return f"{digest}/{code_version}/{cycle}/{tag}/{labeled_hash}"
+    return f"{digest}/{cycle}/{tag}/{labeled_hash}/{code_version}"
 
 
 def checkpoint_name(cycle: int, tag: str = "") -> str:
