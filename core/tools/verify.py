@@ -19,7 +19,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.lib.errors import UserError
-from core.tools.arguments import add_allow_code_change, add_common, choose_methods, jobs_count, positive_int, resolve_experiment, user_path
+from core.tools.arguments import (add_allow_code_change, add_common, choose_methods, jobs_count, positive_int,
+                                  resolve_experiment, user_path)
 from core.tools.reported import Comparison, budget, compare
 
 VERIFY_FILE = "verify.md"
