@@ -5,21 +5,32 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "datasets"
+NO_DATA = "no data root with cifar10/train"
 
 
 def shared_data_root() -> Path | None:
-    for candidate in (os.environ.get("AL_DATA_ROOT"), REPO.parent / "shared" / "datasets"):
-        if candidate and (Path(candidate) / "cifar10" / "train").is_dir():
-            return Path(candidate)
-    return None
+    """$AL_DATA_ROOT where it is set, else ../shared/datasets, when it holds CIFAR-10's ImageFolder trees."""
+    candidate = Path(os.environ.get("AL_DATA_ROOT") or SHARED_DATA)
+    return candidate if (candidate / "cifar10" / "train").is_dir() else None
 
 
 @pytest.fixture(scope="session")
 def data_root() -> Path:
     root = shared_data_root()
     if root is None:
-        pytest.skip("the shared datasets are not here; set AL_DATA_ROOT to a folder holding cifar10/")
+        pytest.skip(NO_DATA)
     return root
+
+
+def pytest_terminal_summary(terminalreporter):
+    """A clone without the data skips every test that reads it: say how many, and where the data goes."""
+    skipped = [report for report in terminalreporter.stats.get("skipped", []) if NO_DATA in str(report.longrepr)]
+    if skipped:
+        terminalreporter.write_line(
+            f"{len(skipped)} tests skipped for lack of data: set AL_DATA_ROOT to a folder holding cifar10/train "
+            f"and cifar10/test as ImageFolder trees (and cifar100/, fashion_mnist/, caltech101/, camvid/ beside it; "
+            f"README, Data), or put that folder at {SHARED_DATA}")
 
 
 def assert_cli_refuses_in_one_line(capsys, args: list[str], message: str) -> None:

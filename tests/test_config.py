@@ -1,6 +1,6 @@
 import pytest
 
-from core.lib.config import ExperimentConfig, apply_overrides, run_hash, set_value
+from core.lib.config import HASH_SCHEME, ExperimentConfig, apply_overrides, run_hash, set_value
 from core.lib.errors import UserError
 from core.lib.experiments import EXPERIMENTS, SIZE_PROFILES, get_experiment, papers
 from core.tools.arguments import parse_assignments
@@ -67,13 +67,14 @@ def test_vaal_paper_config_matches_tables_2_and_3():
     assert config.model.init == "xavier" and config.seeds == 5
 
 
-def test_run_hash_of_existing_folders_survives_new_keys():
-    """VAAL Fig. 2's hash as computed before `runtime`, `train.init_seed` and `train.drop_last_first_cycle`
-    existed: folders written then must still resume; runtime settings never change the hash, a non-default
-    init_seed or drop_last_first_cycle does."""
-    config = get_experiment("vaal", "fig2_cifar10").config("paper")
-    assert run_hash(config, "vaal") == "1b79f17c4184"
+def test_run_hash_is_pinned_under_its_definition():
+    """VAAL Fig. 2's hash under run-hash definition 2 (config.HASH_SCHEME): a change of what is hashed must
+    raise HASH_SCHEME, so that older folders are refused as such. Runtime settings never change the hash; a
+    method option written at its default gives the hash of leaving it out; a changed train key does."""
+    assert HASH_SCHEME == 2
     fig2 = get_experiment("vaal", "fig2_cifar10")
-    assert run_hash(fig2.config("paper", {"runtime.checkpoint_every": 50}), "vaal") == "1b79f17c4184"
-    assert run_hash(fig2.config("paper", {"train.init_seed": "seed"}), "vaal") != "1b79f17c4184"
-    assert run_hash(fig2.config("paper", {"train.drop_last_first_cycle": True}), "vaal") != "1b79f17c4184"
+    assert run_hash(fig2.config("paper"), "vaal") == "aae6a5abd2cc"
+    assert run_hash(fig2.config("paper", {"runtime.checkpoint_every": 50}), "vaal") == "aae6a5abd2cc"
+    assert run_hash(fig2.config("paper", {"method_options.vaal.latent_dim": 32}), "vaal") == "aae6a5abd2cc"
+    assert run_hash(fig2.config("paper", {"train.init_seed": "seed"}), "vaal") != "aae6a5abd2cc"
+    assert run_hash(fig2.config("paper", {"train.drop_last_first_cycle": True}), "vaal") != "aae6a5abd2cc"

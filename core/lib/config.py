@@ -246,21 +246,20 @@ def from_dict(data: dict) -> ExperimentConfig:
     return ExperimentConfig(**values, **{name: cls(**data.get(name, {})) for name, cls in SECTIONS.items()})
 
 
-# Keys added after results were first stored: at their default they stay out of the hash, so that folders
-# written before the key existed still resume.
-HASH_NEUTRAL_DEFAULTS = {"train.init_seed": "cycle", "train.drop_last_first_cycle": False,
-                         "train.keep_optimizer": False}
+# What run_hash covers, numbered and stored in each run folder (core.tools.jobs), so that an older folder is refused
+# as such. 1: the method options the config wrote; 2: the method's defaults too. A new config key raises it.
+HASH_SCHEME = 2
 
 
 def run_hash(config: ExperimentConfig, method: str) -> str:
-    """Identifies everything that determines one method's results; the method and seed lists do not."""
+    """Identifies everything that determines one method's results: the config and the method's resolved options
+    (its defaults with the config's over them, so that a changed default is a different run); the method and
+    seed lists and the runtime section do not."""
+    from core.lib.strategy import make_strategy      # here: reading a config needs no PyTorch
+
     content = to_dict(config)
     for name in ("methods", "seeds", "runtime"):
         content.pop(name)
-    for key, default in HASH_NEUTRAL_DEFAULTS.items():
-        section, name = key.split(".")
-        if content[section][name] == default:
-            del content[section][name]
-    content["method_options"] = content["method_options"].get(method, {})
+    content["method_options"] = make_strategy(method, content["method_options"].get(method)).options
     content["method"] = method
     return hashlib.sha1(json.dumps(content, sort_keys=True).encode()).hexdigest()[:12]

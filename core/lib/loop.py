@@ -47,7 +47,8 @@ class RunSettings:
     profile: str = "paper"
     progress: bool = True
     on_cycle: Callable[[dict], None] | None = None
-    code_version: str = "unknown"                       # the commit the rows are made by (core.tools.jobs)
+    code_version: str = "unknown"                       # the code the rows are made by (core.tools.jobs)
+    allow_code_change: bool = False                     # resume rows made by other code (--allow-code-change)
 
 
 def optimizer_name(cycle: int) -> str:

@@ -88,6 +88,12 @@ def add_common(parser, data: bool = True) -> None:
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
 
 
+def add_allow_code_change(parser) -> None:
+    parser.add_argument("--allow-code-change", action="store_true",
+                        help="resume run folders whose rows other code made (another commit, or uncommitted "
+                             "changes); the report marks the mix")
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse's mistakes as one line and exit code 2, like every other user error."""
 

@@ -8,8 +8,9 @@ what `Trainer.fit` (core.lib.trainer) saves: the model, the optimizer, the hooks
 the running loss, the best-on-validation state and the shuffling generator; and the global torch/numpy RNG states
 with the CUDA generator of each rank's GPU, which `load` restores (nothing between it and the next step draws from
 them) onto the GPU the resuming job uses, whatever GPUs its process sees.
-Its key names the config, the cycle and the labeled set; a checkpoint with another key is ignored, as it belongs
-to a run that no longer exists.
+Its key names the config, the cycle, the labeled set and the code version (core.tools.jobs.code_version); a
+checkpoint with another key is ignored, as it belongs to a run that no longer exists: training restarts, so that
+no cycle is trained half by one code and half by another, even where --allow-code-change continues the rows.
 """
 from __future__ import annotations
 
@@ -26,9 +27,9 @@ from core.lib.errors import UserError
 from core.lib.results import save_atomic
 
 
-def checkpoint_key(digest: str, cycle: int, tag: str, labeled: np.ndarray) -> str:
+def checkpoint_key(digest: str, code_version: str, cycle: int, tag: str, labeled: np.ndarray) -> str:
     labeled_hash = hashlib.sha1(np.ascontiguousarray(labeled, dtype=np.int64).tobytes()).hexdigest()
-    return f"{digest}/{cycle}/{tag}/{labeled_hash}"
+    return f"{digest}/{cycle}/{tag}/{labeled_hash}/{code_version}"
 
 
 def checkpoint_name(cycle: int, tag: str = "") -> str:
@@ -107,6 +108,7 @@ class JobCheckpoints:
 
     folder: Path
     digest: str
+    code_version: str
     every: int
     before_write: Callable[[], None]
     saves: bool
@@ -116,8 +118,8 @@ class JobCheckpoints:
         if not self.every:
             return None
         return TrainCheckpoint(self.folder / checkpoint_name(cycle, tag), self.every,
-                               checkpoint_key(self.digest, cycle, tag, labeled), self.before_write, self.saves,
-                               self.device)
+                               checkpoint_key(self.digest, self.code_version, cycle, tag, labeled),
+                               self.before_write, self.saves, self.device)
 
     def discard(self, cycle: int) -> None:
         if self.saves:

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 from core.lib.errors import UserError
-from core.tools.arguments import (CALLER_CWD_ENV, OneLineParser, add_common, check_out_folder, choose_methods,
-                                  jobs_count, parse_assignments, pick_device, positive_int, resolve_data_root_arg,
-                                  resolve_experiment, user_path)
+from core.tools.arguments import (CALLER_CWD_ENV, OneLineParser, add_allow_code_change, add_common, check_out_folder,
+                                  choose_methods, jobs_count, parse_assignments, pick_device, positive_int,
+                                  resolve_data_root_arg, resolve_experiment, user_path)
 
 REPO = Path(__file__).resolve().parents[2]
 REPORT_LOCK = ".report.lock"
@@ -45,7 +45,8 @@ def validate_run(args):
     if args.download:
         fetch_if_missing(config.data.dataset, data_root)
     settings = RunSettings(data_root, out, distributed.start(device), args.profile,
-                           progress=sys.stderr.isatty() and not args.quiet and parallel.is_main())
+                           progress=sys.stderr.isatty() and not args.quiet and parallel.is_main(),
+                           allow_code_change=args.allow_code_change)
     for method in methods:
         for seed in seeds:
             plan_job(config, method, seed, settings)
@@ -157,7 +158,8 @@ def job_specs(config, jobs, settings, quiet: bool) -> list:
     from core.tools.executors import JobSpec
 
     return [JobSpec(config, method, seed, str(settings.data_root), str(settings.out), settings.device.type,
-                    settings.profile, quiet=quiet) for method, seed in jobs]
+                    settings.profile, quiet=quiet, allow_code_change=settings.allow_code_change)
+            for method, seed in jobs]
 
 
 def run_in_parallel(config, jobs, settings, args) -> None:
@@ -442,6 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="print only errors and the final summary")
     run.add_argument("--pretrained", metavar="FILE_OR_URL",
                      help="ImageNet weights for a segmentation backbone (sets model.pretrained; '' for none)")
+    add_allow_code_change(run)
     add_common(run)
     add_executor_flags(run)
     describe = sub.add_parser("describe", help="the resolved config and every network with its parameter count")

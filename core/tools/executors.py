@@ -42,6 +42,7 @@ class JobSpec:
     profile: str
     progress: bool = False
     quiet: bool = False
+    allow_code_change: bool = False
 
 
 def cycle_line(row: dict) -> str:
@@ -63,7 +64,7 @@ def run_spec(spec: JobSpec, on_cycle: Callable[[dict], None] | None = None) -> i
         def on_cycle(row):
             print(cycle_line(row), flush=True)
     settings = RunSettings(Path(spec.data_root), Path(spec.out), torch.device(spec.device), spec.profile,
-                           progress=spec.progress, on_cycle=on_cycle)
+                           progress=spec.progress, on_cycle=on_cycle, allow_code_change=spec.allow_code_change)
     return len(run_job(spec.config, spec.method, spec.seed, settings))
 
 

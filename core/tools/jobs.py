@@ -3,14 +3,17 @@ write, so that two processes given the same folder never both run a cycle; check
 before anything is written; then run the missing cycles (core.lib.loop) with mid-cycle checkpoints
 (core.tools.checkpoint).
 
-The folder's rows must be cycles 0..k-1, each once, complete and made by the same config, and the pool file of
-cycle k must continue them; anything else is refused with one line, the folder untouched. Under torchrun every
+The folder's rows must be cycles 0..k-1, each once, complete and made by the same config (its run hash, under the
+same definition of the hash), and the pool file of cycle k must continue them; anything else is refused with one
+line, the folder untouched. Rows made by other code (code_version) are refused too, unless the user accepts the
+mix (--allow-code-change). Under torchrun every
 process runs the job, and only rank 0 locks and writes (core.tools.distributed).
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import json
 import subprocess
 from pathlib import Path
@@ -19,12 +22,13 @@ from typing import Callable
 import numpy as np
 
 from core.lib import parallel
-from core.lib.config import ExperimentConfig, to_dict
+from core.lib.config import HASH_SCHEME, ExperimentConfig, to_dict
 from core.lib.errors import UserError
 from core.lib.loop import (JobPlan, RunSettings, first_pool, optimizer_name, prepare_job, run_cycles, run_folder,
                            with_method_options)
 from core.lib.pool import Pool
 from core.lib.results import RESULTS_FILE, read_jsonl, write_json
+from core.lib.strategy import PLUGIN_PACKAGES
 from core.tools import distributed
 from core.tools.checkpoint import JobCheckpoints
 
@@ -33,18 +37,36 @@ LOCK_FILE = ".lock"
 NO_DETERMINISTIC_KERNEL = " does not have a deterministic implementation"
 
 
+def tree_version(root: Path) -> str:
+    """The code below `root`: its git commit; `<commit>-dirty-<hash>` when tracked files differ from the commit,
+    the hash of those files' contents, so that two different edits are two versions (untracked files are not
+    counted: run folders may lie in the tree; `git add` a new module to count it); `files-<hash>` of the
+    project's Python files outside git."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout
+
+    try:
+        commit = git("rev-parse", "--short=12", "HEAD").strip()
+        changed = sorted(name for name in git("diff", "HEAD", "--name-only", "-z").split("\0") if name)
+    except (OSError, subprocess.CalledProcessError):
+        sources = sorted(path.relative_to(root).as_posix() for package in ("core", *PLUGIN_PACKAGES)
+                         for path in (root / package).rglob("*.py"))
+        return f"files-{_contents_hash(root, sources)}"
+    return f"{commit}-dirty-{_contents_hash(root, changed)}" if changed else commit
+
+
+def _contents_hash(root: Path, names: list[str]) -> str:
+    digest = hashlib.sha1()
+    for name in names:
+        path = root / name
+        digest.update(name.encode() + b"\0" + (path.read_bytes() if path.is_file() else b"(deleted)") + b"\0")
+    return digest.hexdigest()[:12]
+
+
 @functools.lru_cache(maxsize=1)
 def code_version() -> str:
-    """The commit the rows are made by, marked -dirty when tracked files differ from it."""
-    here = Path(__file__).resolve().parents[2]
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True,
-                                text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, check=True).stdout.strip()
-        return commit + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+    """The version of this checkout (tree_version), taken once per process: the code it imported."""
+    return tree_version(Path(__file__).resolve().parents[2])
 
 
 def run_job(config: ExperimentConfig, method: str, seed: int, settings: RunSettings, wait: bool = True,
@@ -60,11 +82,12 @@ def run_job(config: ExperimentConfig, method: str, seed: int, settings: RunSetti
             return plan.rows
         writes = parallel.is_main()
         if plan.stored_config is None and writes:
-            write_json(folder / "config.json", {"config_hash": plan.digest, "method": method, "seed": seed,
+            write_json(folder / "config.json", {"config_hash": plan.digest, "hash_scheme": HASH_SCHEME,
+                                                "method": method, "seed": seed,
                                                 "config": to_dict(with_method_options(config, method))})
-        checkpoints = JobCheckpoints(folder, plan.digest, plan.config.runtime.checkpoint_every, lock.verify, writes,
-                                     settings.device)
         settings = dataclasses.replace(settings, code_version=code_version())
+        checkpoints = JobCheckpoints(folder, plan.digest, settings.code_version,
+                                     plan.config.runtime.checkpoint_every, lock.verify, writes, settings.device)
         try:
             return run_cycles(plan, method, seed, settings, lock.verify, checkpoints)
         except RuntimeError as err:
@@ -92,6 +115,8 @@ def plan_job(config: ExperimentConfig, method: str, seed: int, settings: RunSett
     # a folder without a finished cycle holds nothing to lose: a corrected command starts it over
     stored = _stored_config(folder / "config.json", plan.digest) if read_jsonl(folder / RESULTS_FILE) else None
     rows = finished_cycles(folder, plan.config, method, seed, plan.digest, plan.train_size)
+    if not settings.allow_code_change:
+        check_code_version(folder / RESULTS_FILE, rows, code_version())
     if not rows:
         first_pool(plan.config, plan.dataset, seed, plan.train_size)
     return dataclasses.replace(plan, rows=rows, stored_config=stored)
@@ -107,10 +132,24 @@ def _stored_config(path: Path, digest: str) -> dict | None:
                         "start the run over") from None
     if not isinstance(stored, dict) or "config_hash" not in stored:
         raise UserError(f"{path} holds no config_hash; move that run folder aside to start the run over")
+    scheme = stored.get("hash_scheme", 1)      # folders from before the number was stored: definition 1
+    if scheme != HASH_SCHEME:
+        raise UserError(f"{path.parent} was made under run-hash definition {scheme}, and this code defines the "
+                        f"run hash differently ({HASH_SCHEME}: with the method's default options), so its config "
+                        "cannot be checked; pass another --out to start anew, or move that folder aside to rerun")
     if stored["config_hash"] != digest:
         raise UserError(f"{path.parent} holds results of a different config (hash {stored['config_hash']}, now "
                         f"{digest}); pass another --out, or move that folder aside to start over")
     return stored
+
+
+def check_code_version(results: Path, rows: list[dict], current: str) -> None:
+    """Rows made by other code are continued only when the user accepts the mix (--allow-code-change)."""
+    others = sorted({row.get("code_version", "unknown") for row in rows} - {current})
+    if others:
+        raise UserError(f"{results} holds rows made by code version {', '.join(others)}, and this code is "
+                        f"{current}; pass --allow-code-change to continue them with this code (the report marks "
+                        "the mix), or another --out to start anew")
 
 
 ROW_FIELDS = {"paper": str, "experiment": str, "method": str, "seed": int, "cycle": int, "n_labeled": int,

@@ -11,6 +11,7 @@ paired seeds."""
 from __future__ import annotations
 
 import math
+import sys
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -216,12 +217,25 @@ def penalty_matrix(curves: list[Curve], stats: Stats) -> Penalty:
     return Penalty([c.method for c in competing], judged, [n for n in budgets if n not in judged], matrix)
 
 
+def experiment_key(row: dict) -> tuple:
+    return row["paper"], row["experiment"], row.get("profile", "paper"), row["metric"]
+
+
+def code_versions(rows: list[dict]) -> dict[tuple, list[str]]:
+    """{experiment key: the code versions its rows were made by (core.tools.jobs.code_version)}; several mean
+    that a run was continued by other code (--allow-code-change)."""
+    versions = defaultdict(set)
+    for row in rows:
+        versions[experiment_key(row)].add(row.get("code_version", "unknown"))
+    return {key: sorted(found) for key, found in versions.items()}
+
+
 def group_curves(rows: list[dict]) -> dict[tuple, list[Curve]]:
     """{(paper, experiment, profile, metric): [Curve per method]} from result rows."""
     grouped = defaultdict(lambda: defaultdict(dict))
     fractions = {}
     for row in rows:
-        key = (row["paper"], row["experiment"], row.get("profile", "paper"), row["metric"])
+        key = experiment_key(row)
         grouped[key][row["method"]][(row["seed"], row["n_labeled"])] = row["value"]
         fractions[(key, row["n_labeled"])] = row["fraction_labeled"]
     curves = {}
@@ -256,8 +270,14 @@ def _row(cells: list[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def markdown_table(key: tuple, curves: list[Curve]) -> str:
-    """Methods side by side: mean ± std over seeds at each labeled-set size, then the area under the curve."""
+def mixed_versions_note(versions: list[str]) -> str:
+    return (f"⚠ rows made by {len(versions)} code versions ({', '.join(versions)}): runs continued by other code "
+            "(--allow-code-change); rerun into a fresh --out for rows of one version.")
+
+
+def markdown_table(key: tuple, curves: list[Curve], versions: list[str] = ()) -> str:
+    """Methods side by side: mean ± std over seeds at each labeled-set size, then the area under the curve; a ⚠
+    note when the rows come from several code versions."""
     paper, experiment, profile, metric = key
     labels, budgets = _budget_header(curves)
     header = ["method"] + budgets + ["AUC", "seeds"]
@@ -270,6 +290,8 @@ def markdown_table(key: tuple, curves: list[Curve]) -> str:
     lines.append("")
     lines.append("AUC: area under the curve over the labeled fraction divided by its range (the mean "
                  f"{metric} across budgets), per seed, then mean ± std.")
+    if len(versions) > 1:
+        lines += ["", mixed_versions_note(versions)]
     return "\n".join(lines) + "\n"
 
 
@@ -477,22 +499,26 @@ class Experiment:
     curves: list[Curve]
     label: str
     stem: str
+    versions: list[str]             # the code versions of its rows
 
 
 def collect(folders: list[Path]) -> list[Experiment]:
     """Every experiment below every folder; one found in several folders is labeled and named by its folder."""
-    found = [(folder, key, curves) for folder in folders
-             for key, curves in sorted(group_curves(load_rows(folder)).items())]
+    found = []
+    for folder in folders:
+        rows = load_rows(folder)
+        versions = code_versions(rows)
+        found += [(folder, key, curves, versions[key]) for key, curves in sorted(group_curves(rows).items())]
     counts = defaultdict(int)
-    for _, key, _ in found:
+    for _, key, _, _ in found:
         counts[key] += 1
     experiments = []
-    for index, (folder, key, curves) in enumerate(found):
+    for index, (folder, key, curves, versions) in enumerate(found):
         paper, experiment, profile, _ = key
         label, stem = f"{paper}/{experiment} ({profile})", f"{paper}_{experiment}_{profile}"
         if counts[key] > 1:
             label, stem = f"{label} [{folder}]", f"{stem}_{index}_{folder.name}"
-        experiments.append(Experiment(key, curves, label, stem))
+        experiments.append(Experiment(key, curves, label, stem, versions))
     return experiments
 
 
@@ -595,6 +621,8 @@ def write_report(results: Path | list[Path], out: Path | None = None, x_axis: st
                                                summed_penalty_table(experiments, stats)) if part]
     for experiment in experiments:
         key, curves, stem = experiment.key, experiment.curves, experiment.stem
+        if len(experiment.versions) > 1:
+            print(f"warning: {experiment.label}: {mixed_versions_note(experiment.versions)}", file=sys.stderr)
         reference = full_data_reference(key[0], key[1]) if key[2] == "paper" else {}
         plot_curves(key, curves, out / f"{stem}.png", x_axis, reference)
         written.append(out / f"{stem}.png")
@@ -602,7 +630,8 @@ def write_report(results: Path | list[Path], out: Path | None = None, x_axis: st
             written.append(out / f"{stem}_vs_random.png")
         if plot_penalty(key, curves, out / f"{stem}_penalty.png", stats):
             written.append(out / f"{stem}_penalty.png")
-        table = "\n".join(part for part in (markdown_table(key, curves), pairwise_table(curves, stats),
+        table = "\n".join(part for part in (markdown_table(key, curves, experiment.versions),
+                                            pairwise_table(curves, stats),
                                             penalty_table(curves, stats)) if part)
         write_atomic(out / f"{stem}.md", table)
         written.append(out / f"{stem}.md")

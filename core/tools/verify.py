@@ -2,7 +2,7 @@
 the papers report at those budgets (core/tools/reported.py).
 
     verify <paper> <experiment> [--cycles K] [--seeds N] [--methods a,b] [--out DIR] [run's data, device,
-           --set and --jobs flags]
+           --set, --jobs and --allow-code-change flags]
         runs, or resumes, the first K cycles (default 1) of every (method, seed) job through `run`: the same
         folders, resume and locks, with runtime.stop_after_cycles=K, which is outside the run hash, so a later
         `run` continues these jobs and a finished `run` is checked without training;
@@ -19,7 +19,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.lib.errors import UserError
-from core.tools.arguments import add_common, choose_methods, jobs_count, positive_int, resolve_experiment, user_path
+from core.tools.arguments import (add_allow_code_change, add_common, choose_methods, jobs_count, positive_int,
+                                  resolve_experiment, user_path)
 from core.tools.reported import Comparison, budget, compare
 
 VERIFY_FILE = "verify.md"
@@ -41,6 +42,7 @@ def add_arguments(parser) -> None:
                         help="run N jobs at once, as in run")
     parser.add_argument("--download", action="store_true", help="as in run")
     parser.add_argument("--quiet", action="store_true", help="print only errors and the table")
+    add_allow_code_change(parser)
     add_common(parser)
     parser.set_defaults(profile="paper")      # verify compares paper-profile results only
 
@@ -52,7 +54,8 @@ def command(args, run_command) -> int:
 
     if args.results:
         given = [flag for flag, value in (("--set", args.set), ("--jobs", args.jobs), ("--download", args.download),
-                                          ("--data-root", args.data_root)) if value]
+                                          ("--data-root", args.data_root),
+                                          ("--allow-code-change", args.allow_code_change)) if value]
         if given:
             raise UserError(f"{', '.join(given)}: only when verify runs the jobs; drop them with --results")
         if bool(args.paper) != bool(args.experiment):
@@ -93,6 +96,7 @@ def run_first_cycles(args, run_command) -> tuple[list[str], int, Path]:
     argv += ["--data-root", args.data_root] if args.data_root else []
     argv += ["--jobs", str(args.jobs)] if args.jobs else []
     argv += ["--download"] * args.download + ["--quiet"] * args.quiet
+    argv += ["--allow-code-change"] * args.allow_code_change
     run_command(argv)
     return methods, seeds, user_path(args.out) / config.paper / config.experiment
 
