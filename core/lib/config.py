@@ -96,6 +96,7 @@ class ExperimentConfig:
     source: str = ""                     # where the protocol comes from, e.g. "VAAL Fig. 2, Tables 2-3"
     metric: str = "accuracy"
     methods: list = field(default_factory=list)
+    extra_methods: list = field(default_factory=list)   # those of `methods` beyond the paper's own (BADGE)
     seeds: int = 5
     data: DataConfig = field(default_factory=DataConfig)
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
@@ -255,7 +256,7 @@ HASH_NEUTRAL_DEFAULTS = {"train.init_seed": "cycle", "train.drop_last_first_cycl
 def run_hash(config: ExperimentConfig, method: str) -> str:
     """Identifies everything that determines one method's results; the method and seed lists do not."""
     content = to_dict(config)
-    for name in ("methods", "seeds", "runtime"):
+    for name in ("methods", "extra_methods", "seeds", "runtime"):
         content.pop(name)
     for key, default in HASH_NEUTRAL_DEFAULTS.items():
         section, name = key.split(".")
