@@ -115,3 +115,17 @@ def test_a_plugin_that_cannot_be_found_is_one_line(plugin, says, tmp_path, monke
     assert main(["--plugin", plugin, "list"]) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and says in error
+
+
+def test_an_install_without_the_entry_points_says_to_reinstall(monkeypatch):
+    import core.lib.plugins as plugins
+
+    monkeypatch.setattr(plugins, "distributions", lambda: [])
+    plugins.declared.cache_clear()
+    try:
+        with pytest.raises(plugins.UserError, match=r"pip install -e \."):
+            plugins.declared()
+    finally:
+        monkeypatch.undo()
+        plugins.declared.cache_clear()
+    assert plugins.declared()
