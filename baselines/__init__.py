@@ -1,3 +1,3 @@
 """Comparison methods shared by every paper's experiments; importing the package registers them."""
-from baselines import (bench, committee, coreset, experiments, full_data, learning_loss,  # noqa: F401
+from baselines import (badge, bench, committee, coreset, experiments, full_data, learning_loss,  # noqa: F401
                        mc_dropout, uncertainty)

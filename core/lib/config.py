@@ -96,6 +96,7 @@ class ExperimentConfig:
     source: str = ""                     # where the protocol comes from, e.g. "VAAL Fig. 2, Tables 2-3"
     metric: str = "accuracy"
     methods: list = field(default_factory=list)
+    extra_methods: list = field(default_factory=list)   # those of `methods` beyond the paper's own (BADGE)
     seeds: int = 5
     data: DataConfig = field(default_factory=DataConfig)
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
@@ -258,7 +259,7 @@ def run_hash(config: ExperimentConfig, method: str) -> str:
     from core.lib.strategy import make_strategy      # here: reading a config needs no PyTorch
 
     content = to_dict(config)
-    for name in ("methods", "seeds", "runtime"):
+    for name in ("methods", "extra_methods", "seeds", "runtime"):
         content.pop(name)
     content["method_options"] = make_strategy(method, content["method_options"].get(method)).options
     content["method"] = method

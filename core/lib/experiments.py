@@ -7,7 +7,8 @@ from typing import Callable
 
 from core.lib.config import ExperimentConfig, apply_overrides
 from core.lib.errors import UserError
-from core.lib.strategy import STRATEGIES, load_plugins
+from core.lib.plugins import load_plugins, register
+from core.lib.strategy import STRATEGIES
 
 SIZE_PROFILES = ("smoke", "mini", "demo", "demo_gpu")   # change only sizes; others (code_2020) are named variants
 
@@ -25,15 +26,24 @@ class Experiment:
             raise UserError(f"{self.paper}/{self.name} has no profile '{profile}'; choose one of {', '.join(known)}")
         config = self.build()
         config.paper, config.experiment = self.paper, self.name
+        extras = [method for method, joins in EXTRAS.items() if method not in config.methods and joins(config)]
+        config.methods, config.extra_methods = [*config.methods, *extras], [*config.extra_methods, *extras]
         apply_overrides(config, copy.deepcopy(self.profiles.get(profile, {})))
         return apply_overrides(config, overrides or {})
 
 
 EXPERIMENTS: dict[tuple[str, str], Experiment] = {}
+EXTRAS: dict[str, Callable[[ExperimentConfig], bool]] = {}    # method -> which experiments it joins
+
+
+def register_extra(method: str, joins: Callable[[ExperimentConfig], bool]) -> None:
+    """`method` joins the method list of every experiment whose paper config `joins` accepts, as an extra beyond
+    the paper: run by default, shown as such in `list` and marked in the report."""
+    register(EXTRAS, "extra method", method, joins, joins.__module__)
 
 
 def register_experiment(experiment: Experiment) -> Experiment:
-    EXPERIMENTS[(experiment.paper, experiment.name)] = experiment
+    register(EXPERIMENTS, "experiment", (experiment.paper, experiment.name), experiment, experiment.build.__module__)
     return experiment
 
 

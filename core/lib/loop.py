@@ -290,6 +290,7 @@ def run_cycles(plan: JobPlan, method: str, seed: int, settings: RunSettings,
         row = {
             "paper": config.paper, "experiment": config.experiment, "dataset": dataset.name, "method": method,
             "seed": seed, "cycle": cycle, "profile": settings.profile,
+            "beyond_paper": method in config.extra_methods or method not in config.methods,
             "n_labeled": len(trained_on), "fraction_labeled": round(len(trained_on) / (config.protocol.fraction_base or train_size), 6),
             "train_size": train_size, "metric": config.metric, "value": round(test["value"], 4),
             "per_class": test["per_class"], "best_validation": report.best_validation,

@@ -7,7 +7,6 @@ cycle computes besides the task model's own training and test, for `./reproduce.
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -16,8 +15,7 @@ import numpy as np
 import torch
 
 from core.lib.errors import UserError
-
-PLUGIN_PACKAGES = ("baselines", "vaal", "ta_vaal", "daal", "lada", "segmentation")
+from core.lib.plugins import load_plugins, register
 
 
 @dataclass
@@ -138,18 +136,8 @@ STRATEGIES: dict[str, type[Strategy]] = {}
 
 
 def register_method(cls: type[Strategy]) -> type[Strategy]:
-    STRATEGIES[cls.name] = cls
+    register(STRATEGIES, "method", cls.name, cls, cls.__module__)
     return cls
-
-
-def load_plugins() -> None:
-    """Import every paper package so that its strategies and experiments register themselves."""
-    for package in PLUGIN_PACKAGES:
-        try:
-            importlib.import_module(package)
-        except ModuleNotFoundError as err:
-            if err.name != package:
-                raise
 
 
 def make_strategy(name: str, options: dict | None = None) -> Strategy:

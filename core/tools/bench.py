@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import copy
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -23,6 +22,7 @@ from core.lib.config import ExperimentConfig, ModelConfig, TrainConfig
 from core.lib.datasets import CIFAR10_STATS, load_dataset, resolve_data_root, subsample
 from core.lib.errors import UserError
 from core.lib.networks import build_network
+from core.lib.plugins import load_plugins, register
 from core.lib.sources import Augmentation, TensorSource
 from core.lib.trainer import Trainer, make_optimizer
 
@@ -38,15 +38,11 @@ BENCHMARKS: dict[str, Benchmark] = {}
 
 
 def register_benchmark(benchmark: Benchmark) -> Benchmark:
-    if benchmark.name in BENCHMARKS:
-        warnings.warn(f"benchmark '{benchmark.name}' registered twice; the later one replaces the earlier")
-    BENCHMARKS[benchmark.name] = benchmark
+    register(BENCHMARKS, "benchmark", benchmark.name, benchmark, benchmark.run.__module__)
     return benchmark
 
 
 def get_benchmark(name: str) -> Benchmark:
-    from core.lib.strategy import load_plugins
-
     load_plugins()
     if name not in BENCHMARKS:
         raise UserError(f"unknown benchmark '{name}'; known: {', '.join(sorted(BENCHMARKS))}")
@@ -181,7 +177,7 @@ def bench_sampling(data_root: Path, device: torch.device, arch: str, width: floa
     game before selecting play `game_iterations` (untimed: the selection alone is)."""
     from core.lib.pool import initial_pool
     from core.lib.results import write_atomic, write_json
-    from core.lib.strategy import STRATEGIES, load_plugins
+    from core.lib.strategy import STRATEGIES
 
     load_plugins()
     dataset = load_dataset("cifar10", data_root)

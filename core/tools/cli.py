@@ -325,8 +325,10 @@ def command_list(args) -> int:
             reported = sum(r.paper == paper and r.experiment == name for r in REPORTED)
             status = "runnable" if implemented and not pending else ("partial" if implemented else "pending")
             print(f"  {name:<22} [{status}] {config.title} ({config.source})")
-            print(f"  {'':<22} methods: {', '.join(implemented) or '-'}"
-                  + (f"; pending: {', '.join(pending)}" if pending else ""))
+            extras = [m for m in implemented if m in config.extra_methods]
+            print(f"  {'':<22} methods: {', '.join(m for m in implemented if m not in extras) or '-'}"
+                  + (f"; pending: {', '.join(pending)}" if pending else "")
+                  + (f"; beyond the paper: {', '.join(extras)}" if extras else ""))
             print(f"  {'':<22} profiles: paper, {', '.join(experiment.profiles)}; reported numbers: {reported}")
     awaiting = sorted({(r.paper, r.experiment) for r in REPORTED} - set(experiments.EXPERIMENTS))
     print("\nfigures and tables with reported numbers, not implemented yet [pending]:")
@@ -430,6 +432,9 @@ def add_executor_flags(run) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="./reproduce.sh", description=__doc__)
+    parser.add_argument("--plugin", action="append", metavar="MODULE",
+                        help="load methods, experiments or benchmarks from a module that is not installed: a module "
+                             "name, a .py file or a package folder; repeatable (docs/adding_a_method.md)")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the (method, seed) jobs of one experiment; resumes where it stopped")
     run.add_argument("paper")
@@ -515,9 +520,22 @@ COMMANDS = {"run": command_run, "report": command_report, "compare": command_com
             "gpucheck": command_gpucheck}
 
 
+def use_plugins(values: list[str]) -> None:
+    """--plugin: each module name, .py file or package folder joins $AL_PLUGINS, paths made absolute, so that the
+    workers and Slurm tasks of a run load them too; loaded now, so that a broken one fails before any work."""
+    from core.lib.plugins import ENV, load_plugins
+
+    items = [str(user_path(value)) if value.endswith(".py") or os.sep in value or user_path(value).is_dir() else value
+             for value in values]
+    os.environ[ENV] = os.pathsep.join(filter(None, [os.environ.get(ENV, ""), *items]))
+    load_plugins()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.plugin:
+            use_plugins(args.plugin)
         return COMMANDS[args.command](args)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)

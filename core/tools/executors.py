@@ -19,11 +19,12 @@ import os
 import sys
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from core.lib.errors import UserError
+from core.lib.plugins import ENV
 
 SLURM_DEFAULTS = {"partition": "", "time": 1440, "gpus_per_task": 1, "cpus_per_task": 8, "mem_gb": 32,
                   "array_parallelism": 256, "sbatch": {}}
@@ -43,6 +44,7 @@ class JobSpec:
     progress: bool = False
     quiet: bool = False
     allow_code_change: bool = False
+    plugins: str = field(default_factory=lambda: os.environ.get(ENV, ""))   # --plugin, for a Slurm task's process
 
 
 def cycle_line(row: dict) -> str:
@@ -59,7 +61,9 @@ def run_spec(spec: JobSpec, on_cycle: Callable[[dict], None] | None = None) -> i
     from core.lib.loop import RunSettings
     from core.tools.jobs import run_job
 
-    papers()                              # a fresh process registers the papers' methods first
+    if spec.plugins:
+        os.environ[ENV] = spec.plugins
+    papers()                              # a fresh process registers the papers' and plugins' methods first
     if on_cycle is None and not spec.quiet:
         def on_cycle(row):
             print(cycle_line(row), flush=True)

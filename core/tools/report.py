@@ -25,6 +25,9 @@ MIN_SEEDS = 3           # a paired test on 2 seeds has 1 degree of freedom: its 
 TOO_FEW_SEEDS = f"a paired test needs at least {MIN_SEEDS} seeds"
 TESTS = {"t": "paired t-test", "wilcoxon": "Wilcoxon signed-rank test"}
 BETTER, WORSE = "▲", "▼"
+EXTRA = "(extra)"
+EXTRA_NOTE = (f"{EXTRA}: a method beyond the paper's own for this experiment, run under the same protocol, seeds "
+              "and initial sets.")
 
 
 # ---------------------------------------------------------------- reading stored rows
@@ -62,6 +65,11 @@ class Curve:
     fraction: np.ndarray         # (points,)
     values: np.ndarray           # (seeds, points); NaN where a seed has not reached a point yet
     seeds: list[int]
+    beyond_paper: bool = False   # not among the paper's methods for this experiment (BADGE, a method of your own)
+
+    @property
+    def label(self) -> str:
+        return f"{self.method} {EXTRA}" if self.beyond_paper else self.method
 
     @property
     def mean(self) -> np.ndarray:
@@ -233,10 +241,12 @@ def code_versions(rows: list[dict]) -> dict[tuple, list[str]]:
 def group_curves(rows: list[dict]) -> dict[tuple, list[Curve]]:
     """{(paper, experiment, profile, metric): [Curve per method]} from result rows."""
     grouped = defaultdict(lambda: defaultdict(dict))
-    fractions = {}
+    fractions, extras = {}, set()
     for row in rows:
         key = experiment_key(row)
         grouped[key][row["method"]][(row["seed"], row["n_labeled"])] = row["value"]
+        if row.get("beyond_paper"):
+            extras.add((key, row["method"]))
         fractions[(key, row["n_labeled"])] = row["fraction_labeled"]
     curves = {}
     for key, methods in grouped.items():
@@ -249,7 +259,7 @@ def group_curves(rows: list[dict]) -> dict[tuple, list[Curve]]:
             for (seed, n), value in points.items():
                 values[seeds.index(seed), labels.index(n)] = value
             curves[key].append(Curve(method, np.array(labels), np.array([fractions[(key, n)] for n in labels]),
-                                     values, seeds))
+                                     values, seeds, (key, method) in extras))
     return curves
 
 
@@ -286,10 +296,11 @@ def markdown_table(key: tuple, curves: list[Curve], versions: list[str] = ()) ->
     for curve in curves:
         cells = [_cell(curve.values[:, list(curve.n_labeled).index(n)]) if n in curve.n_labeled else "-"
                  for n in labels]
-        lines.append(_row([curve.method] + cells + [_cell(curve.area()), str(len(curve.seeds))]))
+        lines.append(_row([curve.label] + cells + [_cell(curve.area()), str(len(curve.seeds))]))
     lines.append("")
     lines.append("AUC: area under the curve over the labeled fraction divided by its range (the mean "
-                 f"{metric} across budgets), per seed, then mean ± std.")
+                 f"{metric} across budgets), per seed, then mean ± std."
+                 + (f" {EXTRA_NOTE}" if any(c.beyond_paper for c in curves) else ""))
     if len(versions) > 1:
         lines += ["", mixed_versions_note(versions)]
     return "\n".join(lines) + "\n"
@@ -408,10 +419,10 @@ def plot_curves(key: tuple, curves: list[Curve], path: Path, x_axis: str = "perc
     fig, ax = plt.subplots(figsize=(6.4, 4.6), dpi=120)
     for curve in curves:
         if len(curve.fraction) == 1:          # a single-cycle method (full_data) is a reference line
-            ax.axhline(curve.mean[0], linestyle=":", color="gray", label=f"{curve.method} (n={len(curve.seeds)})")
+            ax.axhline(curve.mean[0], linestyle=":", color="gray", label=f"{curve.label} (n={len(curve.seeds)})")
             continue
         x = 100 * curve.fraction if x_axis == "percent" else curve.n_labeled
-        line, = ax.plot(x, curve.mean, marker="o", markersize=3, label=f"{curve.method} (n={len(curve.seeds)})")
+        line, = ax.plot(x, curve.mean, marker="o", markersize=3, label=f"{curve.label} (n={len(curve.seeds)})")
         ax.fill_between(x, curve.mean - curve.std, curve.mean + curve.std, color=line.get_color(), alpha=0.18)
     for label, value in (reference or {}).items():
         ax.axhline(value, linestyle="--", color="black", linewidth=1)
@@ -545,6 +556,7 @@ def summary_table(experiments: list[Experiment], stats: Stats) -> str:
     """One row per method, for each experiment its AUBC and final value over the budgets all its methods reached,
     marked against that experiment's random."""
     methods = sorted({c.method for e in experiments for c in e.curves}, key=lambda m: (m != "random", m))
+    extras = {c.method for e in experiments for c in e.curves if c.beyond_paper}
     budgets = [common_budgets(e.curves) for e in experiments]
     header = ["method"]
     for experiment, common in zip(experiments, budgets):
@@ -554,7 +566,8 @@ def summary_table(experiments: list[Experiment], stats: Stats) -> str:
              f"mean ± std over seeds (n = seeds); {BETTER} / {WORSE}: significantly better / worse than random of "
              f"the same experiment ({stats.describe()}, paired by seed); n<3: no mark, {TOO_FEW_SEEDS}; no mark: no "
              "significant difference, or no random in that experiment. AUBC and final value over the budgets every "
-             "method of the experiment has reached (final: the largest, in brackets).", "",
+             "method of the experiment has reached (final: the largest, in brackets)."
+             + (f" {EXTRA_NOTE}" if extras else ""), "",
              _row(header), "|" + "---|" * len(header)]
     for method in methods:
         cells = []
@@ -569,7 +582,7 @@ def summary_table(experiments: list[Experiment], stats: Stats) -> str:
             area_random, final_random = (random.area_by_seed(common), random.at(common[-1])) if versus else ({}, {})
             cells.append(summary_cell(area, compare_seeds(area, area_random, stats) if area_random else None))
             cells.append(summary_cell(final, compare_seeds(final, final_random, stats) if final_random else None))
-        lines.append(_row([method] + cells))
+        lines.append(_row([f"{method} {EXTRA}" if method in extras else method] + cells))
     return "\n".join(lines) + "\n"
 
 
