@@ -28,7 +28,7 @@ from core.lib.loop import (JobPlan, RunSettings, first_pool, optimizer_name, pre
                            with_method_options)
 from core.lib.pool import Pool
 from core.lib.results import RESULTS_FILE, read_jsonl, write_json
-from core.lib.strategy import PLUGIN_PACKAGES
+from core.lib.plugins import declared
 from core.tools import distributed
 from core.tools.checkpoint import JobCheckpoints
 
@@ -49,7 +49,8 @@ def tree_version(root: Path) -> str:
         commit = git("rev-parse", "--short=12", "HEAD").strip()
         changed = sorted(name for name in git("diff", "HEAD", "--name-only", "-z").split("\0") if name)
     except (OSError, subprocess.CalledProcessError):
-        sources = sorted(path.relative_to(root).as_posix() for package in ("core", *PLUGIN_PACKAGES)
+        packages = {"core", *(module.partition(".")[0] for _, _, module in declared())}
+        sources = sorted(path.relative_to(root).as_posix() for package in packages
                          for path in (root / package).rglob("*.py"))
         return f"files-{_contents_hash(root, sources)}"
     return f"{commit}-dirty-{_contents_hash(root, changed)}" if changed else commit
