@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from core.lib.results import read_jsonl
 
@@ -213,13 +214,103 @@ def test_an_idle_device_takes_a_job_larger_than_its_memory():
     assert packing.place(6) == 0 and packing.place(1) is None
 
 
-def test_the_memory_query_reads_the_gpus_free_bytes(monkeypatch):
-    import torch
+def test_one_probe_reads_the_free_memory_of_every_gpu(monkeypatch):
+    """Three GPUs faked in this process; then the real probe process, which on this CPU machine sees none."""
+    import multiprocessing
 
-    from core.tools.packing import device_free_memory
+    from core.tools.packing import free_memory_of_every_gpu, gpu_free_memory
 
-    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (3 * 2**30, 80 * 2**30))
-    assert device_free_memory("cuda") == 3 * 2**30 and device_free_memory("cpu") is None
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda gpu: ((gpu + 1) * 2**30, 80 * 2**30))
+    assert gpu_free_memory() == [2**30, 2 * 2**30, 3 * 2**30]
+    if not torch.cuda.is_available():
+        assert free_memory_of_every_gpu(multiprocessing.get_context("spawn")) == []
+
+
+def test_a_worker_hands_cached_gpu_memory_back_after_each_job(monkeypatch):
+    from types import SimpleNamespace
+
+    from core.tools import executors
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: calls.append("empty cache"))
+    monkeypatch.setattr(executors, "run_spec", lambda spec, on_cycle: calls.append("job") or 2)
+    assert executors.run_spec_sending_cycles(None, SimpleNamespace(put=print)) == 2
+
+    def out_of_memory(spec, on_cycle):
+        raise RuntimeError("CUDA out of memory")
+
+    monkeypatch.setattr(executors, "run_spec", out_of_memory)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        executors.run_spec_sending_cycles(None, SimpleNamespace(put=print))
+    assert calls == ["job", "empty cache", "empty cache"]
+
+
+def test_the_live_peak_counts_tensors_until_they_are_freed():
+    from core.tools.packing import LivePeak
+
+    with torch.device("meta"), LivePeak() as live:
+        first = torch.empty(100)                       # 400 bytes
+        second = (first * 2).view(10, 10)              # 400 more; the view shares them
+        del first
+        third = second.relu_() + 1                     # in place: nothing new; the sum: 400
+    assert live.peak == 800 and live.live == 800 and third.shape == (10, 10)
+
+
+class PixelHead(torch.nn.Module):
+    """Segmentation-like scores whose outputs dominate memory: the trunk is the image, the head a dropout and a
+    1x1 convolution to 19 classes."""
+
+    def __init__(self):
+        super().__init__()
+        self.classifier = torch.nn.Sequential(torch.nn.Dropout(0.5), torch.nn.Conv2d(3, 19, 1))
+
+    def forward_trunk(self, images):
+        return images
+
+    def forward_head(self, trunk):
+        return self.classifier(trunk), trunk
+
+    def forward(self, images):
+        return self.forward_head(images)[0]
+
+
+@pytest.mark.parametrize("method,options", [("mc_dropout", {"acquisition": "entropy"}),
+                                            ("mc_dropout", {"acquisition": "bald"}),
+                                            ("mc_dropout", {"acquisition": "variation_ratio"}),
+                                            ("qbc", {}), ("ensemble_varratio", {}), ("suggestive_annotation", {})])
+def test_the_outputs_a_method_declares_held_bound_what_its_scoring_keeps(method, options):
+    """The scoring of one batch of 2 images, 32x32, on the meta device, through the methods' own code: its peak
+    stays within the evaluation forward's peak plus CycleWork.held_outputs outputs (packing's selection term),
+    and above three quarters of that term (a declaration close to what the code keeps)."""
+    from types import SimpleNamespace
+
+    from baselines.committee import mean_class_variance, member_scores
+    from baselines.mc_dropout import ACQUISITIONS, mc_dropout_samples
+    from core.lib import experiments
+    from core.lib.strategy import CycleSizes, make_strategy
+    from core.tools.packing import LivePeak
+
+    experiments.papers()
+    strategy = make_strategy(method, options)
+    held = strategy.cycle_work(None, 19, CycleSizes(0, 1, 1, 1, 1, 1)).held_outputs
+    source = SimpleNamespace(device=torch.device("meta"),
+                             batches=lambda indices, size: [(torch.empty(size, 3, 32, 32), None)])
+    with torch.device("meta"), torch.no_grad():
+        members = [PixelHead() for _ in range(strategy.options.get("members", 1))]
+        with LivePeak() as forward:
+            members[0](next(iter(source.batches(None, 2)))[0])
+        with LivePeak() as scoring:
+            if method == "mc_dropout":
+                mc_dropout_samples(members[0], source, [0, 1], 2, strategy.options["passes"],
+                                   ACQUISITIONS[options["acquisition"]])
+            else:
+                context = SimpleNamespace(source=source, eval_batch_size=2, device=source.device,
+                                          config=SimpleNamespace(train=SimpleNamespace(amp=False)))
+                member_scores(members, context, [0, 1], getattr(strategy, "reduce", mean_class_variance))
+    output = 2 * 19 * 32 * 32 * 4
+    assert forward.peak + 0.75 * held * output < scoring.peak <= forward.peak + held * output
 
 
 def test_small_images_pack_three_per_gpu_and_segmentation_runs_alone():
@@ -235,6 +326,21 @@ def test_small_images_pack_three_per_gpu_and_segmentation_runs_alone():
     assert 1 * gib < random < 4 * gib, "ResNet-18, batch 128: about 1 GB saved for backward, 0.2 GB of images"
     assert vaal > random, "VAAL adds its VAE and discriminator"
     assert job_memory(camvid, "random") > random, "DRN-D-22 on 352-pixel crops keeps more"
+
+
+def test_memory_estimates_include_the_evaluation_and_selection_peaks():
+    """Cityscapes' MC-Dropout scores whole 1024x2048 frames, 4 at once, 10 passes: its stacked softmax outputs
+    (about 13 GB measured) outweigh the training step's 6.5 GB; a committee keeps its members' weights too."""
+    from core.lib import experiments
+    from core.tools.packing import ALLOCATOR_SLACK, job_memory
+
+    experiments.papers()
+    cityscapes = experiments.get_experiment("vaal", "fig3_cityscapes").config("paper")
+    output = 4 * 19 * 1024 * 2048 * 4
+    random, mc_dropout = job_memory(cityscapes, "random"), job_memory(cityscapes, "mc_dropout")
+    assert random < 10 * 2**30 and mc_dropout > ALLOCATOR_SLACK * 22 * output > 13 * 2**30
+    cifar = experiments.get_experiment("baselines", "ll4al_cifar10").config("paper")
+    assert job_memory(cifar, "qbc") > job_memory(cifar, "random"), "four more ResNet-18s on the device"
 
 
 def test_a_job_that_does_not_fit_starts_when_the_job_before_it_ends():

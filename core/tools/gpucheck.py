@@ -33,6 +33,7 @@ import torch
 
 from core.lib.datasets import load_dataset
 from core.lib.errors import UserError
+from core.tools.processes import run_group
 
 REPO = Path(__file__).resolve().parents[2]
 REPORT_FILE = "gpucheck.md"
@@ -167,8 +168,7 @@ def run_cases(cases: list[Case], processes: int, budget: float, case_seconds: fl
             return case
         limit = min(case_seconds, deadline - started)
         try:
-            done = subprocess.run(case.argv, cwd=REPO, env=environment, capture_output=True, text=True,
-                                  timeout=limit)
+            done = run_group(case.argv, limit, env=environment, cwd=REPO)     # its workers end with it
             case.returncode, case.stdout = done.returncode, done.stdout
             lines = (done.stderr or done.stdout).strip().splitlines()
             case.last_line = lines[-1] if lines else ""
