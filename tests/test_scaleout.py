@@ -7,12 +7,14 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
 import torch
 
 from core.lib.results import read_jsonl
+from tests.test_stops import alive
 
 REPO = Path(__file__).resolve().parent.parent
 VOLATILE = {"train_seconds", "select_seconds", "selector_train_seconds", "code_version", "train_resumed_at_step"}
@@ -85,6 +87,49 @@ def test_two_jobs_at_once_give_the_rows_of_one_at_a_time(per_device, sequential,
         assert stable(job_rows(tmp_path, method)) == stable(rows) and len(rows) == 2
         assert all(log.count(f"{method} seed 0 cycle {cycle}: ") == 1 for cycle in (0, 1))
     assert (tmp_path / "baselines" / "ll4al_cifar10" / "report.md").exists()
+
+
+def run_processes(marker: str) -> list[int]:
+    """The live processes whose environment holds `marker`: every process a run starts inherits it."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            environment = (entry / "environ").read_bytes().split(b"\0") if entry.name.isdigit() else []
+        except OSError:                       # ended meanwhile, or not ours
+            continue
+        if marker.encode() in environment and alive(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_a_parallel_run_stopped_mid_cycle_leaves_no_process_and_resumes(stop, sequential, data_root, tmp_path):
+    """The parent of `run --jobs 2` is killed (SIGKILL: its workers see it gone) or stopped (SIGTERM: it stops
+    them, then exits 143) once a job has written its first mid-cycle checkpoint; within 10 s no process of the
+    run is left (found by an environment marker they all inherit), and the same command resumes, taking over the
+    workers' locks, to the rows of the sequential run."""
+    marker = f"AL_TEST_RUN={uuid.uuid4().hex}"
+    env = {**one_thread(data_root), "AL_TEST_RUN": marker.split("=")[1]}
+    command = run_command(tmp_path, *PARALLEL, "--jobs", "2")
+    process = subprocess.Popen(command, cwd=REPO, env=env)
+    checkpoints = [tmp_path / "baselines" / "ll4al_cifar10" / method / "seed0" / "train_cycle0.ckpt"
+                   for method in sequential]
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not any(c.exists() for c in checkpoints):
+        time.sleep(0.01)
+    assert len(run_processes(marker)) >= 4, "the parent, the queue's manager and two workers run"
+    process.send_signal(stop)
+    assert process.wait(30) == (143 if stop == signal.SIGTERM else -signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while run_processes(marker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not run_processes(marker)
+    assert not all(len(job_rows(tmp_path, method)) == 2 for method in sequential), "stopped before the end"
+    subprocess.run(command, cwd=REPO, env=env, check=True, timeout=600)
+    for method, rows in sequential.items():
+        assert stable(job_rows(tmp_path, method)) == stable(rows)
 
 
 @pytest.mark.slow

@@ -21,6 +21,8 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
+from pathlib import Path
 
 POLL_SECONDS = 0.5
 EXIT_WITH_PARENT = "AL_EXIT_WITH_PARENT"     # environment: the pid whose death ends this command
@@ -103,6 +105,20 @@ def run_group(argv: list[str], timeout: float, env: dict | None = None, **popen)
     if timed_out:
         raise subprocess.TimeoutExpired(argv, timeout, printed, errors)
     return subprocess.CompletedProcess(argv, process.returncode, printed, errors)
+
+
+def seconds_since_process_start() -> float:
+    """From the kernel's record of this process's start (Linux: /proc/self/stat against the boot clock), so that
+    the interpreter's start and the imports count; elsewhere from this module's import."""
+    try:
+        stat = Path("/proc/self/stat").read_text()
+        ticks = int(stat[stat.rindex(")") + 2:].split()[19])     # field 22, starttime; the list starts at field 3
+        return time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, AttributeError, ValueError):
+        return time.perf_counter() - IMPORTED
+
+
+IMPORTED = time.perf_counter()
 
 
 def kill_group(group: int) -> None:
