@@ -49,7 +49,8 @@ def exit_with_parent(parent: int, stop=None, kernel: bool = True) -> None:
 
 
 def _watch(parent: int, stop) -> None:
-    pause = (stop if stop is not None else threading.Event()).wait     # True once the parent asks to stop; a plain Event never is
+    # wait returns True once the parent asks to stop; a plain Event is never set
+    pause = (stop if stop is not None else threading.Event()).wait
     while not pause(POLL_SECONDS) and os.getppid() == parent:
         pass
     # no clean-up: the parent is gone or stopping, and a dead process's lock is free for the next command
