@@ -55,12 +55,14 @@ class CommitteeStrategy(ScoringStrategy):
         return member_scores(self.members, ctx, candidates, self.reduce)
 
     def cycle_work(self, config, num_classes: int, cycle: CycleSizes) -> CycleWork:
-        """Members 1..T-1 trained like the cycle's model; every member scores every candidate."""
+        """Members 1..T-1 trained like the cycle's model; every member scores every candidate. Held while a batch
+        is scored: the T softmax outputs and their stack, then the one-hot votes in int64 (twice the stack) and
+        their float copy: 4T outputs."""
         if not cycle.candidates:
             return CycleWork()
         members = self.options["members"]
         return CycleWork(scored=cycle.candidates, task_trainings=members - 1,
-                         task_inferred=members * cycle.candidates)
+                         task_inferred=members * cycle.candidates, held_outputs=4 * members)
 
 
 @register_method
@@ -158,12 +160,13 @@ class SuggestiveAnnotation(CommitteeStrategy):
                 for k in range(self.options["members"])]
 
     def cycle_work(self, config, num_classes: int, cycle: CycleSizes) -> CycleWork:
-        """T bootstrap models besides the cycle's, all scoring every candidate, and the cycle's model's features."""
+        """T bootstrap models besides the cycle's, all scoring every candidate, and the cycle's model's features.
+        Held while a batch is scored: the T softmax outputs and their stack, then their variance (2T + 1)."""
         if not cycle.candidates:
             return CycleWork()
         members = self.options["members"]
         return CycleWork(scored=cycle.candidates, task_trainings=members,
-                         task_inferred=(members + 1) * cycle.candidates)
+                         task_inferred=(members + 1) * cycle.candidates, held_outputs=2 * members + 1)
 
     def select(self, model, ctx: CycleContext, candidates: np.ndarray, budget: int) -> np.ndarray:
         uncertainty = member_scores(self.members, ctx, candidates, mean_class_variance)

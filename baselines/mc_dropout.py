@@ -81,6 +81,10 @@ class MCDropout(ScoringStrategy):
                                   "score mc_dropout" if ctx.progress else None)
 
     def cycle_work(self, config, num_classes: int, cycle: CycleSizes) -> CycleWork:
-        """One pass through the trunk and T through the head, per candidate."""
+        """One pass through the trunk and T through the head, per candidate. Held while a batch is scored: the
+        T softmax outputs and their stack (2T), with a head's logits and the mean or the entropies (2 more);
+        variation ratios' one-hot votes are int64, twice the stack (4T in all)."""
+        passes = self.options["passes"]
+        held = 4 * passes if self.options["acquisition"] == "variation_ratio" else 2 * passes + 2
         return CycleWork(scored=cycle.candidates, task_inferred=cycle.candidates,
-                         task_head_inferred=self.options["passes"] * cycle.candidates)
+                         task_head_inferred=passes * cycle.candidates, held_outputs=held)

@@ -38,6 +38,36 @@ def test_cases_are_told_apart_by_exit_status_and_the_budget():
     assert slow.result == "not finished (time budget)" and slow.seconds < 10
 
 
+def test_a_refused_verify_is_reported_as_a_refusal_not_a_crash():
+    """verify on fewer than 10,000 CIFAR-10 training images stops with exit 2 and its one-line reason."""
+    verify = gpucheck.Case("verify", [sys.executable, "-c", "import sys; print('error: the protocol needs 10000 "
+                                      "training images', file=sys.stderr); sys.exit(2)"])
+    gpucheck.run_cases([verify], 1, budget=60, case_seconds=60)
+    assert not gpucheck.crashed([verify])
+    assert gpucheck.verify_section(verify) == "refused: error: the protocol needs 10000 training images"
+    crash = gpucheck.Case("verify", [sys.executable, "-c", "raise SystemExit(3)"])
+    assert gpucheck.crashed(gpucheck.run_cases([crash], 1, budget=60, case_seconds=60))
+
+
+def test_the_budget_counts_from_the_process_start_and_keeps_a_margin():
+    """A process that waits 1.5 s before its first import has used at least that much of its budget; the full
+    check's steps and margin leave 40 s for the start and the data; a late step gets what is left."""
+    import subprocess
+    import time
+
+    started = time.monotonic()
+    shown = subprocess.run([sys.executable, "-c", "import time; time.sleep(1.5); from core.tools.processes import "
+                            "seconds_since_process_start as s; print(s())"], capture_output=True, text=True,
+                           check=True).stdout
+    assert 1.5 <= float(shown) <= time.monotonic() - started
+    assert gpucheck.FULL.total_seconds == 480 and gpucheck.FULL.start_seconds >= 30
+    assert gpucheck.FULL.margin_seconds >= 30
+    age = gpucheck.seconds_since_process_start()
+    deadline = gpucheck.Deadline(gpucheck.Sizes(total_seconds=age + 100, margin_seconds=10))
+    assert 58 < deadline.limit(200, later_seconds=30) <= 60 and deadline.limit(20, later_seconds=30) == 20
+    assert gpucheck.Deadline(gpucheck.Sizes(total_seconds=age, margin_seconds=10)).limit(200, 0) == 0
+
+
 @pytest.mark.slow
 def test_the_steps_run_on_the_cpu_at_tiny_size_on_part_of_cifar10(monkeypatch, tmp_path):
     """1,100 of CIFAR-10's 50,000 training images (random pixels, the official class folders): enough for the

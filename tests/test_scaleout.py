@@ -7,11 +7,14 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
+import torch
 
 from core.lib.results import read_jsonl
+from tests.test_stops import alive
 
 REPO = Path(__file__).resolve().parent.parent
 VOLATILE = {"train_seconds", "select_seconds", "selector_train_seconds", "code_version", "train_resumed_at_step"}
@@ -84,6 +87,49 @@ def test_two_jobs_at_once_give_the_rows_of_one_at_a_time(per_device, sequential,
         assert stable(job_rows(tmp_path, method)) == stable(rows) and len(rows) == 2
         assert all(log.count(f"{method} seed 0 cycle {cycle}: ") == 1 for cycle in (0, 1))
     assert (tmp_path / "baselines" / "ll4al_cifar10" / "report.md").exists()
+
+
+def run_processes(marker: str) -> list[int]:
+    """The live processes whose environment holds `marker`: every process a run starts inherits it."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            environment = (entry / "environ").read_bytes().split(b"\0") if entry.name.isdigit() else []
+        except OSError:                       # ended meanwhile, or not ours
+            continue
+        if marker.encode() in environment and alive(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_a_parallel_run_stopped_mid_cycle_leaves_no_process_and_resumes(stop, sequential, data_root, tmp_path):
+    """The parent of `run --jobs 2` is killed (SIGKILL: its workers see it gone) or stopped (SIGTERM: it stops
+    them, then exits 143) once a job has written its first mid-cycle checkpoint; within 10 s no process of the
+    run is left (found by an environment marker they all inherit), and the same command resumes, taking over the
+    workers' locks, to the rows of the sequential run."""
+    marker = f"AL_TEST_RUN={uuid.uuid4().hex}"
+    env = {**one_thread(data_root), "AL_TEST_RUN": marker.split("=")[1]}
+    command = run_command(tmp_path, *PARALLEL, "--jobs", "2")
+    process = subprocess.Popen(command, cwd=REPO, env=env)
+    checkpoints = [tmp_path / "baselines" / "ll4al_cifar10" / method / "seed0" / "train_cycle0.ckpt"
+                   for method in sequential]
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not any(c.exists() for c in checkpoints):
+        time.sleep(0.01)
+    assert len(run_processes(marker)) >= 4, "the parent, the queue's manager and two workers run"
+    process.send_signal(stop)
+    assert process.wait(30) == (143 if stop == signal.SIGTERM else -signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while run_processes(marker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not run_processes(marker)
+    assert not all(len(job_rows(tmp_path, method)) == 2 for method in sequential), "stopped before the end"
+    subprocess.run(command, cwd=REPO, env=env, check=True, timeout=600)
+    for method, rows in sequential.items():
+        assert stable(job_rows(tmp_path, method)) == stable(rows)
 
 
 @pytest.mark.slow
@@ -213,13 +259,103 @@ def test_an_idle_device_takes_a_job_larger_than_its_memory():
     assert packing.place(6) == 0 and packing.place(1) is None
 
 
-def test_the_memory_query_reads_the_gpus_free_bytes(monkeypatch):
-    import torch
+def test_one_probe_reads_the_free_memory_of_every_gpu(monkeypatch):
+    """Three GPUs faked in this process; then the real probe process, which on this CPU machine sees none."""
+    import multiprocessing
 
-    from core.tools.packing import device_free_memory
+    from core.tools.packing import free_memory_of_every_gpu, gpu_free_memory
 
-    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda: (3 * 2**30, 80 * 2**30))
-    assert device_free_memory("cuda") == 3 * 2**30 and device_free_memory("cpu") is None
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda gpu: ((gpu + 1) * 2**30, 80 * 2**30))
+    assert gpu_free_memory() == [2**30, 2 * 2**30, 3 * 2**30]
+    if not torch.cuda.is_available():
+        assert free_memory_of_every_gpu(multiprocessing.get_context("spawn")) == []
+
+
+def test_a_worker_hands_cached_gpu_memory_back_after_each_job(monkeypatch):
+    from types import SimpleNamespace
+
+    from core.tools import executors
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: calls.append("empty cache"))
+    monkeypatch.setattr(executors, "run_spec", lambda spec, on_cycle: calls.append("job") or 2)
+    assert executors.run_spec_sending_cycles(None, SimpleNamespace(put=print)) == 2
+
+    def out_of_memory(spec, on_cycle):
+        raise RuntimeError("CUDA out of memory")
+
+    monkeypatch.setattr(executors, "run_spec", out_of_memory)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        executors.run_spec_sending_cycles(None, SimpleNamespace(put=print))
+    assert calls == ["job", "empty cache", "empty cache"]
+
+
+def test_the_live_peak_counts_tensors_until_they_are_freed():
+    from core.tools.packing import LivePeak
+
+    with torch.device("meta"), LivePeak() as live:
+        first = torch.empty(100)                       # 400 bytes
+        second = (first * 2).view(10, 10)              # 400 more; the view shares them
+        del first
+        third = second.relu_() + 1                     # in place: nothing new; the sum: 400
+    assert live.peak == 800 and live.live == 800 and third.shape == (10, 10)
+
+
+class PixelHead(torch.nn.Module):
+    """Segmentation-like scores whose outputs dominate memory: the trunk is the image, the head a dropout and a
+    1x1 convolution to 19 classes."""
+
+    def __init__(self):
+        super().__init__()
+        self.classifier = torch.nn.Sequential(torch.nn.Dropout(0.5), torch.nn.Conv2d(3, 19, 1))
+
+    def forward_trunk(self, images):
+        return images
+
+    def forward_head(self, trunk):
+        return self.classifier(trunk), trunk
+
+    def forward(self, images):
+        return self.forward_head(images)[0]
+
+
+@pytest.mark.parametrize("method,options", [("mc_dropout", {"acquisition": "entropy"}),
+                                            ("mc_dropout", {"acquisition": "bald"}),
+                                            ("mc_dropout", {"acquisition": "variation_ratio"}),
+                                            ("qbc", {}), ("ensemble_varratio", {}), ("suggestive_annotation", {})])
+def test_the_outputs_a_method_declares_held_bound_what_its_scoring_keeps(method, options):
+    """The scoring of one batch of 2 images, 32x32, on the meta device, through the methods' own code: its peak
+    stays within the evaluation forward's peak plus CycleWork.held_outputs outputs (packing's selection term),
+    and above three quarters of that term (a declaration close to what the code keeps)."""
+    from types import SimpleNamespace
+
+    from baselines.committee import mean_class_variance, member_scores
+    from baselines.mc_dropout import ACQUISITIONS, mc_dropout_samples
+    from core.lib import experiments
+    from core.lib.strategy import CycleSizes, make_strategy
+    from core.tools.packing import LivePeak
+
+    experiments.papers()
+    strategy = make_strategy(method, options)
+    held = strategy.cycle_work(None, 19, CycleSizes(0, 1, 1, 1, 1, 1)).held_outputs
+    source = SimpleNamespace(device=torch.device("meta"),
+                             batches=lambda indices, size: [(torch.empty(size, 3, 32, 32), None)])
+    with torch.device("meta"), torch.no_grad():
+        members = [PixelHead() for _ in range(strategy.options.get("members", 1))]
+        with LivePeak() as forward:
+            members[0](next(iter(source.batches(None, 2)))[0])
+        with LivePeak() as scoring:
+            if method == "mc_dropout":
+                mc_dropout_samples(members[0], source, [0, 1], 2, strategy.options["passes"],
+                                   ACQUISITIONS[options["acquisition"]])
+            else:
+                context = SimpleNamespace(source=source, eval_batch_size=2, device=source.device,
+                                          config=SimpleNamespace(train=SimpleNamespace(amp=False)))
+                member_scores(members, context, [0, 1], getattr(strategy, "reduce", mean_class_variance))
+    output = 2 * 19 * 32 * 32 * 4
+    assert forward.peak + 0.75 * held * output < scoring.peak <= forward.peak + held * output
 
 
 def test_small_images_pack_three_per_gpu_and_segmentation_runs_alone():
@@ -235,6 +371,21 @@ def test_small_images_pack_three_per_gpu_and_segmentation_runs_alone():
     assert 1 * gib < random < 4 * gib, "ResNet-18, batch 128: about 1 GB saved for backward, 0.2 GB of images"
     assert vaal > random, "VAAL adds its VAE and discriminator"
     assert job_memory(camvid, "random") > random, "DRN-D-22 on 352-pixel crops keeps more"
+
+
+def test_memory_estimates_include_the_evaluation_and_selection_peaks():
+    """Cityscapes' MC-Dropout scores whole 1024x2048 frames, 4 at once, 10 passes: its stacked softmax outputs
+    (about 13 GB measured) outweigh the training step's 6.5 GB; a committee keeps its members' weights too."""
+    from core.lib import experiments
+    from core.tools.packing import ALLOCATOR_SLACK, job_memory
+
+    experiments.papers()
+    cityscapes = experiments.get_experiment("vaal", "fig3_cityscapes").config("paper")
+    output = 4 * 19 * 1024 * 2048 * 4
+    random, mc_dropout = job_memory(cityscapes, "random"), job_memory(cityscapes, "mc_dropout")
+    assert random < 10 * 2**30 and mc_dropout > ALLOCATOR_SLACK * 22 * output > 13 * 2**30
+    cifar = experiments.get_experiment("baselines", "ll4al_cifar10").config("paper")
+    assert job_memory(cifar, "qbc") > job_memory(cifar, "random"), "four more ResNet-18s on the device"
 
 
 def test_a_job_that_does_not_fit_starts_when_the_job_before_it_ends():

@@ -68,13 +68,16 @@ class NetworkUse:
 @dataclass
 class CycleWork:
     """What a method computes in one cycle besides training and testing the task model, in units the plan
-    prices with counted FLOPs (core/tools/plan.py)."""
+    prices with counted FLOPs (core/tools/plan.py) and the memory it holds while selecting
+    (core/tools/packing.py)."""
 
     scored: int = 0                     # candidates the selection scores
     task_trainings: int = 0             # further task models trained like the cycle's own (committee members)
     task_trained: int = 0               # further images through the task model's forward and backward
     task_inferred: int = 0              # images through the task model's forward (scores, features)
     task_head_inferred: int = 0         # images through its `forward_head` alone (MC-Dropout's repeated passes)
+    held_outputs: int = 0               # float32 task-model outputs of a scored batch alive at once beyond its
+                                        # forward's (stacked passes or members), for --jobs memory packing
     networks: dict[str, NetworkUse] = field(default_factory=dict)   # keys of `networks()`
 
 

@@ -12,6 +12,7 @@ from core.lib.errors import UserError
 from core.tools.arguments import (CALLER_CWD_ENV, OneLineParser, add_allow_code_change, add_common, check_out_folder,
                                   choose_methods, jobs_count, parse_assignments, pick_device, positive_int,
                                   resolve_data_root_arg, resolve_experiment, user_path)
+from core.tools.processes import Stopped, exit_with_parent_if_asked
 
 REPO = Path(__file__).resolve().parents[2]
 REPORT_LOCK = ".report.lock"
@@ -532,6 +533,7 @@ def use_plugins(values: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    exit_with_parent_if_asked()
     args = build_parser().parse_args(argv)
     try:
         if args.plugin:
@@ -551,3 +553,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: finished cycles are saved; run the same command again to resume", file=sys.stderr)
         return 130
+    except Stopped as stopped:
+        print("stopped (SIGTERM): finished cycles and checkpoints are saved; run the same command again to resume",
+              file=sys.stderr)
+        return stopped.code

@@ -14,6 +14,7 @@ output folder. The figures and tables are written once every job has finished.
 """
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -25,6 +26,7 @@ from typing import Callable
 
 from core.lib.errors import UserError
 from core.lib.plugins import ENV
+from core.tools.processes import exit_with_parent, stop_on_sigterm
 
 SLURM_DEFAULTS = {"partition": "", "time": 1440, "gpus_per_task": 1, "cpus_per_task": 8, "mem_gb": 32,
                   "array_parallelism": 256, "sbatch": {}}
@@ -97,8 +99,10 @@ def default_jobs(device: str) -> int:
     return max(1, (os.cpu_count() or 1) // 2)
 
 
-def _start_worker(environment: dict) -> None:
-    """Sets the device's environment before torch starts CUDA, which reads CUDA_VISIBLE_DEVICES once."""
+def _start_worker(environment: dict, parent: int, stop) -> None:
+    """Sets the device's environment before torch starts CUDA, which reads CUDA_VISIBLE_DEVICES once; the worker
+    ends with the run (core.tools.processes)."""
+    exit_with_parent(parent, stop)
     os.environ.update(environment)
     import torch
 
@@ -106,8 +110,17 @@ def _start_worker(environment: dict) -> None:
 
 
 def run_spec_sending_cycles(spec: JobSpec, cycles) -> int:
-    """run_spec in a worker, its finished cycles' rows put on the parent's queue instead of printed."""
-    return run_spec(spec, cycles.put)
+    """run_spec in a worker, its finished cycles' rows put on the parent's queue instead of printed; then the
+    memory the job's tensors left in PyTorch's caching allocator goes back to the GPU for the next job, which
+    may run in another worker."""
+    import torch
+
+    try:
+        return run_spec(spec, cycles.put)
+    finally:
+        if torch.cuda.is_available():
+            gc.collect()                      # tensors held in reference cycles would keep their blocks
+            torch.cuda.empty_cache()
 
 
 def forward_cycles(cycles, on_cycle: Callable[[dict], None]) -> None:
@@ -119,32 +132,44 @@ def run_parallel(specs: list[JobSpec], count: int, per_device: int,
                  on_job_done: Callable[[JobSpec, int], None], on_cycle: Callable[[dict], None]) -> None:
     """Run `specs`, at most `count` at once and `per_device` on each GPU (the CPU counts as one device), in
     worker processes pinned to their device, placed by core.tools.packing.Packing (memory-aware on CUDA); `on_cycle`
-    gets each finished cycle's row in this process, as it finishes (the workers then print nothing)."""
+    gets each finished cycle's row in this process, as it finishes (the workers then print nothing). The workers
+    and the queue's manager end with this process: when it dies, and when it is stopped (an exception, Ctrl-C,
+    SIGTERM), after which the stopped jobs resume from their checkpoints at the next run."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing.managers import SyncManager
 
-    from core.tools.packing import Packing, device_free_memory, job_memory
+    from core.tools.packing import Packing, free_memory_of_every_gpu, job_memory
 
     if not specs:
         return
     context = multiprocessing.get_context("spawn")      # no CUDA state or threads copied from this process
     device = specs[0].device
-    manager = context.Manager()
-    cycles = manager.Queue()
-    pools = [ProcessPoolExecutor(min(per_device, count), mp_context=context, initializer=_start_worker,
-                                 initargs=(environment,)) for environment in device_environments(device, count)]
-    try:
-        free = [pool.submit(device_free_memory, device).result() for pool in pools]
-        sized = any(f is not None for f in free)      # the specs of one run share their config
-        needs = {m: job_memory(specs[0].config, m) if sized else 0 for m in {spec.method for spec in specs}}
-        run_packed([(spec, needs[spec.method]) for spec in specs], Packing(free, per_device, count),
-                   lambda where, spec: pools[where].submit(run_spec_sending_cycles, spec, cycles), on_job_done,
-                   lambda: forward_cycles(cycles, on_cycle))
-    finally:
-        for pool in pools:
-            pool.shutdown(cancel_futures=True)
-        forward_cycles(cycles, on_cycle)
-        manager.shutdown()
+    with stop_on_sigterm():
+        stop = context.Event()
+        manager = SyncManager(ctx=context)
+        manager.start(exit_with_parent, (os.getpid(),))
+        cycles = manager.Queue()
+        pools = [ProcessPoolExecutor(min(per_device, count), mp_context=context, initializer=_start_worker,
+                                     initargs=(environment, os.getpid(), stop))
+                 for environment in device_environments(device, count)]
+        try:
+            free = free_memory_of_every_gpu(context) if device == "cuda" else [None]
+            if len(free) != len(pools):
+                raise UserError(f"CUDA_VISIBLE_DEVICES names {len(pools)} GPUs and PyTorch sees {len(free)}; name "
+                                "GPUs that exist (nvidia-smi -L)")
+            needs = {m: job_memory(specs[0].config, m) if device == "cuda" else 0 for m in {s.method for s in specs}}
+            run_packed([(spec, needs[spec.method]) for spec in specs], Packing(free, per_device, count),
+                       lambda where, spec: pools[where].submit(run_spec_sending_cycles, spec, cycles), on_job_done,
+                       lambda: forward_cycles(cycles, on_cycle))
+        except BaseException:
+            stop.set()                        # the running jobs end now, not when they finish
+            raise
+        finally:
+            for pool in pools:
+                pool.shutdown(cancel_futures=True)
+            forward_cycles(cycles, on_cycle)
+            manager.shutdown()
 
 
 def run_packed(jobs: list[tuple[JobSpec, int]], packing, start: Callable[[int, JobSpec], Future],

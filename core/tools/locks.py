@@ -3,10 +3,10 @@
 A lock is a small file created with O_CREAT | O_EXCL (atomic on local filesystems and on NFSv3+), holding its
 owner's pid, host and a random token. flock/fcntl locks are not used because NFS clients implement them
 unreliably. While held, a thread touches the file every `heartbeat` seconds. A lock is stale, and taken over,
-when its owner is a dead process on this host, or when its modification time has not changed for `stale_after`
-seconds of watching: the waiter compares the file's mtime with itself, never with its own clock, so clock skew
-between hosts does not matter. Take-overs are serialised by a second O_EXCL file and re-check the token under it,
-so two waiters can never both remove a lock, nor remove one that was just created by a third process.
+when its owner is a dead (or zombie) process on this host, or when its modification time has not changed for
+`stale_after` seconds of watching: the waiter compares the file's mtime with itself, never with its own clock, so
+clock skew between hosts does not matter. Take-overs are serialised by a second O_EXCL file and re-check the token
+under it, so two waiters can never both remove a lock, nor remove one that was just created by a third process.
 """
 from __future__ import annotations
 
@@ -41,13 +41,19 @@ def describe_owner(owner: dict) -> str:
 
 
 def _pid_alive(pid: int) -> bool:
+    """False for a process that is gone or a zombie: one killed (a stopped run's worker, the parent of a test's
+    Popen) keeps its pid until its parent reaps it, but holds nothing."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:                   # no /proc (macOS), or it ended meanwhile: kill said it was there
+        return True
+    return stat[stat.rindex(")") + 2] != "Z"      # the state follows the command name, which may hold spaces
 
 
 def _read_owner(path: Path) -> dict | None:

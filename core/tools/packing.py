@@ -4,16 +4,22 @@ A 32x32 classification job leaves most of a GPU idle: on one H200 (issue 23), th
 ll4al_cifar10` trained 8.8k images/s alone, and three jobs sharing the GPU 20k images/s together, no less than
 ten did. Such jobs default to 3 per GPU; segmentation and 224-pixel jobs, whose batches fill a GPU, to one.
 
-Memory: each device has the free memory it reported before the run's first job (torch.cuda.mem_get_info in a
-worker on that GPU), and a job starts there only while its estimate fits in what the jobs running there leave
-of it; otherwise it waits for one to end. An idle device takes any job, as a run of one job at a time would.
-Processes that are not the run's and start later on the GPU are not seen.
+Memory: the free memory of every GPU is read once, before the run's first job, by one probe process
+(torch.cuda.mem_get_info of each device: a CUDA context on every GPU for a moment, none in the run's own process),
+and a job starts on a device only while its estimate (`job_memory`) fits in what the jobs running there leave of
+it; otherwise it waits for one to end. An idle device takes any job, as a run of one job at a time would. A worker
+hands the memory its job's tensors left in PyTorch's caching allocator back to the GPU before its next job
+(core.tools.executors). Processes that are not the run's and start later on the GPU are not seen.
 """
 from __future__ import annotations
 
 import functools
+import os
+import weakref
+from dataclasses import dataclass
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from core.lib.datasets import SMALL_IMAGE_DATASETS
 
@@ -28,49 +34,126 @@ def default_jobs_per_gpu(config) -> int:
 
 
 def job_memory(config, method: str) -> int:
-    """Estimated peak GPU bytes of one job: context, the images kept on the device (in-memory datasets), the
-    task model's and the method's networks with gradients and optimizer states, and the tensors one training
-    step of the task model keeps for its backward pass, counted on the meta device."""
-    from core.lib.strategy import make_strategy
-    from core.tools.plan import data_shape
+    """Estimated peak GPU bytes of one job: CONTEXT_BYTES + the images kept on the device (in-memory datasets)
+    + ALLOCATOR_SLACK x (weights + the largest of the phases below, which follow one another in a cycle).
+
+    - weights: the task model's and the method's networks' parameters, OPTIMIZER_COPIES times, all job long; the
+      further task models a method trains (`CycleWork.task_trainings`: committee members) once more each, as
+      they stay on the device until the selection has scored with them.
+    - training: the tensors one training step of the task model keeps for its backward pass at train.batch_size,
+      counted with saved_tensors_hooks on the meta device (shapes only); likewise for each network the method
+      trains in a cycle (`CycleWork.networks`: VAAL's VAE and discriminator), at the same batch.
+    - evaluation: the most bytes alive at once during one no-grad forward of the task model at
+      train.eval_batch_size, its input and output included, followed op by op on the meta device
+      (`live_peak_bytes`).
+    - selection: evaluation's peak, plus `CycleWork.held_outputs` float32 outputs of that forward (classes x
+      output pixels x eval batch): the outputs a method holds at once while it scores a batch, as each method
+      derives them (MC-Dropout's T softmax passes and their stack: 2T + 2; a committee's votes: 4T).
+    Not counted: selection arithmetic outside networks on the whole pool (k-center distances), which runs in
+    chunks; the CUDA context's growth with cuDNN's workspaces beyond CONTEXT_BYTES.
+    """
+    from core.lib.strategy import CycleSizes, make_strategy
+    from core.tools.plan import batch, data_shape
 
     data = data_shape(config)
     images = 0
     if config.data.dataset in SMALL_IMAGE_DATASETS:
         images = (data.train + data.test) * data.channels * data.train_hw[0] * data.train_hw[1]
+    strategy = make_strategy(method, config.method_options.get(method))
+    work = strategy.cycle_work(config, data.classes, CycleSizes(0, 1, 1, 1, 1, 1))    # a cycle that selects
+    task = _task_memory(config.model.arch, config.model.width, data.classes, data.channels, data.train_hw,
+                        data.eval_hw, config.train.batch_size, config.train.eval_batch_size)
     with torch.device("meta"):           # shapes only
-        networks = make_strategy(method, config.method_options.get(method)).networks(config, data.classes)
+        networks = strategy.networks(config, data.classes)
+        own_training = max([saved_bytes(networks[name], batch(config.train.batch_size, use.inputs))
+                            for name, use in work.networks.items() if use.trained], default=0)
     parameters = sum(p.numel() * p.element_size() for n in networks.values() for p in n.parameters())
-    task_parameters, saved = _task_step_bytes(config.model.arch, config.model.width, data.classes, data.channels,
-                                              data.train_hw, config.train.batch_size)
-    state = OPTIMIZER_COPIES * (parameters + task_parameters)
-    return int(CONTEXT_BYTES + images + ALLOCATOR_SLACK * (state + saved))
+    weights = OPTIMIZER_COPIES * (parameters + task.parameters) + work.task_trainings * task.parameters
+    selection = task.evaluation + work.held_outputs * task.output
+    return int(CONTEXT_BYTES + images + ALLOCATOR_SLACK * (weights + max(task.training, own_training,
+                                                                         task.evaluation, selection)))
+
+
+@dataclass(frozen=True)
+class TaskMemory:
+    """Bytes of the task network (job_memory says how each is counted)."""
+
+    parameters: int
+    training: int                        # saved for the backward pass of one training step
+    evaluation: int                      # peak alive during one evaluation forward
+    output: int                          # one evaluation forward's output (float32)
 
 
 @functools.lru_cache(maxsize=32)
-def _task_step_bytes(arch: str, width: float, classes: int, channels: int, hw: tuple, batch: int
-                     ) -> tuple[int, int]:
-    """(parameter bytes, bytes saved for the backward pass of one training forward at `batch`)."""
+def _task_memory(arch: str, width: float, classes: int, channels: int, train_hw: tuple, eval_hw: tuple, batch: int,
+                 eval_batch: int) -> TaskMemory:
     from core.lib.networks import build_network
 
+    with torch.device("meta"):
+        network = build_network(arch, classes, channels, width)
+        training = saved_bytes(network, [torch.empty(batch, channels, *train_hw)])
+        network.eval()
+        with torch.no_grad(), LivePeak() as live:
+            output = network(torch.empty(eval_batch, channels, *eval_hw))
+        output = output[0] if isinstance(output, (tuple, list)) else output
+    return TaskMemory(sum(p.numel() * p.element_size() for p in network.parameters()), training, live.peak,
+                      output.numel() * 4)
+
+
+def saved_bytes(network: torch.nn.Module, inputs: list) -> int:
+    """Bytes the autograd graph of one training forward of `network` over `inputs` keeps for the backward."""
     saved = []
 
     def count(tensor):
         saved.append(tensor.numel() * tensor.element_size())
         return tensor
 
-    with torch.device("meta"):
-        network = build_network(arch, classes, channels, width).train()
-        with torch.autograd.graph.saved_tensors_hooks(count, lambda tensor: tensor):
-            network(torch.empty(batch, channels, *hw))
-    return sum(p.numel() * p.element_size() for p in network.parameters()), sum(saved)
+    network.train()
+    with torch.autograd.graph.saved_tensors_hooks(count, lambda tensor: tensor):
+        network(*inputs)
+    return sum(saved)
 
 
-def device_free_memory(device: str) -> int | None:
-    """Free bytes of this process's GPU; None on the CPU, where jobs share the cores and are not held back."""
-    if device != "cuda":
-        return None
-    return torch.cuda.mem_get_info()[0]
+class LivePeak(TorchDispatchMode):
+    """The most bytes of tensors alive at once among those the ops inside create (views and in-place results
+    share their input's memory and are not counted), each counted until its Python object is freed."""
+
+    def __init__(self):
+        super().__init__()
+        self.live = self.peak = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        outputs = out if isinstance(out, (tuple, list)) else (out,)
+        returns = func._schema.returns
+        fresh = [r.alias_info is None for r in returns] if len(returns) == len(outputs) else \
+            [returns[0].alias_info is None] * len(outputs)          # one list-typed return (split, unbind)
+        for tensor, new in zip(outputs, fresh):
+            if new and isinstance(tensor, torch.Tensor):
+                size = tensor.numel() * tensor.element_size()
+                self.live += size
+                self.peak = max(self.peak, self.live)
+                weakref.finalize(tensor, self._free, size)
+        return out
+
+    def _free(self, size: int) -> None:
+        self.live -= size
+
+
+def free_memory_of_every_gpu(context) -> list[int]:
+    """Free bytes of each visible GPU, in CUDA_VISIBLE_DEVICES order, read by one probe process of `context` (a
+    multiprocessing context) that ends with it."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from core.tools.processes import exit_with_parent
+
+    with ProcessPoolExecutor(1, mp_context=context, initializer=exit_with_parent, initargs=(os.getpid(),)) as probe:
+        return probe.submit(gpu_free_memory).result()
+
+
+def gpu_free_memory() -> list[int]:
+    """Free bytes of each GPU this process sees."""
+    return [torch.cuda.mem_get_info(gpu)[0] for gpu in range(torch.cuda.device_count())]
 
 
 class Packing:
