@@ -16,6 +16,7 @@ PUBLIC = {
     "errors": ("UserError",),
     "evaluation": ("IGNORE_LABEL", "autocast", "class_last", "evaluate", "image_scores", "map_batches", "predict",
                  "softmax_scores", "without_autocast"),
+    "fastpaths": ("inference",),
     "experiments": ("Experiment", "get_experiment", "mini_profile", "register_experiment", "smoke_profile"),
     "loop": ("RunSettings", "new_model", "prepare_dataset", "prepare_job", "resolve_count", "run_cycles"),
     "networks": ("CifarResNet18", "TaskNetwork", "build_network", "initialise", "parameter_count",

@@ -5,8 +5,9 @@ to gpucheck.md:
 1. smoke: every registered experiment at its smoke profile with every implemented method (1 seed), and every
    method no experiment runs on `baselines ll4al_cifar10`, each experiment in its own `./reproduce.sh run`
    process, several processes at once on the one GPU;
-2. throughput: one epoch of the trainer against a bare eager PyTorch loop over the same images already on the
-   device (core.tools.bench), for ResNet-18 and VGG16-BN at full width, batch 128;
+2. throughput: one epoch of the trainer against a bare loop of the same training step over the same images
+   already on the device (core.tools.bench), for ResNet-18 and VGG16-BN at full width, batch 128, and the
+   trainer compiled (runtime.compile on and graphs; on CUDA only);
 3. verify: `verify baselines ll4al_cifar10 --cycles 1` with 3 seeds of random and learning_loss, 3 jobs at once,
    against the registry (core.tools.verify).
 
@@ -49,6 +50,7 @@ class Sizes:
     bench_archs: tuple = ("resnet18_cifar", "vgg16_bn")
     bench_images: int = 10000
     bench_width: float = 1.0
+    bench_compile: tuple = ("on", "graphs")  # runtime.compile settings the trainer is timed under (CUDA only)
     verify_seeds: int = 3
     verify_methods: str = "random,learning_loss"
     verify_set: tuple = ()                   # --set overrides of the verify run (TINY shrinks the paper profile)
@@ -184,16 +186,20 @@ def run_cases(cases: list[Case], processes: int, budget: float, case_seconds: fl
 
 
 def measure_throughput(device: torch.device, train, sizes: Sizes) -> list[dict]:
+    """Per network: the trainer and the bare step as the paper profile runs (core.tools.bench), and on CUDA the
+    trainer under every runtime.compile setting of `sizes.bench_compile`."""
     from core.lib.datasets import subsample
     from core.tools.bench import time_bare_loop, time_our_trainer
 
     split = subsample(train, min(sizes.bench_images, len(train)), "bench")
+    compiled = sizes.bench_compile if device.type == "cuda" else ()
     rows = []
     for arch in sizes.bench_archs:
-        torch.manual_seed(0)
-        ours = time_our_trainer(split, device, arch, sizes.bench_width, 128)
-        bare = time_bare_loop(split, device, arch, sizes.bench_width, 128)
-        rows.append({"arch": arch, "images": len(split), "ours": ours, "bare": bare})
+        row = {"arch": arch, "images": len(split), "ours": time_our_trainer(split, device, arch, sizes.bench_width, 128),
+               "bare": time_bare_loop(split, device, arch, sizes.bench_width, 128)}
+        for setting in compiled:
+            row[setting] = time_our_trainer(split, device, arch, sizes.bench_width, 128, compile=setting)
+        rows.append(row)
     return rows
 
 
@@ -235,13 +241,18 @@ def shown_line(case: Case) -> str:
 
 
 def throughput_table(rows: list[dict], sizes: Sizes) -> str:
-    lines = [f"One epoch, batch 128, width {sizes.bench_width:g}: our trainer (uint8 on the device, batched crop and "
-             "flip, core.lib.trainer) against a bare eager loop (zero_grad, forward, backward, step over normalised "
-             "floats already on the device).", "",
-             "| network | images | trainer (images/s) | bare loop (images/s) | trainer / bare |",
-             "|---|---:|---:|---:|---:|"]
+    from core.tools.bench import STEP_TIMED
+
+    compiled = [setting for setting in sizes.bench_compile if rows and setting in rows[0]]
+    lines = [f"One epoch, batch 128, width {sizes.bench_width:g}, as the paper profile runs (deterministic, float32). "
+             f"{STEP_TIMED}", "",
+             "| network | images | trainer (images/s) | bare step (images/s) | trainer / bare |"
+             + "".join(f" trainer, compile={s} | compile={s} / eager |" for s in compiled),
+             "|---|---:|---:|---:|---:|" + "---:|---:|" * len(compiled)]
     lines += [f"| {r['arch']} | {r['images']:,} | {r['ours']:,.0f} | {r['bare']:,.0f} | {r['ours'] / r['bare']:.2f} |"
-              for r in rows]
+              + "".join(f" {r[s]:,.0f} | {r[s] / r['ours']:.2f}x |" for s in compiled) for r in rows]
+    if not compiled and sizes.bench_compile:
+        lines += ["", f"runtime.compile ({', '.join(sizes.bench_compile)}) is timed on CUDA only: skipped here."]
     return "\n".join(lines)
 
 
