@@ -12,8 +12,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from core.lib import (CycleContext, ScoringStrategy, TrainHook, UserError, autocast, register_method, seed_everything,
-                      without_autocast)
+from core.lib import (CycleContext, ScoringStrategy, TrainHook, UserError, autocast, inference, register_method,
+                      seed_everything, without_autocast)
 
 
 class LossPredictionModule(nn.Module):
@@ -111,7 +111,8 @@ class LearningLoss(ScoringStrategy):
         model.eval()
         self.module.eval()
         scores = []
+        forward = inference(model.forward_features, ctx.eval_batch_size)
         for images, _ in ctx.source.batches(candidates, ctx.eval_batch_size):
             with autocast(ctx.device, ctx.config.train.amp):
-                scores.append(self.module(model.forward_features(images)[2]).float())
+                scores.append(self.module(forward(images)[2]).float())
         return torch.cat(scores)

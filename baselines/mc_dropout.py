@@ -10,7 +10,7 @@ import torch.nn as nn
 
 from baselines.uncertainty import entropy
 from core.lib import (CycleContext, CycleSizes, CycleWork, ScoringStrategy, UserError, autocast, class_last,
-                      image_scores, map_batches, register_method)
+                      image_scores, inference, map_batches, register_method)
 
 
 def mean_entropy(samples: torch.Tensor) -> torch.Tensor:
@@ -45,10 +45,11 @@ def mc_dropout_samples(model, source, indices: np.ndarray, batch_size: int, pass
     for module in model.modules():
         if isinstance(module, nn.Dropout):
             module.train()
+    trunk_of = inference(model.forward_trunk, batch_size)      # deterministic: compiled under runtime.compile
 
     def compute(images):
         with autocast(source.device, amp):
-            trunk = model.forward_trunk(images)
+            trunk = trunk_of(images)
             samples = torch.stack([torch.softmax(model.forward_head(trunk)[0].float(), dim=1) for _ in range(passes)])
         return image_scores(reduce(class_last(samples, class_dim=2)))
 

@@ -30,8 +30,8 @@ import torch.nn.functional as F
 
 from baselines.uncertainty import entropy
 from core.lib import (SMALL_IMAGE_DATASETS, CycleContext, CycleSizes, CycleWork, Endless, GameState, NetworkUse,
-                      ScoringStrategy, UserError, autocast, build_network, class_last, image_scores, input_channels,
-                      map_batches, play, register_method, scaled, seed_everything, stream_key)
+                      ScoringStrategy, UserError, autocast, build_network, class_last, image_scores, inference,
+                      input_channels, map_batches, play, register_method, scaled, seed_everything, stream_key)
 from daal.networks import Discriminator, FeatureVAE, ScoreNet, encoder_parameters
 
 DAAL_OPTIONS = {
@@ -127,10 +127,11 @@ class FeatureBank:
     def __init__(self, model: nn.Module, ctx: CycleContext, indices: np.ndarray, layer: str = "penultimate"):
         block = None if layer == "penultimate" else int(BLOCK.match(layer).group(1))
         model.eval()
+        forward = inference(model.forward_features, ctx.eval_batch_size)
 
         def compute(images):
             with autocast(ctx.device, ctx.config.train.amp):
-                logits, features, blocks = model.forward_features(images)
+                logits, features, blocks = forward(images)
             features = features if block is None else pooled(blocks[block])
             probabilities = class_last(torch.softmax(logits.float(), dim=1))
             return features.float(), image_scores(entropy(probabilities))

@@ -4,7 +4,8 @@
    through the project's trainer and source on synthetic frames;
 2. on CamVid, our data path (uint8 frames on the device, batched joint crop/flip) against a plain one (PIL
    decoding and per-sample crop/flip in 2 DataLoader workers): batches per second alone, and training steps
-   per second of the same network."""
+   per second of the same network.
+Every timing follows a warm-up at its shapes: a training step, an inference pass, a batch and a step per path."""
 from __future__ import annotations
 
 import time
@@ -48,6 +49,7 @@ def bench_segmentation(device: torch.device, arch: str, width: float, steps: int
 
     train(1)                                   # warm-up: allocator, cuDNN algorithm choice
     step_seconds = train(steps) / steps
+    evaluate(model, source, np.arange(2), split.targets, classes, 2, amp)      # warm-up at the timed shapes
     synchronize(device)
     started = time.perf_counter()
     evaluate(model, source, np.arange(4), split.targets, classes, 2, amp)
@@ -113,17 +115,22 @@ def bench_camvid_pipeline(data_root: Path, device: torch.device, arch: str, widt
     model = build_network(arch, dataset.num_classes, width=width).to(device)
     optimizer = make_optimizer(model.parameters(), TrainConfig(optimizer="adam", lr=1e-3, weight_decay=0))
 
+    def step(images, masks) -> None:
+        loss = F.cross_entropy(model(images), masks, ignore_index=IGNORE_LABEL)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
     def rate(batches, train: bool) -> float:
-        next(batches)                                  # warm-up: workers started, first batch decoded
+        images, masks = next(batches)                  # warm-up: workers started, first batch decoded,
+        if train:                                      # and a step at the timed shapes (cuDNN, allocator)
+            step(images, masks)
         synchronize(device)
         started = time.perf_counter()
         for _ in range(steps):
             images, masks = next(batches)
             if train:
-                loss = F.cross_entropy(model(images), masks, ignore_index=IGNORE_LABEL)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                step(images, masks)
         synchronize(device)
         return steps / (time.perf_counter() - started)
 

@@ -58,3 +58,35 @@ def test_bench_sampling_times_every_registered_method(monkeypatch, tmp_path):
     assert "lada" in needing and {name for name, t in times.items() if t.get("arch") == "resnet18_cifar"} == needing
     note = table.splitlines()[-1]
     assert "resnet18_cifar" in note and all(name in note for name in needing)
+
+
+def test_bench_train_times_the_jobs_step_in_two_rows_eager_and_compiled(monkeypatch):
+    """As the paper profile runs and fastest, each eager and compiled; the trainer applies each row's
+    determinism (it used to leave it to the loop); the table says what it timed."""
+    from core.lib.networks import ARCHITECTURES
+    from tests.test_compile import OneConv
+
+    monkeypatch.setitem(ARCHITECTURES, "one_conv", OneConv)
+    assert bench.warm_up_count(1000, 128) == 2 * 128 + 1000 % 128 and bench.warm_up_count(40, 16) == 40
+    rows = bench.step_rows(tiny_cifar(40).train, torch.device("cpu"), "one_conv", 1.0, 16, "on")
+    assert not torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.benchmark   # FASTEST last
+    assert [r["settings"] for r in rows] == [bench.PAPER.name, bench.FASTEST.name]
+    assert all(r[key] > 0 for r in rows for key in ("ours_off", "bare_off", "ours_on", "bare_on"))
+    table = bench.step_table(rows, "on").splitlines()
+    assert "trainer, compile=on" in table[0] and len(table) == 4 and "cuDNN benchmark" in table[3]
+    assert "warm-up epoch at the same batch shapes" in bench.STEP_TIMED
+
+
+def test_gpucheck_times_compile_on_cuda_only_and_says_so(monkeypatch):
+    from core.lib.networks import ARCHITECTURES
+    from core.tools import gpucheck
+    from tests.test_compile import OneConv
+
+    monkeypatch.setitem(ARCHITECTURES, "one_conv", OneConv)
+    sizes = gpucheck.Sizes(bench_archs=("one_conv",), bench_images=40)
+    rows = gpucheck.measure_throughput(torch.device("cpu"), tiny_cifar(40).train, sizes)
+    assert set(rows[0]) == {"arch", "images", "ours", "bare"}
+    table = gpucheck.throughput_table(rows, sizes)
+    assert table.endswith("runtime.compile (on, graphs) is timed on CUDA only: skipped here.")
+    timed = gpucheck.throughput_table([{**rows[0], "on": 2 * rows[0]["ours"], "graphs": 3 * rows[0]["ours"]}], sizes)
+    assert "| trainer, compile=graphs | compile=graphs / eager |" in timed and "| 3.00x |" in timed

@@ -221,13 +221,14 @@ def test_a_bad_channels_last_value_is_a_one_line_user_error():
 
 
 def test_compile_is_off_by_default_and_runtime_keys_leave_the_hash():
-    assert RuntimeConfig().compile is False and RuntimeConfig().channels_last == "auto"
+    assert RuntimeConfig().compile == "off" and RuntimeConfig().channels_last == "auto"
     experiment = get_experiment("vaal", "fig2_cifar10")
     assert run_hash(experiment.config("paper"), "vaal") == run_hash(experiment.config(
-        "paper", {"runtime.compile": "true", "runtime.channels_last": "on", "runtime.sync_batchnorm": "false"}),
+        "paper", {"runtime.compile": "graphs", "runtime.channels_last": "on", "runtime.sync_batchnorm": "false"}),
         "vaal")
-    compiled = TrainingForward(Tiny(), [], True, "cpu", RuntimeConfig(compile=True))
-    assert isinstance(compiled.module, torch._dynamo.eval_frame.OptimizedModule)   # compiled at its first call
+    compiled = TrainingForward(Tiny(), [], True, "cpu", RuntimeConfig(compile="on"), 8)
+    assert isinstance(compiled.module.compiled, torch._dynamo.eval_frame.OptimizedModule)   # compiled at first call
+    assert TrainingForward(Tiny(), [], True, "cpu", RuntimeConfig(), 8).module.compiled is None
 
 
 def test_channels_last_training_matches_contiguous_training_on_cpu():

@@ -18,6 +18,7 @@ PUBLIC = {
                  "softmax_scores", "without_autocast"),
     "experiments": ("Experiment", "get_experiment", "mini_profile", "register_experiment",
                     "register_extra", "smoke_profile"),
+    "fastpaths": ("inference",),
     "game": ("Endless", "GameState", "play"),
     "loop": ("RunSettings", "new_model", "prepare_dataset", "prepare_job", "resolve_count", "run_cycles"),
     "networks": ("CifarResNet18", "TaskNetwork", "build_network", "initialise", "parameter_count",

@@ -82,10 +82,16 @@ class RuntimeConfig:
 
     checkpoint_every: int = 0            # mid-cycle checkpoint every N epochs of training or a game (0: none)
     channels_last: str = "auto"          # NHWC weights and batches in training; auto: on for conv nets on CUDA
-    compile: bool = False                # torch.compile the training forward (compiling outlasts short cycles)
+    compile: str = "off"                 # torch.compile of the training step, evaluation and scoring forwards:
+                                         # on, or graphs (mode reduce-overhead: CUDA graphs on a GPU; on the CPU
+                                         # it compiles as on). Batches of other than the full size run eagerly
     sync_batchnorm: bool = True          # under torchrun on CUDA: BatchNorm statistics over the global batch
     stop_after_cycles: int = 0           # run only the first N cycles (verify); 0: the whole protocol
     deterministic: bool = True           # false allows ops CUDA cannot run deterministically (rows record it)
+
+    def __post_init__(self):
+        if isinstance(self.compile, bool):     # config.json files written when compile was a bool still load
+            self.compile = "on" if self.compile else "off"
 
 
 @dataclass
@@ -119,7 +125,11 @@ CHOICES = {
     "train.schedule": ("constant", "multistep", "step", "quarter", "poly"),
     "train.loss": ("cross_entropy", "dice", "focal", "lovasz"),
     "runtime.channels_last": ("auto", "on", "off"),
+    "runtime.compile": ("off", "on", "graphs"),
 }
+
+
+BOOLEAN_WORDS = ("true", "false", "1", "0", "yes", "no")
 
 
 def _scalar(text: str):
@@ -133,7 +143,7 @@ def coerce(key: str, kind, value):
     if kind is bool:
         if isinstance(value, bool):
             return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+        if isinstance(value, str) and value.lower() in BOOLEAN_WORDS:
             return value.lower() in ("true", "1", "yes")
     elif kind in (int, float):
         if isinstance(value, bool):
@@ -188,6 +198,9 @@ def apply_overrides(config, overrides: dict[str, Any]):
 
 def validate(config: ExperimentConfig) -> None:
     """Refuse values no run can use, before any work starts: a run with lr=inf would write rows of NaN."""
+    if str(config.runtime.compile).lower() in BOOLEAN_WORDS:
+        raise UserError(f"config value runtime.compile='{config.runtime.compile}' is no longer a boolean: set "
+                        "--set runtime.compile=on (was true), off (was false) or graphs (CUDA graphs)")
     for key, allowed in CHOICES.items():
         section, name = key.split(".")
         value = getattr(getattr(config, section), name)

@@ -21,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from core.lib import parallel
+from core.lib.fastpaths import inference
 
 IGNORE_LABEL = 255          # pixels without a class in every segmentation dataset (Cityscapes, BDD100K, CamVid)
 
@@ -69,10 +70,11 @@ def predict(model, source, indices: np.ndarray, batch_size: int, features: bool 
     """Logits (float32) and/or pooled penultimate features of `indices`, in that order, on the device, with
     the model in eval mode."""
     model.eval()
+    forward = inference(model.forward_features, batch_size)
 
     def compute(images):
         with autocast(source.device, amp):
-            out, feats, _ = model.forward_features(images)
+            out, feats, _ = forward(images)
         return tuple(t.float() for t, wanted in ((out, logits), (feats, features)) if wanted)
 
     names = [name for name, wanted in (("logits", logits), ("features", features)) if wanted]
@@ -84,10 +86,11 @@ def softmax_scores(model, source, indices: np.ndarray, batch_size: int, reduce: 
     """One score per image: `reduce` of the softmax with classes last ((B, C) or (B, H, W, C)), pixel scores
     averaged per image."""
     model.eval()
+    forward = inference(model, batch_size)
 
     def compute(images):
         with autocast(source.device, amp):
-            out = model(images)
+            out = forward(images)
         return image_scores(reduce(class_last(torch.softmax(out.float(), dim=1))))
 
     return map_batches(source, indices, batch_size, compute, progress)
@@ -102,9 +105,10 @@ def confusion_matrix(model, source, indices: np.ndarray, answers: np.ndarray, nu
     answers_on_device = None if answers is None else torch.as_tensor(np.asarray(answers), dtype=torch.long,
                                                                      device=source.device)
     counts = torch.zeros(num_classes * num_classes, dtype=torch.long, device=source.device)
+    forward = inference(model, batch_size)
     for images, truth in source.labeled_batches(parallel.share(indices), answers_on_device, batch_size):
         with autocast(source.device, amp):
-            predicted = model(images).argmax(1)
+            predicted = forward(images).argmax(1)
         if truth.ndim > 1:
             keep = truth != IGNORE_LABEL
             truth, predicted = truth[keep], predicted[keep]

@@ -29,11 +29,12 @@ from core.lib import datasets as ds, parallel
 from core.lib.config import ExperimentConfig, coerce, cycle_training, run_hash
 from core.lib.errors import UserError
 from core.lib.evaluation import evaluate
+from core.lib.fastpaths import configure
 from core.lib.networks import build_network
 from core.lib.oracle import make_oracle
 from core.lib.pool import Pool, candidate_subset, initial_pool
 from core.lib.results import RESULTS_FILE, append_jsonl, save_atomic
-from core.lib.seeding import float_settings, numpy_rng, seed_everything, set_deterministic, stream_key
+from core.lib.seeding import float_settings, numpy_rng, seed_everything, stream_key
 from core.lib.sources import Augmentation
 from core.lib.strategy import CycleContext, make_strategy
 from core.lib.trainer import Trainer
@@ -208,7 +209,7 @@ def run_cycles(plan: JobPlan, method: str, seed: int, settings: RunSettings,
     config, strategy, dataset, folder, digest = plan.config, plan.strategy, plan.dataset, plan.folder, plan.digest
     rows, train_size, budget = list(plan.rows), plan.train_size, plan.budget
     results_file = folder / RESULTS_FILE
-    set_deterministic(config.runtime.deterministic)
+    configure(config.runtime)
     device = settings.device
     oracle = make_oracle(dataset.train.targets, config.protocol.oracle_noise, dataset.superclass_of_class, seed)
     data = config.data

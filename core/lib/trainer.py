@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
@@ -17,7 +18,7 @@ from core.lib import parallel
 from core.lib.config import RuntimeConfig, TrainConfig
 from core.lib.errors import UserError
 from core.lib.evaluation import IGNORE_LABEL, autocast, evaluate
-from core.lib.fastpaths import TrainingForward
+from core.lib.fastpaths import TrainingForward, configure
 from core.lib.sources import batch_sizes
 
 
@@ -134,6 +135,28 @@ def task_loss(logits: torch.Tensor, targets: torch.Tensor, dense_loss: nn.Module
     return loss, per_image_sum / valid.clamp(min=1)
 
 
+def training_step(model: nn.Module, cfg: TrainConfig, runtime: RuntimeConfig, device) -> Callable:
+    """`step(images, targets)`: one optimizer step on a batch already on the device, built as `Trainer.fit`
+    builds a job's (determinism, memory format, autocast, compile; float32 loss outside autocast), without the
+    data path, hooks and schedule. What `bench train`, `plan --measure` and gpucheck time as the bare step."""
+    device = torch.device(device)
+    configure(runtime)
+    forward = TrainingForward(model, [], False, device, runtime, cfg.batch_size)
+    optimizer = make_optimizer(model.parameters(), cfg)
+
+    def step(images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        model.train()
+        with autocast(device, cfg.amp):
+            logits, _, _ = forward(images)
+        loss, _ = task_loss(logits.float(), targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss.detach()
+
+    return step
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, device: torch.device, num_classes: int, progress: bool = True,
                  runtime: RuntimeConfig | None = None):
@@ -163,8 +186,9 @@ class Trainer:
         total_steps = cfg.iterations if iteration_based else cfg.epochs * per_epoch
         total_units = total_steps if iteration_based else cfg.epochs
         hook_modules = [m for hook in hooks for m in hook.modules]
+        configure(self.runtime)
         forward = TrainingForward(model, hook_modules, any(hook.wants_features() for hook in hooks), self.device,
-                                  self.runtime)
+                                  self.runtime, cfg.batch_size)
         parameters = list(model.parameters()) + [p for m in hook_modules for p in m.parameters()]
         optimizer = make_optimizer(parameters, cfg)
         if optimizer_state:

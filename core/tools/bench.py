@@ -1,9 +1,10 @@
 """Benchmarks behind `./reproduce.sh bench NAME`, and the registry through which packages add their own.
 
-`bench train`: one epoch of our trainer (uint8 data on the device, batched augmentation) against a bare eager
-PyTorch loop over the same images already normalised on the device (the floor of a training step: no data
-work at all) and a plain torchvision loop (ImageFolder JPEGs, per-image PIL transforms, DataLoader workers), on
-the same network, images and batch size. `bench sampling`: one selection of every method, as VAAL's Table 1,
+`bench train`: one epoch of our trainer (uint8 data on the device, batched augmentation) against a bare loop of
+the jobs' own training step over the same images already normalised on the device (the floor of a training
+step: no data work at all), eager and compiled, in two rows: as the paper profile runs and with the fastest
+settings the config allows; and a plain torchvision loop (ImageFolder PNGs, per-image PIL transforms,
+DataLoader workers), on the same network, images and batch size. Every timing follows a warm-up at its shapes. `bench sampling`: one selection of every method, as VAAL's Table 1,
 feature extraction and selection timed apart."""
 from __future__ import annotations
 
@@ -18,13 +19,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.lib.config import ExperimentConfig, ModelConfig, TrainConfig
+from core.lib.config import ExperimentConfig, ModelConfig, RuntimeConfig, TrainConfig
 from core.lib.datasets import CIFAR10_STATS, load_dataset, resolve_data_root, subsample
 from core.lib.errors import UserError
 from core.lib.networks import build_network
 from core.lib.plugins import load_plugins, register
 from core.lib.sources import Augmentation, TensorSource
-from core.lib.trainer import Trainer, make_optimizer
+from core.lib.trainer import Trainer, make_optimizer, training_step
 
 
 @dataclass(frozen=True)
@@ -55,47 +56,76 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_our_trainer(split, device, arch: str, width: float, batch_size: int) -> float:
-    source = TensorSource(split, *CIFAR10_STATS, Augmentation(hflip=True, crop_padding=4), device)
-    cfg = TrainConfig(optimizer="sgd", lr=0.01, batch_size=batch_size, epochs=1)
-    model = build_network(arch, 10, width=width).to(device)
-    trainer = Trainer(cfg, device, 10, progress=False)
-    trainer.fit(model, source, np.arange(min(len(split), 4 * batch_size)), split.targets)   # warm-up
+@dataclass(frozen=True)
+class StepSettings:
+    """One row of `bench train`: the settings a training step is built from (core.lib.trainer.training_step)."""
+
+    name: str
+    deterministic: bool                  # deterministic kernels (as every job); off: cuDNN's benchmark search
+    amp: bool                            # bfloat16 autocast (CUDA only; the CPU runs float32 either way)
+
+    def configs(self, batch_size: int, compile: str) -> tuple[TrainConfig, RuntimeConfig]:
+        train = TrainConfig(optimizer="sgd", lr=0.01, batch_size=batch_size, epochs=1, amp=self.amp)
+        return train, RuntimeConfig(compile=compile, deterministic=self.deterministic)   # channels_last auto, as jobs
+
+
+PAPER = StepSettings("as the paper profile runs: deterministic, float32", deterministic=True, amp=False)
+FASTEST = StepSettings("fastest the config allows: cuDNN benchmark, bfloat16 autocast", deterministic=False,
+                       amp=True)
+
+
+def warm_up_count(count: int, batch_size: int) -> int:
+    """Images of a warm-up epoch whose batches have every shape of an epoch of `count`: two full ones and the
+    same last, smaller one (cuDNN's algorithm search, the allocator and compilation happen per shape)."""
+    return min(count, 2 * batch_size + count % batch_size)
+
+
+def images_per_second(epoch: Callable[[int], object], count: int, batch_size: int, device) -> float:
+    """images/s of `epoch(count)` after a warm-up epoch at the same batch shapes."""
+    epoch(warm_up_count(count, batch_size))
     synchronize(device)
     started = time.perf_counter()
-    trainer.fit(model, source, np.arange(len(split)), split.targets)
+    epoch(count)
     synchronize(device)
-    return len(split) / (time.perf_counter() - started)
+    return count / (time.perf_counter() - started)
 
 
-def time_bare_loop(split, device, arch: str, width: float, batch_size: int) -> float:
-    """images/s of a plain `for` loop (zero_grad, forward, backward, step) over batches of float images already
-    normalised on the device, in a fixed order, without augmentation."""
+def time_our_trainer(split, device, arch: str, width: float, batch_size: int, settings: StepSettings = PAPER,
+                     compile: str = "off") -> float:
+    """images/s of one epoch of the trainer (uint8 images on the device, batched crop and flip)."""
+    source = TensorSource(split, *CIFAR10_STATS, Augmentation(hflip=True, crop_padding=4), device)
+    cfg, runtime = settings.configs(batch_size, compile)
+    torch.manual_seed(0)
+    model = build_network(arch, 10, width=width).to(device)
+    trainer = Trainer(cfg, device, 10, progress=False, runtime=runtime)
+    return images_per_second(lambda count: trainer.fit(model, source, np.arange(count), split.targets), len(split),
+                             batch_size, device)
+
+
+def time_bare_loop(split, device, arch: str, width: float, batch_size: int, settings: StepSettings = PAPER,
+                   compile: str = "off") -> float:
+    """images/s of a plain `for` loop of the jobs' training step (core.lib.trainer.training_step) over batches of
+    float images already normalised on the device, in a fixed order, without augmentation."""
     mean, std = (torch.tensor(v, device=device).view(1, -1, 1, 1) for v in CIFAR10_STATS)
-    # NCHW strides, as a plain loop has them (a permuted NHWC array would run channels-last)
+    # NCHW strides, as a plain loop has them; the step converts them as the trainer does (channels_last auto)
     images = torch.from_numpy(split.images).permute(0, 3, 1, 2).clone(memory_format=torch.contiguous_format)
     images = (images.to(device).float() / 255 - mean) / std
     targets = torch.as_tensor(split.targets, dtype=torch.long, device=device)
+    torch.manual_seed(0)
     model = build_network(arch, 10, width=width).to(device)
-    optimizer = make_optimizer(model.parameters(), TrainConfig(optimizer="sgd", lr=0.01))
-    model.train()
+    step = training_step(model, *settings.configs(batch_size, compile), device)
 
     def epoch(count: int) -> None:
         for start in range(0, count, batch_size):
-            optimizer.zero_grad()
-            loss = F.cross_entropy(model(images[start:start + batch_size]), targets[start:start + batch_size])
-            loss.backward()
-            optimizer.step()
+            stop = min(start + batch_size, count)
+            step(images[start:stop], targets[start:stop])
 
-    epoch(min(len(split), 4 * batch_size))        # warm-up, as for our trainer
-    synchronize(device)
-    started = time.perf_counter()
-    epoch(len(split))
-    synchronize(device)
-    return len(split) / (time.perf_counter() - started)
+    return images_per_second(epoch, len(split), batch_size, device)
 
 
 def time_plain_loop(folder: Path, count: int, device, arch: str, width: float, batch_size: int) -> float:
+    """images/s of the torchvision reference loop: ImageFolder PNGs, per-image PIL crop and flip, 2 DataLoader
+    workers (started in every epoch, the warm-up's too), float32, NCHW."""
     import torchvision
     from torchvision import transforms as T
 
@@ -103,38 +133,77 @@ def time_plain_loop(folder: Path, count: int, device, arch: str, width: float, b
                            T.Normalize(*CIFAR10_STATS)])
     dataset = torchvision.datasets.ImageFolder(str(folder), transform=transform)
     chosen = np.random.default_rng(0).permutation(len(dataset))[:count].tolist()
-    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, chosen), batch_size=batch_size,
-                                         shuffle=True, num_workers=2, pin_memory=device.type == "cuda")
     model = build_network(arch, 10, width=width).to(device)
     optimizer = make_optimizer(model.parameters(), TrainConfig(optimizer="sgd", lr=0.01))
     model.train()
-    synchronize(device)
-    started = time.perf_counter()
-    for images, targets in loader:
-        images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-        loss = F.cross_entropy(model(images), targets)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    synchronize(device)
-    return count / (time.perf_counter() - started)
+
+    def epoch(images: int) -> None:
+        loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, chosen[:images]), batch_size=batch_size,
+                                             shuffle=True, num_workers=2, pin_memory=device.type == "cuda")
+        for images, targets in loader:
+            images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+            loss = F.cross_entropy(model(images), targets)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+    return images_per_second(epoch, count, batch_size, device)
+
+
+def step_rows(split, device, arch: str, width: float, batch_size: int, compile: str) -> list[dict]:
+    """The trainer and the bare step, eager and compiled under `compile` (left out when off), as the paper
+    profile runs and with the fastest settings: a row each."""
+    rows = []
+    for settings in (PAPER, FASTEST):
+        row = {"arch": arch, "settings": settings.name, "images": len(split)}
+        for setting in ("off", compile) if compile != "off" else ("off",):
+            row[f"ours_{setting}"] = time_our_trainer(split, device, arch, width, batch_size, settings, setting)
+            row[f"bare_{setting}"] = time_bare_loop(split, device, arch, width, batch_size, settings, setting)
+        rows.append(row)
+    return rows
+
+
+def step_table(rows: list[dict], compile: str) -> str:
+    """The rows of `step_rows` as a markdown table, eager against compiled as ratios."""
+    compiled = compile != "off"
+    head = "| network | settings | trainer (images/s) | bare step (images/s) | trainer / bare |"
+    rule = "|---|---|---:|---:|---:|"
+    if compiled:
+        head += f" trainer, compile={compile} | bare, compile={compile} | compiled / eager (trainer, bare) |"
+        rule += "---:|---:|---|"
+    lines = [head, rule]
+    for r in rows:
+        line = (f"| {r['arch']} | {r['settings']} | {r['ours_off']:,.0f} | {r['bare_off']:,.0f} | "
+                f"{r['ours_off'] / r['bare_off']:.2f} |")
+        if compiled:
+            line += (f" {r[f'ours_{compile}']:,.0f} | {r[f'bare_{compile}']:,.0f} | "
+                     f"{r[f'ours_{compile}'] / r['ours_off']:.2f}x, {r[f'bare_{compile}'] / r['bare_off']:.2f}x |")
+        lines.append(line)
+    return "\n".join(lines)
+
+
+STEP_TIMED = ("Each figure is one epoch after a warm-up epoch at the same batch shapes (two full batches and the "
+              "last, smaller one). Trainer: core.lib.trainer (uint8 images on the device, batched crop and flip, "
+              "its bookkeeping); bare step: the same training step (core.lib.trainer.training_step: memory format "
+              "channels_last=auto, determinism, autocast and compile as a job builds them) over normalised floats "
+              "already on the device, no data work. Compiled: runtime.compile; batches of other than the full "
+              "size run eagerly; compilation happens in the warm-up.")
 
 
 def bench_train(data_root: Path, device: torch.device, images: int, width: float, arch: str,
-                batch_size: int = 128) -> dict:
+                batch_size: int = 128, compile: str = "on") -> dict:
     folder = data_root / "cifar10" / "train"
     if not folder.is_dir():
         raise UserError(f"bench train reads the CIFAR-10 ImageFolder tree {folder}; point --data-root at it")
     split = subsample(load_dataset("cifar10", data_root).train, images, "bench")
-    ours = time_our_trainer(split, device, arch, width, batch_size)
-    bare = time_bare_loop(split, device, arch, width, batch_size)
+    rows = step_rows(split, device, arch, width, batch_size, compile)
     plain = time_plain_loop(folder, len(split), device, arch, width, batch_size)
-    print(f"one epoch of {len(split)} CIFAR-10 images, {arch} width {width:g}, batch {batch_size}, {device}:")
-    print(f"  our trainer (uint8 on device, batched crop+flip): {ours:8.0f} images/s")
-    print(f"  bare eager loop (normalised floats on device):    {bare:8.0f} images/s")
-    print(f"  plain DataLoader loop (PIL per image, 2 workers):  {plain:8.0f} images/s")
-    print(f"  ours / bare: {ours / bare:.2f}x; ours / plain: {ours / plain:.2f}x")
-    return {"ours": ours, "bare": bare, "plain": plain, "ratio": ours / plain}
+    print(f"one epoch of {len(split)} CIFAR-10 images, {arch} width {width:g}, batch {batch_size}, {device}. "
+          f"{STEP_TIMED}" + ("" if device.type == "cuda" else " On the CPU autocast is off in both rows."))
+    print(step_table(rows, compile))
+    print(f"plain DataLoader loop (torchvision reference: PIL per image, 2 workers, float32, NCHW): {plain:,.0f} "
+          f"images/s; our trainer as the paper profile runs / plain: {rows[0]['ours_off'] / plain:.2f}x")
+    return {"rows": rows, "plain": plain, "ratio": rows[0]["ours_off"] / plain}
 
 
 class TimedSource:
@@ -262,7 +331,7 @@ def sampling_table(times: dict, unlabeled: int, budget: int, arch: str, width: f
 
 def run_train(args: argparse.Namespace, device: torch.device) -> dict:
     return bench_train(resolve_data_root(args.data_root), device, args.images, args.width or 0.125,
-                       args.arch or "vgg16_bn")
+                       args.arch or "vgg16_bn", compile=args.compile)
 
 
 def run_sampling(args: argparse.Namespace, device: torch.device) -> dict:

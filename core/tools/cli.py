@@ -498,6 +498,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--steps", type=int, default=5, help="segmentation: timed training steps")
     bench.add_argument("--batch-size", type=int, help="segmentation: batch (default 8, VAAL Table 3)")
     bench.add_argument("--out", default="results/bench", help="sampling: where the table is written")
+    bench.add_argument("--compile", default="on", choices=("off", "on", "graphs"),
+                       help="train: runtime.compile of the compiled columns (off leaves them out)")
     add_common(bench)
     from core.tools import verify
 

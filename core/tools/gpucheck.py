@@ -6,8 +6,9 @@ to gpucheck.md:
 1. smoke: every registered experiment at its smoke profile with every implemented method (1 seed), and every
    method no experiment runs on `baselines ll4al_cifar10`, each experiment in its own `./reproduce.sh run`
    process, several processes at once on the one GPU;
-2. throughput: one epoch of the trainer against a bare eager PyTorch loop over the same images already on the
-   device (core.tools.bench), for ResNet-18 and VGG16-BN at full width, batch 128;
+2. throughput: one epoch of the trainer against a bare loop of the same training step over the same images
+   already on the device (core.tools.bench), for ResNet-18 and VGG16-BN at full width, batch 128, and the
+   trainer compiled (runtime.compile on and graphs; on CUDA only);
 3. verify: `verify baselines ll4al_cifar10 --cycles 1` with 3 seeds of random and learning_loss, 3 jobs at once,
    against the registry (core.tools.verify).
 
@@ -50,12 +51,13 @@ class Sizes:
     processes: int = 0                       # smoke processes at once on the one GPU (0: all cores but 2)
     total_seconds: float = 480.0             # the whole check from its process's start: 8 minutes on one GPU
     margin_seconds: float = 40.0             # kept free at the end: gpucheck.md, removing the runs, the exit
-    smoke_seconds: float = 240.0             # budget of the smoke step, every process included
-    case_seconds: float = 200.0              # one smoke process at most
+    smoke_seconds: float = 190.0             # budget of the smoke step, every process included
+    case_seconds: float = 160.0              # one smoke process at most
     bench_archs: tuple = ("resnet18_cifar", "vgg16_bn")
     bench_images: int = 10000
     bench_width: float = 1.0
-    throughput_seconds: float = 30.0         # a network not started by then is not timed
+    throughput_seconds: float = 80.0         # eager first, then compiled: a timing not started by then is not run
+    bench_compile: tuple = ("on", "graphs")  # runtime.compile settings the trainer is timed under (CUDA only)
     verify_seconds: float = 130.0
     verify_seeds: int = 3
     verify_methods: str = "random,learning_loss"
@@ -216,11 +218,14 @@ def run_cases(cases: list[Case], processes: int, budget: float, case_seconds: fl
 
 
 def measure_throughput(device: torch.device, train, sizes: Sizes, budget: float) -> list[dict]:
-    """One row per network of sizes.bench_archs; those not started within `budget` seconds have no figures."""
+    """Per network: the trainer and the bare step as the paper profile runs (core.tools.bench), then on CUDA the
+    trainer under every runtime.compile setting of `sizes.bench_compile`; a timing not started within `budget`
+    seconds has no figure (the eager ones come first, so a slow compilation costs only compiled figures)."""
     from core.lib.datasets import subsample
     from core.tools.bench import time_bare_loop, time_our_trainer
 
     split = subsample(train, min(sizes.bench_images, len(train)), "bench")
+    compiled = sizes.bench_compile if device.type == "cuda" else ()
     rows, deadline = [], time.perf_counter() + budget
     for arch in sizes.bench_archs:
         row = {"arch": arch, "images": len(split)}
@@ -229,6 +234,10 @@ def measure_throughput(device: torch.device, train, sizes: Sizes, budget: float)
             row["ours"] = time_our_trainer(split, device, arch, sizes.bench_width, 128)
             row["bare"] = time_bare_loop(split, device, arch, sizes.bench_width, 128)
         rows.append(row)
+    for row in rows:
+        for setting in compiled:
+            if "ours" in row and time.perf_counter() < deadline:
+                row[setting] = time_our_trainer(split, device, row["arch"], sizes.bench_width, 128, compile=setting)
     return rows
 
 
@@ -272,13 +281,20 @@ def shown_line(case: Case) -> str:
 
 
 def throughput_table(rows: list[dict], sizes: Sizes) -> str:
-    lines = [f"One epoch, batch 128, width {sizes.bench_width:g}: our trainer (uint8 on the device, batched crop and "
-             "flip, core.lib.trainer) against a bare eager loop (zero_grad, forward, backward, step over normalised "
-             "floats already on the device).", "",
-             "| network | images | trainer (images/s) | bare loop (images/s) | trainer / bare |",
-             "|---|---:|---:|---:|---:|"]
+    from core.tools.bench import STEP_TIMED
+
+    compiled = [setting for setting in sizes.bench_compile if any(setting in row for row in rows)]
+    lines = [f"One epoch, batch 128, width {sizes.bench_width:g}, as the paper profile runs (deterministic, float32). "
+             f"{STEP_TIMED}", "",
+             "| network | images | trainer (images/s) | bare step (images/s) | trainer / bare |"
+             + "".join(f" trainer, compile={s} | compile={s} / eager |" for s in compiled),
+             "|---|---:|---:|---:|---:|" + "---:|---:|" * len(compiled)]
     lines += [f"| {r['arch']} | {r['images']:,} | {r['ours']:,.0f} | {r['bare']:,.0f} | {r['ours'] / r['bare']:.2f} |"
+              + "".join(f" {r[s]:,.0f} | {r[s] / r['ours']:.2f}x |" if s in r else " not run (time budget) | |"
+                        for s in compiled)
               if "ours" in r else f"| {r['arch']} | {r['images']:,} | not run (time budget) | | |" for r in rows]
+    if not compiled and sizes.bench_compile:
+        lines += ["", f"runtime.compile ({', '.join(sizes.bench_compile)}) is timed on CUDA only: skipped here."]
     return "\n".join(lines)
 
 

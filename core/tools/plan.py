@@ -150,35 +150,31 @@ def measured_share() -> float:
 def measure_speed(config: ExperimentConfig, data: DataShape, task: TaskFlops, device: torch.device,
                   steps: int = MEASURE_STEPS) -> Speed:
     """Times `steps` training steps and evaluation forwards of the task network on `device` (random images of
-    the config's shapes: the step's cost does not depend on the pixels), x REAL_CYCLE_SHARE."""
+    the config's shapes: the step's cost does not depend on the pixels), x REAL_CYCLE_SHARE. The step is the
+    jobs' own (core.lib.trainer.training_step: the config's determinism, memory format, autocast and
+    runtime.compile), the forwards evaluation's (core.lib.fastpaths.inference)."""
     from core.lib.evaluation import autocast
+    from core.lib.fastpaths import inference
     from core.lib.networks import build_network
-    from core.lib.trainer import make_optimizer
+    from core.lib.trainer import training_step
 
     torch.manual_seed(0)
     network = build_network(config.model.arch, data.classes, data.channels, config.model.width).to(device)
-    optimizer = make_optimizer(network.parameters(), config.train)
+    step = training_step(network, config.train, config.runtime, device)
+    forward = inference(network, config.train.eval_batch_size)
     train = torch.randn(config.train.batch_size, data.channels, *data.train_hw, device=device)
     evaluated = torch.randn(config.train.eval_batch_size, data.channels, *data.eval_hw, device=device)
-
-    def logits_of(images):
-        with autocast(device, config.train.amp):
-            outputs = network(images)
-        return (outputs[0] if isinstance(outputs, (tuple, list)) else outputs).float()
-
-    targets = torch.randint(data.classes, (len(train), *logits_of(train[:1]).shape[2:]), device=device)
+    with torch.no_grad():
+        shape = network.eval()(train[:2]).shape[2:]
+    targets = torch.randint(data.classes, (len(train), *shape), device=device)
 
     def train_step():
-        network.train()
-        loss = torch.nn.functional.cross_entropy(logits_of(train), targets)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        step(train, targets)
 
     def eval_step():
         network.eval()
-        with torch.no_grad():
-            logits_of(evaluated)
+        with torch.no_grad(), autocast(device, config.train.amp):
+            forward(evaluated)
 
     train_rate = images_per_second(train_step, len(train), steps, device)
     eval_rate = images_per_second(eval_step, len(evaluated), steps, device)
