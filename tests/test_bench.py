@@ -84,9 +84,14 @@ def test_gpucheck_times_compile_on_cuda_only_and_says_so(monkeypatch):
 
     monkeypatch.setitem(ARCHITECTURES, "one_conv", OneConv)
     sizes = gpucheck.Sizes(bench_archs=("one_conv",), bench_images=40)
-    rows = gpucheck.measure_throughput(torch.device("cpu"), tiny_cifar(40).train, sizes)
+    rows = gpucheck.measure_throughput(torch.device("cpu"), tiny_cifar(40).train, sizes, budget=60)
     assert set(rows[0]) == {"arch", "images", "ours", "bare"}
+    late = gpucheck.measure_throughput(torch.device("cpu"), tiny_cifar(40).train, sizes, budget=0)
+    assert set(late[0]) == {"arch", "images"} and "not run (time budget)" in gpucheck.throughput_table(late, sizes)
     table = gpucheck.throughput_table(rows, sizes)
     assert table.endswith("runtime.compile (on, graphs) is timed on CUDA only: skipped here.")
     timed = gpucheck.throughput_table([{**rows[0], "on": 2 * rows[0]["ours"], "graphs": 3 * rows[0]["ours"]}], sizes)
     assert "| trainer, compile=graphs | compile=graphs / eager |" in timed and "| 3.00x |" in timed
+    partly = gpucheck.throughput_table([{**rows[0], "on": 2 * rows[0]["ours"], "graphs": 3 * rows[0]["ours"]},
+                                        {**rows[0], "on": 2 * rows[0]["ours"]}], sizes)
+    assert "| 2.00x | not run (time budget) | |" in partly
