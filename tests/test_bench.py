@@ -71,6 +71,7 @@ def test_sampling_sizes_scale_table1_so_every_pick_fits_its_candidates(pool):
     assert sizes.options({"subset": 0}) == {}           # 0: every candidate, nothing to scale
     if pool == 45000:
         assert (sizes.labeled, sizes.budget, subset["subset"]) == (5000, 2500, 10000)     # Table 1, LL4AL's subset
+        assert bench.default_pool(torch.device("cuda")) == pool and bench.default_pool(torch.device("cpu")) < pool
 
 
 @pytest.mark.parametrize("args,message", [

@@ -101,14 +101,14 @@ def test_bad_arguments_are_one_line_with_exit_2(capsys, args, message):
 
 def test_run_mode_stops_after_the_first_cycles_and_resumes_the_same_folder(tmp_path, data_root, capsys):
     """Paper profile shrunk by --set to seconds on the CPU: 1 epoch of a narrow ResNet-18 on 1,000 labels
-    cannot reach the reported 48, so the first call exits 1; --cycles 2 then adds cycle 1 to the same job."""
-    tiny = ["--seeds", "1", "--methods", "random", "--device", "cpu", "--quiet", "--out", str(tmp_path),
+    cannot reach the paper's 51.1, so the first call exits 1; --cycles 2 then adds cycle 1 to the same job."""
+    tiny = ["--seeds", "1", "--methods", "learning_loss", "--device", "cpu", "--quiet", "--out", str(tmp_path),
             "--set", "train.epochs=1", "--set", "model.width=0.0625", "--set", "data.test_subset=200",
             "--set", "protocol.subset=2000"]
     assert main(["verify", "baselines", "ll4al_cifar10", *tiny]) == 1
     out = capsys.readouterr().out
     assert "with --set changes" in out and "| FAIL |" in out
-    results = tmp_path / "baselines" / "ll4al_cifar10" / "random" / "seed0" / "results.jsonl"
+    results = tmp_path / "baselines" / "ll4al_cifar10" / "learning_loss" / "seed0" / "results.jsonl"
     first = results.read_text().splitlines()
     assert [json.loads(line)["cycle"] for line in first] == [0]
     assert (results.parent / "pool_cycle1.npz").exists()              # the last cycle run still selected
