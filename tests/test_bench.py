@@ -1,4 +1,5 @@
-"""The benchmark registry and `bench sampling`'s split of a selection into feature extraction and selection."""
+"""The benchmark registry; `bench sampling`: its split of a selection into feature extraction and selection, its
+sizes scaled from VAAL Table 1's to any pool (or one line refusing the pool), its method filter and progress."""
 import json
 
 import numpy as np
@@ -30,8 +31,8 @@ def test_bench_sampling_times_feature_extraction_and_selection_apart(monkeypatch
     methods = ("random", "entropy", "coreset")
     monkeypatch.setattr(core.lib.strategy, "STRATEGIES", {m: core.lib.strategy.STRATEGIES[m] for m in methods})
     monkeypatch.setattr(bench, "load_dataset", lambda name, root: tiny_cifar())
-    times = bench.bench_sampling(tmp_path, torch.device("cpu"), "resnet18_cifar", 0.0625, 300, tmp_path, budget=20,
-                                 labeled_size=60)
+    times = bench.bench_sampling(tmp_path, torch.device("cpu"), "resnet18_cifar", 0.0625,
+                                 bench.SamplingSizes.for_pool(324), tmp_path)
     assert times["random"]["features"] == 0
     for name in ("entropy", "coreset"):
         assert times[name]["features"] > 0 and times[name]["selection"] > 0, name
@@ -47,9 +48,9 @@ def test_bench_sampling_times_every_registered_method(monkeypatch, tmp_path):
     from core.lib.strategy import STRATEGIES, load_plugins
 
     load_plugins()
-    monkeypatch.setattr(bench, "load_dataset", lambda name, root: tiny_cifar(200))
-    times = bench.bench_sampling(tmp_path, torch.device("cpu"), "vgg16_bn", 0.0625, 120, tmp_path, budget=10,
-                                 labeled_size=60, game_iterations=1)
+    monkeypatch.setattr(bench, "load_dataset", lambda name, root: tiny_cifar(200))     # pool 180 + 20 labeled
+    times = bench.bench_sampling(tmp_path, torch.device("cpu"), "vgg16_bn", 0.0625, bench.SamplingSizes.for_pool(180),
+                                 tmp_path, game_iterations=1)
     methods = {name for name, cls in STRATEGIES.items() if not cls.single_cycle}
     assert set(times) == methods
     table = (tmp_path / "sampling.md").read_text()
@@ -95,3 +96,52 @@ def test_gpucheck_times_compile_on_cuda_only_and_says_so(monkeypatch):
     partly = gpucheck.throughput_table([{**rows[0], "on": 2 * rows[0]["ours"], "graphs": 3 * rows[0]["ours"]},
                                         {**rows[0], "on": 2 * rows[0]["ours"]}], sizes)
     assert "| 2.00x | not run (time budget) | |" in partly
+
+
+@pytest.mark.parametrize("pool", [180, 2000, 4500, 45000, 100003])
+def test_sampling_sizes_scale_table1_so_every_pick_fits_its_candidates(pool):
+    sizes = bench.SamplingSizes.for_pool(pool)
+    assert sizes.pool == pool and sizes.budget % 2 == 0 and bench.MIN_BUDGET <= sizes.budget <= pool / 18
+    assert sizes.labeled == pool // 9
+    subset = sizes.options({"subset": 10000, "members": 5})
+    assert subset == {"subset": 10000 * pool // 45000} and sizes.budget <= subset["subset"] <= pool
+    assert sizes.options({"subset": 0}) == {}           # 0: every candidate, nothing to scale
+    if pool == 45000:
+        assert (sizes.labeled, sizes.budget, subset["subset"]) == (5000, 2500, 10000)     # Table 1, LL4AL's subset
+        assert bench.default_pool(torch.device("cuda")) == pool and bench.default_pool(torch.device("cpu")) < pool
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--pool", "179"], "--pool 179 is too small: its budget (pool x 2,500 / 45,000, even) is 8, under 10 picks; "
+                        "use --pool 180 or more"),
+    (["--pool", "0"], "--pool 0 is too small"),
+    (["--pool", "-5"], "--pool -5 is too small"),
+    (["--pool", "1000"], "--pool 1000 is too large: with its 111 labeled images it needs 1,111 CIFAR-10 training "
+                         "images and"),
+    (["--pool", "1000"], "holds 1,000; use --pool 900 or less"),
+    (["--methods", "coreset,nope"], "bench sampling: unknown or non-selecting method(s) nope; methods that select: "
+                                    "ada_mixup, coreset,"),
+    (["--methods", "full_data"], "bench sampling: unknown or non-selecting method(s) full_data;"),
+    (["--methods", ","], "--methods ',' names no method"),
+])
+def test_bench_sampling_refuses_a_pool_or_method_in_one_line(monkeypatch, capsys, tmp_path, args, message):
+    from tests.conftest import assert_cli_refuses_in_one_line
+
+    monkeypatch.setattr(bench, "load_dataset", lambda name, root: tiny_cifar(1000))
+    monkeypatch.setattr(bench, "subsample", lambda *a: pytest.fail("sizes are checked before any image is drawn"))
+    assert_cli_refuses_in_one_line(capsys, ["bench", "sampling", "--device", "cpu", "--data-root", str(tmp_path),
+                                            "--out", str(tmp_path / "out"), *args], message)
+    assert not (tmp_path / "out").exists()
+
+
+def test_bench_sampling_times_the_methods_asked_for_in_their_order_with_a_line_as_each_starts_and_ends(
+        monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(bench, "load_dataset", lambda name, root: tiny_cifar(200))
+    assert main(["bench", "sampling", "--pool", "180", "--methods", "margin,random", "--width", "0.0625", "--device",
+                 "cpu", "--data-root", str(tmp_path), "--out", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "bench sampling: 2 method(s), 180 unlabeled, 20 labeled, budget 10, vgg16_bn width 0.0625, cpu"
+    progress = [line.strip() for line in lines if line.startswith("  [")]
+    assert progress[0] == "[1/2] margin: selecting 10 ..." and progress[2] == "[2/2] random: selecting 10 ..."
+    assert progress[1].startswith("[1/2] margin: ") and progress[3].startswith("[2/2] random: ")
+    assert set(json.loads((tmp_path / "sampling.json").read_text())["seconds"]) == {"margin", "random"}

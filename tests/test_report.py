@@ -228,3 +228,38 @@ def test_registry_entries_name_their_source_and_protocol():
     assert len(REPORTED) > 60
     for entry in REPORTED:
         assert entry.source and entry.protocol and entry.paper in {"vaal", "ta_vaal", "daal", "lada", "baselines"}
+
+
+def test_registry_series_hold_one_point_per_method_and_budget_and_one_checked_point_per_budget():
+    """A series is the points of one source (the LL4AL paper's figure, Mephisto405's reproduction beside it);
+    a budget holds one point of a series, and at most one point with a tolerance, so verify judges it once."""
+    from collections import Counter
+
+    def key(r):
+        return r.paper, r.experiment, r.metric, r.method, r.labels, r.fraction
+
+    in_series = Counter((r.source, *key(r)) for r in REPORTED)
+    assert [point for point, count in in_series.items() if count > 1] == []
+    checked = Counter(key(r) for r in REPORTED if r.tolerance is not None)
+    assert [point for point, count in checked.items() if count > 1] == []
+
+
+def test_registry_reads_ll4al_and_places_caltech256_and_ta_vaal_by_label_count():
+    from core.tools.reported import LL4AL_PAPER, LL4AL_REPRODUCTION
+
+    ll4al = {(r.source, r.method, r.labels): r for r in REPORTED if r.experiment == "ll4al_cifar10"}
+    paper_ll = [ll4al[LL4AL_PAPER, "learning_loss", n].value for n in range(1000, 11000, 1000)]
+    assert paper_ll == [51.1, 65.2, 76.4, 82.0, 85.1, 86.9, 88.0, 89.2, 90.2, 91.0]
+    assert [ll4al[LL4AL_PAPER, m, 2000].value for m in ("random", "coreset")] == [62.1, 63.4]
+    assert all(r.plot for r in ll4al.values())
+    assert {r.tolerance for (source, _, _), r in ll4al.items() if source == LL4AL_REPRODUCTION} == {None}
+    assert ll4al[LL4AL_REPRODUCTION, "random", 1000].value == 48.0
+    (caltech,) = [r for r in REPORTED if r.experiment == "fig2_caltech256"]
+    rows = [dict(row("vaal", 0, 7650, 83.0, profile="paper", experiment="fig2_caltech256"),
+                 fraction_labeled=7650 / 27607)]              # 28% of the project's training split
+    (match,), _ = compare(rows)
+    assert match.reported is caltech and match.within is None
+    rows = [dict(row("ta_vaal_independent", 0, 20000, 60.0, profile="paper", paper="ta_vaal",
+                     experiment="supp_fig1_independent_cifar100"), fraction_labeled=0.4)]
+    (match,), _ = compare(rows)
+    assert match.reported.value == 68.83 and match.reported.tolerance is None and "20,000" in match.reported.source

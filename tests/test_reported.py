@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from core.tools.report import load_rows
-from core.tools.reported import compare
+from core.tools.reported import budget, compare
 
 RESULTS = Path(os.environ.get("AL_RESULTS_DIR", Path(__file__).resolve().parent.parent / "results"))
 
@@ -19,5 +19,5 @@ def test_paper_profile_results_are_within_the_reported_tolerance():
     if not comparisons:
         pytest.skip("no paper-profile result matches a reported number")
     failures = [c for c in comparisons if c.within is False]
-    assert not failures, "\n".join(f"{c.reported.experiment}/{c.reported.method} at {c.reported.fraction:.0%}: "
+    assert not failures, "\n".join(f"{c.reported.experiment}/{c.reported.method} at {budget(c.reported)}: "
                                    f"{c.mean:.2f} vs reported {c.reported.value:.2f}" for c in failures)

@@ -42,15 +42,20 @@ def choose_methods(config, requested: str | None) -> list[str]:
             raise UserError(f"no method of {config.paper}/{config.experiment} is implemented yet "
                             f"(pending: {', '.join(pending)})")
         return implemented
+    from core.lib.strategy import STRATEGIES
+
+    return method_list(requested, STRATEGIES, "unknown or unimplemented", "implemented")
+
+
+def method_list(requested: str, known, refused: str, offered: str) -> list[str]:
+    """The methods a `--methods a,b` argument names, in its order without repeats; a name not in `known` is one
+    line: '<refused> method(s) ...; <offered>: <known, sorted>'."""
     methods = list(dict.fromkeys(m.strip() for m in requested.split(",") if m.strip()))
     if not methods:
         raise UserError(f"--methods '{requested}' names no method; pass e.g. --methods random,entropy")
-    from core.lib.strategy import STRATEGIES
-
-    unknown = [m for m in methods if m not in STRATEGIES]
+    unknown = [m for m in methods if m not in known]
     if unknown:
-        raise UserError(f"unknown or unimplemented method(s) {', '.join(unknown)}; implemented: "
-                        f"{', '.join(sorted(STRATEGIES))}")
+        raise UserError(f"{refused} method(s) {', '.join(unknown)}; {offered}: {', '.join(sorted(known))}")
     return methods
 
 

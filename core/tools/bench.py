@@ -3,9 +3,10 @@
 `bench train`: one epoch of our trainer (uint8 data on the device, batched augmentation) against a bare loop of
 the jobs' own training step over the same images already normalised on the device (the floor of a training
 step: no data work at all), eager and compiled, in two rows: as the paper profile runs and with the fastest
-settings the config allows; and a plain torchvision loop (ImageFolder PNGs, per-image PIL transforms,
-DataLoader workers), on the same network, images and batch size. Every timing follows a warm-up at its shapes. `bench sampling`: one selection of every method, as VAAL's Table 1,
-feature extraction and selection timed apart."""
+settings the config allows; and a plain torchvision loop (ImageFolder JPEGs, per-image PIL transforms,
+DataLoader workers), on the same network, images and batch size. Every timing follows a warm-up at its shapes.
+`bench sampling`: one selection of every method (or of `--methods`), as VAAL's Table 1, feature extraction and
+selection timed apart, on a pool whose sizes scale from Table 1's."""
 from __future__ import annotations
 
 import argparse
@@ -237,51 +238,104 @@ class TimedSource:
         return self._timed(self.source.labeled_batches(*args, **kwargs))
 
 
-def bench_sampling(data_root: Path, device: torch.device, arch: str, width: float, pool_size: int,
-                   out: Path, budget: int = 2500, labeled_size: int = 5000, game_iterations: int = 10) -> dict:
-    """One selection of every method from the same task model on a CIFAR-10-sized pool (45,000 unlabeled,
-    budget 2,500), as VAAL's Table 1. Training of ensemble/committee members is excluded, as in that table:
-    their members are fresh networks of the same architecture. A method that needs another task network
-    (`task_archs`) selects with that one, trained the same way, and the table says so. Methods that train a
-    game before selecting play `game_iterations` (untimed: the selection alone is)."""
+# VAAL Table 1's setting: CIFAR-10's 50,000 training images as 5,000 labeled and 45,000 unlabeled, one
+# selection of 2,500 (5% of 50,000). A smaller pool scales the labeled set, the budget and every method's
+# pool-sized option by pool / 45,000, so each method picks the same share of its candidates as at full size.
+TABLE1_POOL, TABLE1_LABELED, TABLE1_BUDGET = 45000, 5000, 2500
+CPU_POOL = 900               # a fiftieth of Table 1 (budget 50): every method in 12 minutes on a 2-core CPU,
+                             # LADA's selections (71-80 s each) the slowest
+MIN_BUDGET = 10              # one pick per CIFAR-10 class; the smallest size every method is tested at
+POOL_SIZED_OPTIONS = ("subset",)     # counts of candidates (LL4AL's random subset of 10,000 of 45,000)
+
+
+@dataclass(frozen=True)
+class SamplingSizes:
+    """The sizes of one `bench sampling` selection, from the pool size."""
+    pool: int
+    labeled: int
+    budget: int
+
+    @classmethod
+    def for_pool(cls, pool: int) -> "SamplingSizes":
+        budget = pool * TABLE1_BUDGET // TABLE1_POOL // 2 * 2      # even: LADA's methods query pairs
+        if budget < MIN_BUDGET:
+            smallest = -(-MIN_BUDGET * TABLE1_POOL // TABLE1_BUDGET)
+            raise UserError(f"--pool {pool} is too small: its budget (pool x 2,500 / 45,000, even) is {budget}, "
+                            f"under {MIN_BUDGET} picks; use --pool {smallest} or more")
+        return cls(pool, pool * TABLE1_LABELED // TABLE1_POOL, budget)
+
+    def options(self, defaults: dict) -> dict:
+        """A method's pool-sized options at this pool: the same share of the candidates as Table 1's."""
+        return {key: defaults[key] * self.pool // TABLE1_POOL for key in POOL_SIZED_OPTIONS if defaults.get(key)}
+
+
+def default_pool(device: torch.device) -> int:
+    return TABLE1_POOL if torch.device(device).type == "cuda" else CPU_POOL
+
+
+def selecting_methods() -> list[str]:
+    """Every registered method that selects (a single-cycle method such as full_data has no selection)."""
+    from core.lib.strategy import STRATEGIES
+
+    load_plugins()
+    return sorted(name for name, cls in STRATEGIES.items() if not cls.single_cycle)
+
+
+def bench_sampling(data_root: Path, device: torch.device, arch: str, width: float, sizes: SamplingSizes,
+                   out: Path, methods: list[str] | None = None, game_iterations: int = 10) -> dict:
+    """One selection of each method (default: every one that selects) from the same task model on a CIFAR-10
+    pool, as VAAL's Table 1 (`sizes`: 45,000 unlabeled, 5,000 labeled, budget 2,500 at full size). Training of
+    ensemble/committee members is excluded, as in that table: their members are fresh networks of the same
+    architecture. A method that needs another task network (`task_archs`) selects with that one, trained the
+    same way, and the table says so. Methods that train a game before selecting play `game_iterations`
+    (untimed: the selection alone is). A line is printed as each method starts and as it ends."""
     from core.lib.pool import initial_pool
     from core.lib.results import write_atomic, write_json
     from core.lib.strategy import STRATEGIES
 
-    load_plugins()
+    methods = methods or selecting_methods()
     dataset = load_dataset("cifar10", data_root)
-    train = subsample(dataset.train, pool_size + labeled_size, "bench-sampling")
+    if sizes.pool + sizes.labeled > len(dataset.train):
+        largest = len(dataset.train) * TABLE1_POOL // (TABLE1_POOL + TABLE1_LABELED)
+        raise UserError(f"--pool {sizes.pool} is too large: with its {sizes.labeled:,} labeled images it needs "
+                        f"{sizes.pool + sizes.labeled:,} CIFAR-10 training images and {data_root} holds "
+                        f"{len(dataset.train):,}; use --pool {largest} or less")
+    train = subsample(dataset.train, sizes.pool + sizes.labeled, "bench-sampling")
     source = TensorSource(train, *CIFAR10_STATS, Augmentation(hflip=True, crop_padding=4), device)
-    pool = initial_pool(train.targets, 0, 0, labeled_size)
+    pool = initial_pool(train.targets, 0, 0, sizes.labeled)
     cfg = TrainConfig(optimizer="sgd", lr=0.05, batch_size=128, epochs=1, eval_batch_size=1000)
     trainer = Trainer(cfg, device, 10, progress=False)
     models: dict[str, torch.nn.Module] = {}
     times = {}
-    for name in sorted(STRATEGIES):
-        if STRATEGIES[name].single_cycle:
-            continue
+    print(f"bench sampling: {len(methods)} method(s), {sizes.pool:,} unlabeled, {sizes.labeled:,} labeled, budget "
+          f"{sizes.budget:,}, {arch} width {width:g}, {device}", flush=True)
+    for number, name in enumerate(methods, 1):
         archs = STRATEGIES[name].task_archs
         used = arch if not archs or arch in archs else archs[0]
         if used not in models:
+            print(f"  training the {used} task model on the {sizes.labeled:,} labeled images (1 epoch)", flush=True)
             torch.manual_seed(0)
             models[used] = build_network(used, 10, width=width).to(device)
             trainer.fit(models[used], source, pool.labeled, train.targets)
+        print(f"  [{number}/{len(methods)}] {name}: selecting {sizes.budget:,} ...", flush=True)
         times[name] = time_selection(name, models[used], used, width, dataset, source, pool, train.targets, trainer,
-                                     budget, device, game_iterations)
+                                     sizes, device, game_iterations)
         if used != arch:
             times[name]["arch"] = used
-        print(f"  {name:<22} {times[name]['total']:8.2f} s", flush=True)
-    table = sampling_table(times, len(pool.unlabeled), budget, arch, width, device)
+        print(f"  [{number}/{len(methods)}] {name}: {times[name]['total']:.2f} s", flush=True)
+    table = sampling_table(times, len(pool.unlabeled), sizes.budget, arch, width, device)
     write_atomic(out / "sampling.md", table)
     write_json(out / "sampling.json", {"seconds": times, "arch": arch, "width": width, "device": str(device),
-                                       "unlabeled": len(pool.unlabeled), "budget": budget})
+                                       "unlabeled": len(pool.unlabeled), "labeled": sizes.labeled,
+                                       "budget": sizes.budget})
     print(table)
     return times
 
 
-def time_selection(name: str, model, arch: str, width: float, dataset, source, pool, answers, trainer, budget: int,
-                   device: torch.device, game_iterations: int) -> dict:
-    """Seconds of one selection by method `name` from a copy of `model`: feature extraction, the rest, total."""
+def time_selection(name: str, model, arch: str, width: float, dataset, source, pool, answers, trainer,
+                   sizes: SamplingSizes, device: torch.device, game_iterations: int) -> dict:
+    """Seconds of one selection by method `name` from a copy of `model`, its pool-sized options scaled to
+    `sizes`: feature extraction, the rest, total."""
     from core.lib.evaluation import predict
     from core.lib.seeding import numpy_rng
     from core.lib.strategy import STRATEGIES, CycleContext, make_strategy
@@ -295,8 +349,9 @@ def time_selection(name: str, model, arch: str, width: float, dataset, source, p
 
     cfg = trainer.cfg
     config = ExperimentConfig(train=cfg, model=ModelConfig(arch=arch, width=width))
-    plays = "iterations" in STRATEGIES[name].default_options
-    strategy = make_strategy(name, {"iterations": game_iterations} if plays else None)
+    defaults = STRATEGIES[name].default_options
+    options = {**sizes.options(defaults), **({"iterations": game_iterations} if "iterations" in defaults else {})}
+    strategy = make_strategy(name, options or None)
     ctx = CycleContext(config=config, seed=0, cycle=0, device=device, dataset=dataset, source=source, pool=pool,
                        answers=answers, trainer=trainer, rng=numpy_rng("bench", name), options=strategy.options,
                        progress=False, train_model=member)
@@ -307,10 +362,10 @@ def time_selection(name: str, model, arch: str, width: float, dataset, source, p
     ctx.source = TimedSource(source, device)
     synchronize(device)
     started = time.perf_counter()
-    chosen = strategy.select(task, ctx, pool.unlabeled, budget)
+    chosen = strategy.select(task, ctx, pool.unlabeled, sizes.budget)
     synchronize(device)
     total = time.perf_counter() - started
-    assert len(np.unique(chosen)) == budget
+    assert len(np.unique(chosen)) == sizes.budget
     return {"features": ctx.source.seconds, "selection": total - ctx.source.seconds, "total": total}
 
 
@@ -335,8 +390,14 @@ def run_train(args: argparse.Namespace, device: torch.device) -> dict:
 
 
 def run_sampling(args: argparse.Namespace, device: torch.device) -> dict:
+    from core.tools.arguments import method_list
+
+    sizes = SamplingSizes.for_pool(default_pool(device) if args.pool is None else args.pool)
+    known = selecting_methods()
+    methods = method_list(args.methods, known, "bench sampling: unknown or non-selecting", "methods that select") \
+        if args.methods else known
     return bench_sampling(resolve_data_root(args.data_root), device, args.arch or "vgg16_bn", args.width or 0.125,
-                          args.pool, Path(args.out))
+                          sizes, Path(args.out), methods)
 
 
 register_benchmark(Benchmark("train", run_train, "one epoch of our trainer vs a plain DataLoader loop"))

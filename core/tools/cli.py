@@ -492,7 +492,9 @@ def build_parser() -> argparse.ArgumentParser:
                                          "(VAAL Table 1), and those the paper packages register")
     bench.add_argument("what", help="train, sampling, or a package's benchmark (segmentation)")
     bench.add_argument("--images", type=int, default=5000, help="train: images in the timed epoch")
-    bench.add_argument("--pool", type=int, default=45000, help="sampling: unlabeled pool size")
+    bench.add_argument("--pool", type=int, help="sampling: unlabeled pool size (default 45,000 on a GPU as VAAL "
+                                                "Table 1, 900 on the CPU); labeled set, budget and subsets scale")
+    bench.add_argument("--methods", help="sampling: comma-separated methods to time (default: every one)")
     bench.add_argument("--width", type=float, help="network width (train/sampling: 0.125, segmentation: 1)")
     bench.add_argument("--arch", help="task network (train/sampling: vgg16_bn, segmentation: drn_d_22)")
     bench.add_argument("--steps", type=int, default=5, help="segmentation: timed training steps")

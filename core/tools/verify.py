@@ -10,7 +10,8 @@ the papers report at those budgets (core/tools/reported.py).
         checks the paper-profile rows stored below DIR, without training.
 
 Each reported number at the budgets of those cycles is printed beside the reproduced mean ± std over the seeds
-found, with its tolerance and pass/FAIL (info where the registry gives no tolerance); the table is also written
+found, with its tolerance and pass/FAIL (info where the registry gives no tolerance: such a point never fails),
+its source and whether it was read off a plot; the table is also written
 to verify.md in the experiment's folder. Exit status 0 when every checked point is within its tolerance, 1 when
 one is not, 2 on a user error.
 """
@@ -114,15 +115,19 @@ def verdict_table(comparisons: list[Comparison], cycles: int, changed_config: bo
     lines = [f"Reported vs reproduced at the budgets of the first {cycles} cycle(s), paper profile"
              + (" with --set changes (a different config than the paper's)" if changed_config else "") + ".", "",
              "| experiment | method | labeled | reported | reproduced (mean ± std, seeds) | difference | tolerance "
-             "| result | source |", "|---|---|---:|---:|---|---:|---:|---|---|"]
+             "| result | read off a plot | source |", "|---|---|---:|---:|---|---:|---:|---|---|---|"]
     for c in comparisons:
         r = c.reported
         result = {None: "info", True: "pass", False: "FAIL"}[c.within]
         tolerance = "-" if r.tolerance is None else f"±{r.tolerance:g}"
         lines.append(f"| {r.paper}/{r.experiment} | {r.method} | {budget(r)} | {r.value:.2f} | {c.mean:.2f} ± "
-                     f"{c.std:.2f} (n={c.seeds}) | {c.difference:+.2f} | {tolerance} | {result} | {r.source} |")
+                     f"{c.std:.2f} (n={c.seeds}) | {c.difference:+.2f} | {tolerance} | {result} | "
+                     f"{'yes' if r.plot else 'no'} | {r.source} |")
     failed = sum(c.within is False for c in comparisons)
     checked = sum(c.within is not None for c in comparisons)
-    lines += ["", f"{checked - failed} of {checked} checked point(s) within tolerance"
-              + (f"; {failed} outside" if failed else "") + "."]
+    if checked:
+        lines += ["", f"{checked - failed} of {checked} checked point(s) within tolerance"
+                  + (f"; {failed} outside" if failed else "") + "."]
+    else:
+        lines += ["", f"no point with a tolerance at these budgets; {len(comparisons)} information point(s) shown."]
     return "\n".join(lines) + "\n"
