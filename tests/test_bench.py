@@ -120,7 +120,7 @@ def test_sampling_sizes_scale_table1_so_every_pick_fits_its_candidates(pool):
                          "images and"),
     (["--pool", "1000"], "holds 1,000; use --pool 900 or less"),
     (["--methods", "coreset,nope"], "bench sampling: unknown or non-selecting method(s) nope; methods that select: "
-                                    "ada_mixup, coreset,"),
+                                    "ada_mixup, badge, coreset,"),
     (["--methods", "full_data"], "bench sampling: unknown or non-selecting method(s) full_data;"),
     (["--methods", ","], "--methods ',' names no method"),
 ])

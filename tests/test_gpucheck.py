@@ -59,7 +59,7 @@ def test_the_budget_counts_from_the_process_start_and_keeps_a_margin():
     shown = subprocess.run([sys.executable, "-c", "import time; time.sleep(1.5); from core.tools.processes import "
                             "seconds_since_process_start as s; print(s())"], capture_output=True, text=True,
                            check=True).stdout
-    assert 1.5 <= float(shown) <= time.monotonic() - started
+    assert 1.5 <= float(shown) <= time.monotonic() - started + 0.02     # /proc start times come in 10 ms ticks
     assert gpucheck.FULL.total_seconds == 480 and gpucheck.FULL.start_seconds >= 30
     assert gpucheck.FULL.margin_seconds >= 30
     age = gpucheck.seconds_since_process_start()
