@@ -97,7 +97,8 @@ def test_a_compiled_run_resumes_to_the_uninterrupted_result(data_root, tmp_path)
     assert stable(resumed) == stable(run(data_root, tmp_path / "clean", cfg))
 
 
-@pytest.mark.slow      # Inductor on two CPU cores: over 12 minutes per network
+@pytest.mark.slow
+@pytest.mark.long_compile      # Inductor on two CPU cores: over 12 minutes per network, past CI's 20 minutes
 @pytest.mark.parametrize("arch", ["resnet18_cifar", "vgg16_bn"])
 def test_full_networks_train_compiled_as_eager_up_to_rounding(arch):
     from core.lib.sources import Augmentation, TensorSource
