@@ -30,7 +30,7 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_line(
             f"{len(skipped)} tests skipped for lack of data: set AL_DATA_ROOT to a folder holding cifar10/train "
             f"and cifar10/test as ImageFolder trees (and cifar100/, fashion_mnist/, caltech101/, camvid/ beside it; "
-            f"README, Data), or put that folder at {SHARED_DATA}")
+            f"docs/data.md), or put that folder at {SHARED_DATA}")
 
 
 def assert_cli_refuses_in_one_line(capsys, args: list[str], message: str) -> None:

@@ -68,7 +68,7 @@ def test_compile_takes_off_on_or_graphs_and_old_booleans_get_one_line():
 
 def test_compiled_rows_equal_eager_ones_up_to_rounding(data_root, tmp_path):
     """Inductor's fused kernels round differently, so the weights drift apart by float32 rounding; at this size
-    the rows (accuracy, loss to 5 digits, selections) are the same (README, GPU fast paths)."""
+    the rows (accuracy, loss to 5 digits, selections) are the same (docs/running.md, Compile)."""
     rows = {setting: run(data_root, tmp_path / setting, config(setting)) for setting in ("off", "on", "graphs")}
     assert stable(rows["on"]) == stable(rows["off"]) and stable(rows["graphs"]) == stable(rows["off"])
 

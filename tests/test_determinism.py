@@ -179,7 +179,7 @@ NETWORKS = [("vgg16_bn", 1 / 16, 32), ("vgg16_bn", 1 / 32, 224), ("resnet18_cifa
             ("resnet18", 1 / 16, 64), ("wrn28_2", 1 / 8, 32), ("drn_c_26", 1 / 16, 16), ("drn_d_22", 1 / 16, 16),
             ("drn_d_54", 1 / 16, 16)]
 DEEPER = [("drn_c_42", 1 / 16, 16), ("drn_d_38", 1 / 16, 16), ("drn_d_105", 1 / 16, 16)]
-# Networks that run an op CUDA refuses, and why; their runs need runtime.deterministic=false (README: Determinism)
+# Networks that run an op CUDA refuses, and why; their runs need runtime.deterministic=false (docs/reliability.md)
 NEEDS_NONDETERMINISM = {
     "smp:DeepLabV3:drn_d_22": {"upsample_bilinear2d_backward"},    # smp's DeepLabV3 head upsamples bilinearly
 }

@@ -1,5 +1,7 @@
 """Every decision id the code and the READMEs cite (V3, T13, L5, D26, S4, B5, and ranges such as V12-V15) has a row
-in docs/decisions.md, so a citation always resolves inside the repository."""
+in docs/decisions.md, so a citation always resolves inside the repository; the README and the pages of docs/ link
+only to files and headings that exist, the README stays a front page, and user documentation carries no issue
+numbers or dated history."""
 import io
 import re
 import tokenize
@@ -68,3 +70,51 @@ def test_every_cited_decision_id_has_a_row_in_docs_decisions():
 def test_each_decision_has_one_row():
     rows = documented_ids()
     assert len(rows) == len(set(rows)), sorted(decision for decision in set(rows) if rows.count(decision) > 1)
+
+
+# The user documentation: the front page and the topic pages.
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+FRONT_PAGE_LINES = 170
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+FENCE = re.compile(r"^```.*?^```", flags=re.MULTILINE | re.DOTALL)
+# "issue 21", "issues 20-23", "#14": history belongs to the tracker; a measured figure names its machine instead.
+HISTORY = re.compile(r"\bissues? \d+|(?<![\w&/])#\d+\b|\b20\d\d-\d\d-\d\d\b", flags=re.IGNORECASE)
+
+
+def links(page: Path) -> list[str]:
+    """The targets of the page's markdown links outside code blocks, web addresses left out."""
+    return [target for target in LINK.findall(FENCE.sub("", page.read_text()))
+            if not re.match(r"[a-z]+:", target)]
+
+
+def anchors(page: Path) -> set[str]:
+    """GitHub's ids of the page's headings: lower case, punctuation dropped, spaces as hyphens."""
+    headings = re.findall(r"^#+ (.+)$", FENCE.sub("", page.read_text()), flags=re.MULTILINE)
+    return {re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-") for heading in headings}
+
+
+def test_the_anchor_of_a_heading_drops_punctuation_as_github_does(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("# Top\n\n## Checking a GPU machine: ./reproduce.sh gpucheck\n```\n# not a heading\n```\n")
+    assert anchors(page) == {"top", "checking-a-gpu-machine-reproducesh-gpucheck"}
+
+
+def test_every_link_of_the_readme_and_docs_reaches_a_file_and_heading_that_exist():
+    broken = []
+    for page in PAGES:
+        for target in links(page):
+            path, _, anchor = target.partition("#")
+            linked = (page.parent / path).resolve() if path else page
+            if not linked.exists() or (anchor and linked.suffix == ".md" and anchor not in anchors(linked)):
+                broken.append(f"{page.relative_to(REPO)}: {target}")
+    assert not broken, f"links to missing files or headings: {broken}"
+
+
+def test_the_readme_is_a_front_page():
+    lines = len((REPO / "README.md").read_text().splitlines())
+    assert lines <= FRONT_PAGE_LINES, f"README.md has {lines} lines: move detail to a page of docs/"
+
+
+def test_user_documentation_has_no_issue_numbers_or_dates():
+    found = [f"{page.relative_to(REPO)}: {match}" for page in PAGES for match in HISTORY.findall(page.read_text())]
+    assert not found, f"issue numbers or dates in user documentation (say what machine made a figure instead): {found}"

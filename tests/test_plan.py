@@ -1,5 +1,5 @@
 """./reproduce.sh plan (core/tools/plan.py): counted FLOPs against hand counts, steps and sizes against the protocol,
-the table's total against its rows, and the README's cost table against the command that generates it."""
+the table's total against its rows, and the cost table of docs/planning.md against the command that generates it."""
 import math
 from decimal import Decimal
 from pathlib import Path
@@ -13,7 +13,7 @@ from core.tools import plan
 from core.tools.cli import main
 from tests.conftest import assert_cli_refuses_in_one_line
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+PLANNING = Path(__file__).resolve().parent.parent / "docs" / "planning.md"
 
 
 def printed_rows(text: str) -> tuple[list[list[str]], list[str]]:
@@ -36,15 +36,15 @@ def test_total_equals_the_sum_of_the_rows(capsys):
     assert all(number(row[6]) > 0 for row in rows)
 
 
-def readme_table() -> str:
-    lines = README.read_text().splitlines()
+def documented_table() -> str:
+    lines = PLANNING.read_text().splitlines()
     start = lines.index(next(line for line in lines if line.startswith("| paper | experiment | methods |")))
     end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
     return "\n".join(lines[start:end])
 
 
-def test_readme_summary_total_equals_the_sum_of_its_rows():
-    rows, total = printed_rows(readme_table())
+def test_documented_summary_total_equals_the_sum_of_its_rows():
+    rows, total = printed_rows(documented_table())
     assert len(rows) == int(total[1].split()[0])
     for column in (4, 5, 6):          # jobs, PFLOP, GPU-hours
         assert sum(number(row[column]) for row in rows) == number(total[column])
@@ -181,5 +181,5 @@ def test_bad_input_is_one_line(capsys, args, message):
 
 
 @pytest.mark.slow
-def test_readme_cost_table_is_the_generated_one():
-    assert plan.summary() == readme_table()
+def test_documented_cost_table_is_the_generated_one():
+    assert plan.summary() == documented_table()
