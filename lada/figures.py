@@ -19,16 +19,7 @@ import numpy as np
 import torch
 
 from core.lib import UserError, read_jsonl, write_atomic
-from core.tools.report import load_rows
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from core.tools.report import load_rows, pyplot
 
 
 def fig2(rows: list[dict], path: Path) -> Path:
@@ -42,7 +33,7 @@ def fig2(rows: list[dict], path: Path) -> Path:
             curves[key][row["cycle"] + 1].append((diagnostics["tau_mean"], diagnostics["tau_selected_mean"]))
     if not curves:
         raise UserError("no learned-tau diagnostics (lada, lada_vaalmix, lada_ll4almix) under the results folder")
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
     for key, points in sorted(curves.items()):
         steps = sorted(points)
@@ -133,7 +124,7 @@ def tsne(results: Path, data_root: Path, experiment: str, cycle: int, seed: int,
             virtual, virtual_entropy = background[:0], torch.zeros(0)
         acquired, acquired_entropy = _features_and_entropy(model, load(chosen))
         panels.append((method, background, acquired, acquired_entropy, virtual, virtual_entropy))
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.8), dpi=120)
     for ax, (method, background, acquired, acquired_entropy, virtual, virtual_entropy) in zip(axes, panels):
         points = torch.cat([background, acquired, virtual]).numpy()

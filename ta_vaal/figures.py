@@ -22,23 +22,14 @@ from pathlib import Path
 import numpy as np
 
 from core.lib import UserError, write_atomic
-from core.tools.report import load_rows
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from core.tools.report import load_rows, pyplot
 
 
 def _save(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path)
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return path
 
 
@@ -68,7 +59,7 @@ def improvement_table(gains: dict) -> str:
 def plot_improvement(results: Path, out: Path) -> list[Path]:
     rows = load_rows(results)
     gains = improvement_over_random(rows)
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.6), dpi=120)
     for method in sorted(gains):
         labels = sorted(gains[method])
@@ -101,7 +92,7 @@ def ranking_loss_curves(rows: list[dict]) -> dict[str, np.ndarray]:
 
 
 def plot_ranking_loss(results: Path, out: Path) -> list[Path]:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.6), dpi=120)
     for method, runs in sorted(ranking_loss_curves(load_rows(results)).items()):
         epochs = np.arange(1, runs.shape[1] + 1)
@@ -127,7 +118,7 @@ def plot_samples(results: Path, out: Path, data_root: Path, seed: int, shown: in
     rows = [r for r in load_rows(results) if r["seed"] == seed and r["selected"] and r["cycle"] < stages]
     if not rows:
         raise UserError(f"no selections of seed {seed} below {results}; pass --seed, or run the experiment first")
-    plt = _pyplot()
+    plt = pyplot()
     methods = sorted({r["method"] for r in rows})
     fig, axes = plt.subplots(len(methods), stages, figsize=(3.6 * stages, 4.2 * len(methods)), dpi=120,
                              squeeze=False)

@@ -71,10 +71,11 @@ def test_run_writes_results_figure_and_table(data_root, tmp_path):
 def test_demo_runs_the_profile_of_the_device_it_runs_on(cuda, flags, profile, jobs, monkeypatch):
     import torch
 
-    from core.tools import cli as commands
+    from core.tools.cli import build_parser
+    from core.tools.commands.demo import demo_arguments
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
-    argv = commands.demo_arguments(commands.build_parser().parse_args(["demo", *flags]))
+    argv = demo_arguments(build_parser().parse_args(["demo", *flags]))
     assert argv[argv.index("--profile") + 1] == profile and argv[argv.index("--jobs") + 1] == jobs
     assert argv[argv.index("--device") + 1] == ("cuda" if profile == "demo_gpu" else "cpu")
-    assert commands.build_parser().parse_args(argv).command == "run"
+    assert build_parser().parse_args(argv).command == "run"

@@ -12,6 +12,7 @@ from core.lib import datasets
 from core.lib.datasets import load_dataset, resolve_data_root
 from core.lib.errors import UserError
 from core.tools import cli, downloads
+from core.tools.commands import demo
 from core.tools.downloads import fetch_if_missing
 from tests.conftest import write_png_tree
 
@@ -50,8 +51,8 @@ def serve(monkeypatch, url: str, md5: str, name: str = "cifar-10-python.tar.gz")
 def test_demo_on_a_fresh_clone_downloads_cifar10_into_data_and_runs(fresh_clone, monkeypatch, capsys):
     archive, md5 = fake_cifar10_archive(fresh_clone / "mirror")
     serve(monkeypatch, archive.as_uri(), md5)
-    monkeypatch.setitem(cli.DEMO_PROFILES, "cpu", ("smoke", 1))
-    monkeypatch.setitem(cli.DEMO, "methods", "random")
+    monkeypatch.setitem(demo.DEMO_PROFILES, "cpu", ("smoke", 1))
+    monkeypatch.setitem(demo.DEMO, "methods", "random")
     out = fresh_clone / "results"
     assert cli.main(["demo", "--quiet", "--device", "cpu", "--out", str(out)]) == 0
     data = fresh_clone / "clone" / "data"

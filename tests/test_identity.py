@@ -16,7 +16,7 @@ from core.lib.experiments import get_experiment
 from core.lib.loop import RunSettings
 from core.lib.results import read_jsonl
 from core.lib.strategy import STRATEGIES, load_plugins
-from core.tools import cli, executors, verify
+from core.tools import cli, dispatch, executors, verify
 from core.tools.checkpoint import JobCheckpoints
 from core.tools.jobs import code_version, tree_version
 from tests.test_reliability import SMALL, run_cli, snapshot
@@ -128,7 +128,7 @@ def test_a_checkpoint_of_other_code_is_not_resumed(tmp_path):
 def test_the_flag_reaches_every_executor_and_verify(monkeypatch):
     config = get_experiment("vaal", "fig2_cifar10").config("smoke")
     settings = RunSettings(Path("data"), Path("out"), torch.device("cpu"), "smoke", allow_code_change=True)
-    (spec,) = cli.job_specs(config, [("random", 0)], settings, quiet=True)
+    (spec,) = dispatch.job_specs(config, [("random", 0)], settings, quiet=True)
     assert spec.allow_code_change
     seen = []
     monkeypatch.setattr("core.tools.jobs.run_job", lambda config, method, seed, settings: seen.append(settings) or [])

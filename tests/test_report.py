@@ -148,7 +148,7 @@ def test_fewer_than_three_seeds_gives_no_marks_and_says_why(tmp_path):
 
 def test_the_demo_compares_three_methods_with_random_over_enough_seeds_to_mark():
     from core.lib.experiments import get_experiment
-    from core.tools.cli import DEMO, DEMO_PROFILES
+    from core.tools.commands.demo import DEMO, DEMO_PROFILES
 
     methods = DEMO["methods"].split(",")
     assert "random" in methods and len(methods) >= 3

@@ -33,6 +33,22 @@ def resolve_experiment(args):
     return experiment, experiment.config(args.profile, overrides)
 
 
+def paper_module(paper: str, part: str, missing: str):
+    """`<paper>.<part>`: the module through which a paper adds to a command (tables, figures)."""
+    import importlib
+
+    from core.lib.experiments import papers
+
+    if paper not in papers():
+        raise UserError(f"unknown paper '{paper}'; known: {', '.join(papers())}")
+    try:
+        return importlib.import_module(f"{paper}.{part}")
+    except ModuleNotFoundError as err:
+        if err.name != f"{paper}.{part}":
+            raise
+        raise UserError(missing) from None
+
+
 def choose_methods(config, requested: str | None) -> list[str]:
     from core.lib.experiments import method_status
 

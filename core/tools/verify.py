@@ -24,6 +24,9 @@ from core.tools.arguments import (add_allow_code_change, add_common, choose_meth
                                   resolve_experiment, user_path)
 from core.tools.reported import Comparison, budget, compare
 
+NAME = "verify"
+HELP = ("run or resume the first cycles at the paper profile and check them against the reported numbers (exit 1 on a "
+        "miss)")
 VERIFY_FILE = "verify.md"
 
 
@@ -48,8 +51,14 @@ def add_arguments(parser) -> None:
     parser.set_defaults(profile="paper")      # verify compares paper-profile results only
 
 
+def run(args) -> int:
+    from core.tools.commands.run import run_command
+
+    return command(args, run_command)
+
+
 def command(args, run_command) -> int:
-    """`run_command(argv)` runs `./reproduce.sh run` with the arguments argv (core.tools.cli)."""
+    """`run_command(argv)` runs `./reproduce.sh run` with the arguments argv (core.tools.commands.run)."""
     from core.lib.results import write_atomic
     from core.tools.report import load_rows
 

@@ -1,0 +1,44 @@
+"""`./reproduce.sh describe`: an experiment's resolved config and every network with its parameter count."""
+from __future__ import annotations
+
+import json
+
+from core.tools.arguments import resolve_experiment
+
+NAME = "describe"
+HELP = "the resolved config and every network with its parameter count"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("paper")
+    parser.add_argument("experiment")
+    parser.add_argument("--profile", default="paper")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE")
+
+
+def run(args) -> int:
+    from core.lib.config import to_dict
+    from core.lib.datasets import NUM_CLASSES, input_channels
+    from core.lib.experiments import method_status
+    from core.lib.networks import build_network, parameter_count
+    from core.lib.strategy import make_strategy
+
+    _, config = resolve_experiment(args)
+    print(json.dumps(to_dict(config), indent=2))
+    data = config.data
+    classes = 20 if data.dataset == "cifar100" and data.labels == "coarse" else NUM_CLASSES[data.dataset]
+    task = build_network(config.model.arch, classes, input_channels(data.dataset), config.model.width,
+                         config.model.init)
+    print(f"\ntask model {config.model.arch} (width {config.model.width:g}, {classes} classes): "
+          f"{parameter_count(task):,} parameters")
+    for variant in [v for v in getattr(task, "family", ()) if v != config.model.arch]:
+        other = build_network(variant, classes, input_channels(data.dataset), config.model.width)
+        print(f"  alternative model.arch={variant}: {parameter_count(other):,} parameters")
+    implemented, pending = method_status(config)
+    for method in implemented:
+        strategy = make_strategy(method, config.method_options.get(method))
+        for name, network in strategy.networks(config, classes).items():
+            print(f"{method}: {name}: {parameter_count(network):,} parameters")
+    if pending:
+        print(f"pending methods (not implemented yet): {', '.join(pending)}")
+    return 0
