@@ -9,7 +9,7 @@ evaluation and scoring (`inference`). Shapes are static (`dynamic=False`): a fun
 batch only, and a batch of any other size (an epoch's last, smaller one; a pool smaller than a batch) runs
 eagerly, so nothing recompiles per epoch or per cycle: one compilation per function and full batch shape, for
 the whole process (the models of later cycles reuse it). Compiled and eager kernels round differently; the
-README says by how much rows differ.
+Compile section of docs/running.md says by how much rows differ.
 """
 from __future__ import annotations
 

@@ -209,7 +209,7 @@ def slurm_options(config_file: Path | None, flags: dict) -> dict:
         try:
             stored = json.loads(Path(config_file).read_text(encoding="utf-8"))
         except (OSError, ValueError) as err:
-            raise UserError(f"--slurm-config {config_file} cannot be read as JSON ({err}); see README, "
+            raise UserError(f"--slurm-config {config_file} cannot be read as JSON ({err}); see docs/running.md, "
                             "'Running a full reproduction'") from None
         unknown = sorted(set(stored) - set(SLURM_DEFAULTS)) if isinstance(stored, dict) else ["(not an object)"]
         if unknown:

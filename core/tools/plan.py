@@ -456,7 +456,7 @@ def job_table(config: ExperimentConfig, methods: list[str], seeds: int, device_n
 
 def summary(device_name: str = MEASURED_GPU, measure_on: torch.device | None = None) -> str:
     """One row per registered experiment at its paper profile, every implemented method and the paper's seeds
-    (the README's table), with the kind of speed each row is priced at."""
+    (the table in docs/planning.md), with the kind of speed each row is priced at."""
     from core.lib import experiments
 
     experiments.papers()

@@ -33,7 +33,7 @@ def add_arguments(parser) -> None:
 
 
 def add_executor_flags(parser) -> None:
-    scale = parser.add_argument_group("executors (README: Running a full reproduction)")
+    scale = parser.add_argument_group("executors (docs/running.md: Running a full reproduction)")
     scale.add_argument("--executor", choices=["local", "slurm", "submitit-local"], default="local",
                        help="local (default): this machine; slurm: one array task per (method, seed) through "
                             "submitit; submitit-local: the same array on this machine")
