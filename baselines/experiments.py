@@ -1,6 +1,8 @@
 """The LL4AL protocol (Yoo & Kweon 2019, REFERENCES 1.5) that TA-VAAL and LADA compare against."""
-from core.lib import (DataConfig, Experiment, ExperimentConfig, ModelConfig, ProtocolConfig, TrainConfig, mini_profile,
-                      register_experiment, smoke_profile)
+from functools import partial
+
+from core.lib import (DataConfig, ExperimentConfig, ModelConfig, ProtocolConfig, TrainConfig, mini_profile,
+                      register_experiments, smoke_profile)
 
 
 def ll4al(dataset: str, step: int) -> ExperimentConfig:
@@ -34,6 +36,8 @@ DEMO_PROFILES = {
              "train.milestones": [3], "train.batch_size": 64, "seeds": 3},
     "demo_gpu": {"protocol.cycles": 3, "train.epochs": 50, "train.milestones": [40], "seeds": 3},
 }
-register_experiment(Experiment("baselines", "ll4al_cifar10", lambda: ll4al("cifar10", 1000),
-                               {**PROFILES, **DEMO_PROFILES}))
-register_experiment(Experiment("baselines", "ll4al_cifar100", lambda: ll4al("cifar100", 2000), PROFILES))
+EXPERIMENTS = (
+    ("ll4al_cifar10", partial(ll4al, "cifar10", 1000), {**PROFILES, **DEMO_PROFILES}),
+    ("ll4al_cifar100", partial(ll4al, "cifar100", 2000), PROFILES),
+)
+register_experiments("baselines", EXPERIMENTS)

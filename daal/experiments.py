@@ -8,15 +8,30 @@ Cityscapes: a DRN, task 50 and DAAL 100 epochs, both Adam 5e-4, trained on whole
 flipped (`NO_AUGMENTATION`; VAAL's recipe has 688 crops and flips). Choices the paper leaves open are the DAAL rows
 of REFERENCES section 2, listed with their options in daal/README.md.
 """
-from core.lib import (DataConfig, Experiment, ExperimentConfig, ModelConfig, ProtocolConfig, TrainConfig, mini_profile,
-                      register_experiment, smoke_profile)
-from segmentation.experiments import segmentation_config, smoke as segmentation_smoke, vaal_segmentation_options
-from vaal.experiments import vaal_options
+from functools import partial
+from typing import NamedTuple
 
-SETTINGS = {   # dataset: (task optimiser, task lr, task epochs, lr milestones, DAAL epochs, DAAL lr, sigma), Sec. 4.2
-    "cifar10": ("sgd", 0.1, 150, [80, 120], 150, 5e-4, 0.2),
-    "cifar100": ("sgd", 0.1, 150, [80, 120], 150, 5e-4, 0.2),
-    "cityscapes": ("adam", 5e-4, 50, [], 100, 5e-4, 0.2),
+from core.lib import (DataConfig, ExperimentConfig, ModelConfig, ProtocolConfig, TrainConfig, mini_profile,
+                      register_experiments, smoke_profile)
+from segmentation.recipe import segmentation_config, smoke as segmentation_smoke
+from vaal.experiments import vaal_options, vaal_segmentation_options
+
+
+class Setting(NamedTuple):
+    """A dataset's settings in Sec. 4.2."""
+    task_optimizer: str
+    task_lr: float
+    task_epochs: int
+    milestones: tuple[int, ...]     # the task epochs after which its learning rate is divided by 10
+    daal_epochs: int
+    daal_lr: float                  # DAAL's Adam
+    sigma: float                    # the target mean score of L_LR (Eq. 6)
+
+
+SETTINGS = {
+    "cifar10": Setting("sgd", 0.1, 150, (80, 120), 150, 5e-4, 0.2),
+    "cifar100": Setting("sgd", 0.1, 150, (80, 120), 150, 5e-4, 0.2),
+    "cityscapes": Setting("adam", 5e-4, 50, (), 100, 5e-4, 0.2),
 }
 CITYSCAPES_IMAGES = 2975               # the official train split; the official val split (500) is the test set
 DATASETS = ("cifar10", "cifar100", "cityscapes")
@@ -39,12 +54,12 @@ NO_AUGMENTATION = {"data.hflip": False, "data.image_size": 0}
 
 def method_options(dataset: str, methods: list[str]) -> dict:
     """Sec. 4.2 for the DAAL games; VAAL's own Table 3 row of the dataset for VAAL and its variants."""
-    _, _, _, _, epochs, lr, sigma = SETTINGS[dataset]
+    setting = SETTINGS[dataset]
     vaal = vaal_segmentation_options()["vaal"] if dataset == "cityscapes" else vaal_options(dataset)["vaal"]
     options = {}
     for method in methods:
         if method in DAAL_FAMILY:
-            options[method] = {"epochs": epochs, "lr": lr, "sigma": sigma}
+            options[method] = {"epochs": setting.daal_epochs, "lr": setting.daal_lr, "sigma": setting.sigma}
         elif method in VAAL_VARIANTS:
             options[method] = dict(vaal)
     return options
@@ -52,14 +67,15 @@ def method_options(dataset: str, methods: list[str]) -> dict:
 
 def classification(dataset: str, methods: list[str], title: str, source: str, budget: float = 0.05
                    ) -> ExperimentConfig:
-    optimizer, lr, epochs, milestones, _, _, _ = SETTINGS[dataset]
+    setting = SETTINGS[dataset]
     return ExperimentConfig(
         title=title, source=source, methods=list(methods), seeds=3,
         data=DataConfig(dataset=dataset, validation_size=0, hflip=False),
         protocol=ProtocolConfig(initial=0.1, budget=budget, cycles=7, subset=0),
         model=ModelConfig(arch="wrn28_2"),
-        train=TrainConfig(optimizer=optimizer, lr=lr, momentum=0.9, weight_decay=5e-4, batch_size=128,
-                          epochs=epochs, schedule="multistep", milestones=list(milestones)),
+        train=TrainConfig(optimizer=setting.task_optimizer, lr=setting.task_lr, momentum=0.9, weight_decay=5e-4,
+                          batch_size=128, epochs=setting.task_epochs, schedule="multistep",
+                          milestones=list(setting.milestones)),
         method_options=method_options(dataset, methods))
 
 
@@ -68,10 +84,11 @@ def cityscapes(methods: list[str], title: str, source: str, budget: float = 0.05
     50 epochs on whole images without augmentation (Sec. 4.2), the last model tested, no validation images."""
     config = segmentation_config("cityscapes", CITYSCAPES_IMAGES, 0, 0.1, budget, methods, title, source)
     config.data.hflip, config.data.image_size = NO_AUGMENTATION["data.hflip"], NO_AUGMENTATION["data.image_size"]
-    optimizer, lr, epochs, _, _, _, _ = SETTINGS["cityscapes"]
+    setting = SETTINGS["cityscapes"]
     config.seeds = 3
-    config.train = TrainConfig(optimizer=optimizer, lr=lr, weight_decay=0.0, batch_size=config.train.batch_size,
-                               epochs=epochs, drop_last=True, amp=True, eval_batch_size=4)
+    config.train = TrainConfig(optimizer=setting.task_optimizer, lr=setting.task_lr, weight_decay=0.0,
+                               batch_size=config.train.batch_size, epochs=setting.task_epochs, drop_last=True,
+                               amp=True, eval_batch_size=4)
     config.method_options = method_options("cityscapes", methods)
     return config
 
@@ -117,7 +134,9 @@ def game_sizes(methods: list[str], iterations: int, subset: int) -> dict:
     return sizes
 
 
-def profiles(dataset: str, methods: list[str], budget: float) -> dict:
+def profiles(config: ExperimentConfig) -> dict:
+    """The smoke and mini profiles of an experiment, sized by its dataset, methods and budget."""
+    dataset, methods, budget = config.data.dataset, config.methods, config.protocol.budget
     if dataset == "cityscapes":
         # whole images in the smoke profile too (its 32 px crops would be augmentation)
         return {"smoke": segmentation_smoke(**{"protocol.cycles": 2, "train.epochs": 1, **game_sizes(methods, 2, 16),
@@ -134,16 +153,16 @@ def profiles(dataset: str, methods: list[str], budget: float) -> dict:
     return {"smoke": smoke, "mini": mini}
 
 
-def register_all() -> None:
-    for dataset in DATASETS:
-        for name, builder in (("fig3", fig3), ("fig4", fig4), ("fig6", fig6)):
-            config = builder(dataset)
-            register_experiment(Experiment("daal", f"{name}_{dataset}", lambda b=builder, d=dataset: b(d),
-                                profiles(dataset, config.methods, config.protocol.budget)))
-        for budget in FIG5_BUDGETS[dataset]:
-            register_experiment(Experiment("daal", f"fig5_{dataset}_b{budget}", lambda d=dataset, b=budget: fig5(d, b),
-                                profiles(dataset, FIG5_METHODS, budget)))
-    register_experiment(Experiment("daal", "no_dpp_cifar10", no_dpp, profiles("cifar10", NO_DPP_METHODS, 0.05)))
+def entry(name: str, build) -> tuple:
+    return name, build, profiles(build())
 
 
-register_all()
+FIGURES = {"fig3": fig3, "fig4": fig4, "fig6": fig6}
+EXPERIMENTS = (
+    *(entry(f"{figure}_{dataset}", partial(builder, dataset)) for dataset in DATASETS
+      for figure, builder in FIGURES.items()),
+    *(entry(f"fig5_{dataset}_b{budget}", partial(fig5, dataset, budget)) for dataset in DATASETS
+      for budget in FIG5_BUDGETS[dataset]),
+    entry("no_dpp_cifar10", no_dpp),
+)
+register_experiments("daal", EXPERIMENTS)

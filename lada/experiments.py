@@ -2,14 +2,34 @@
 for Fashion-MNIST, SVHN and CIFAR-100, Fig. 2 from their logged tau*, Figs. 6-8 from their queried pairs,
 Table 4 from their timings) and the larger-data setting of Sec. B.3 (Fig. 3, Table 5). Paper-vs-code decisions:
 REFERENCES.md sections 2 (L1-L9) and 6; alternatives are the options listed in lada/README.md."""
-from core.lib import (DataConfig, Experiment, ExperimentConfig, ModelConfig, ProtocolConfig, TrainConfig, mini_profile,
-                      register_experiment, smoke_profile)
+from functools import partial
+from typing import NamedTuple
 
-TABLE1 = {   # dataset: (initial labels, budget b, fixed tau, fixed tau at the input level, numLambda N)
-    "fashion_mnist": (20, 10, 2.0, 0.2, 10),
-    "svhn": (20, 10, 2.0, 0.2, 1),
-    "cifar10": (20, 10, 2.0, 0.2, 10),
-    "cifar100": (1000, 100, 2.0, 0.2, 5),
+from core.lib import (DataConfig, ExperimentConfig, ModelConfig, ProtocolConfig, TrainConfig, mini_profile,
+                      register_experiments, smoke_profile)
+
+
+class Table1(NamedTuple):
+    """A scenario of supplement Table 1."""
+    initial: int        # labels at the start, balanced over the classes
+    b: int              # the budget per acquisition
+    tau: float          # fixed tau between feature maps
+    input_tau: float    # fixed tau at the input level
+    num_lambda: int     # N, the mixing-ratio draws
+
+
+class Table5(NamedTuple):
+    """A setting of Sec. B.3 (Fig. 3, Table 5)."""
+    initial: int
+    budget: int
+    models: int         # trained models: the initial one and one per acquisition, to 10k / 20k labels
+
+
+TABLE1 = {
+    "fashion_mnist": Table1(20, 10, 2.0, 0.2, 10),
+    "svhn": Table1(20, 10, 2.0, 0.2, 1),
+    "cifar10": Table1(20, 10, 2.0, 0.2, 10),
+    "cifar100": Table1(1000, 100, 2.0, 0.2, 5),
 }
 ACQUISITIONS = 100
 SUBSET = 2000                    # random candidates per acquisition, paired (i, i + 1,000) (supplement A.2)
@@ -26,20 +46,20 @@ TABLE1_METHODS = ["lada", "lada_fixed", "vanilla_mixup", "ada_mixup", "lada_stn"
 LADA_MANIFOLD = ("lada", "lada_fixed", "vanilla_mixup")
 TABLE5_METHODS = ["vaal", "lada_fixed_vaalmix", "lada_vaalmix", "learning_loss", "lada_fixed_ll4almix",
                   "lada_ll4almix"]
-TABLE5 = {"cifar10": (1000, 1000, 10), "cifar100": (5000, 2500, 7)}   # initial, budget, trained models (to 10k / 20k)
+TABLE5 = {"cifar10": Table5(1000, 1000, 10), "cifar100": Table5(5000, 2500, 7)}
 
 
 def lada_options(dataset: str, methods) -> dict:
     """Table 1's numLambda (L1) and fixed tau (2.0 between feature maps, 0.2 between pixels) for every LADA
     variant among `methods`; AdaMixup's policy generator and intrusion discriminator train only where the code
     trains them, on CIFAR-100 (L5)."""
-    _, _, tau, input_tau, draws = TABLE1[dataset]
+    row = TABLE1[dataset]
     options = {}
     for method in methods:
         if method in LADA_MANIFOLD:
-            options[method] = {"num_lambda": draws, "fixed_tau": tau}
+            options[method] = {"num_lambda": row.num_lambda, "fixed_tau": row.tau}
         elif method.endswith("mix"):
-            options[method] = {"num_lambda": draws, "fixed_tau": input_tau}
+            options[method] = {"num_lambda": row.num_lambda, "fixed_tau": row.input_tau}
         elif method == "ada_mixup":
             options[method] = {"train_policy_and_discriminator": dataset == "cifar100"}
     return options
@@ -57,13 +77,13 @@ def train_config(dataset: str) -> TrainConfig:
 
 
 def table1(dataset: str) -> ExperimentConfig:
-    initial, budget, *_ = TABLE1[dataset]
+    row = TABLE1[dataset]
     return ExperimentConfig(
-        title=f"LADA on {dataset}: {initial} balanced labels + {budget} x {ACQUISITIONS} acquisitions",
+        title=f"LADA on {dataset}: {row.initial} balanced labels + {row.b} x {ACQUISITIONS} acquisitions",
         source="LADA supplement Table 1, Sec. A.2-A.3 (Fig. 1, Fig. 2, Figs. 6-8, Table 4)",
         methods=list(TABLE1_METHODS), seeds=5,
         data=DataConfig(dataset=dataset, **DATA[dataset]),
-        protocol=ProtocolConfig(initial=initial, budget=budget, cycles=ACQUISITIONS + 1, subset=SUBSET,
+        protocol=ProtocolConfig(initial=row.initial, budget=row.b, cycles=ACQUISITIONS + 1, subset=SUBSET,
                                 initial_kind="balanced"),
         model=ModelConfig(arch="resnet18_cifar"),
         train=train_config(dataset),
@@ -73,17 +93,17 @@ def table1(dataset: str) -> ExperimentConfig:
 def table5(dataset: str) -> ExperimentConfig:
     """Sec. B.3: LL4AL's setting, 50 epochs of Adam 1e-3 after each acquisition. The candidate subset is LL4AL's
     10,000 (2,000 cannot hold CIFAR-100's budget of 2,500); VAAL and LL4AL keep their defaults (L7: unverified)."""
-    initial, budget, cycles = TABLE5[dataset]
+    row = TABLE5[dataset]
     return ExperimentConfig(
-        title=f"LADA with VAAL and LL4AL on {dataset}: {initial} + {budget} to {initial + budget * (cycles - 1)}",
+        title=f"LADA with VAAL and LL4AL on {dataset}: {row.initial} + {row.budget} to "
+              f"{row.initial + row.budget * (row.models - 1)}",
         source="LADA supplement Sec. B.3, Fig. 3, Table 5; Eq. 6-7",
         methods=list(TABLE5_METHODS), seeds=5,
         data=DataConfig(dataset=dataset, **DATA[dataset]),
-        protocol=ProtocolConfig(initial=initial, budget=budget, cycles=cycles, subset=10000),
+        protocol=ProtocolConfig(initial=row.initial, budget=row.budget, cycles=row.models, subset=10000),
         model=ModelConfig(arch="resnet18_cifar"),
         train=train_config(dataset),
         method_options=lada_options(dataset, TABLE5_METHODS))
-
 
 
 def short_generators(methods) -> dict:
@@ -107,15 +127,12 @@ MINI_TABLE5 = mini_profile(**{"protocol.initial": 500, "protocol.budget": 500, "
                               "protocol.subset": 2000, "train.epochs": 10, "train.batch_size": 50})
 
 
-def register_all() -> None:
-    for dataset in ("fashion_mnist", "svhn", "cifar10"):
-        register_experiment(Experiment("lada", f"table1_{dataset}", lambda d=dataset: table1(d),
-                            {"smoke": SMOKE_SMALL, "mini": MINI_SMALL}))
-    register_experiment(Experiment("lada", "table1_cifar100", lambda: table1("cifar100"),
-                        {"smoke": SMOKE_CIFAR100, "mini": MINI_CIFAR100}))
-    for dataset in TABLE5:
-        register_experiment(Experiment("lada", f"table5_{dataset}", lambda d=dataset: table5(d),
-                            {"smoke": SMOKE_TABLE5, "mini": MINI_TABLE5}))
-
-
-register_all()
+EXPERIMENTS = (
+    ("table1_fashion_mnist", partial(table1, "fashion_mnist"), {"smoke": SMOKE_SMALL, "mini": MINI_SMALL}),
+    ("table1_svhn", partial(table1, "svhn"), {"smoke": SMOKE_SMALL, "mini": MINI_SMALL}),
+    ("table1_cifar10", partial(table1, "cifar10"), {"smoke": SMOKE_SMALL, "mini": MINI_SMALL}),
+    ("table1_cifar100", partial(table1, "cifar100"), {"smoke": SMOKE_CIFAR100, "mini": MINI_CIFAR100}),
+    ("table5_cifar10", partial(table5, "cifar10"), {"smoke": SMOKE_TABLE5, "mini": MINI_TABLE5}),
+    ("table5_cifar100", partial(table5, "cifar100"), {"smoke": SMOKE_TABLE5, "mini": MINI_TABLE5}),
+)
+register_experiments("lada", EXPERIMENTS)

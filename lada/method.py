@@ -15,16 +15,15 @@ followed by one step on the pairs just queried,
     lambda_i ~ Beta(tau*_i, tau*_i),
 the mixing at the same layer k; the gradient is zeroed before it (L3 fixed; `replicate_grad_accumulation`).
 
-Variants: `lada_fixed` (tau = 2.0, no generator), `vanilla_mixup` (max entropy, then manifold mixup of randomly
-re-paired queried images), and the supplement's Eq. 6-7: LADA on VAAL (`lada_vaalmix`: the acquisition is
-P(mix in X_U) = 1 - D(mu(mix))) and on LL4AL (`lada_ll4almix`: the predicted loss of the mix), both mixing the
-pixels (k = 0) with the fixed tau 0.2 in their `_fixed_` versions (supplement Table 1); `lada_stn`, LADA with
-max entropy and an STN augmentation (supplement Alg. 1); `ada_mixup`, the code's AdaMixup baseline.
+Variants: `lada_fixed` (tau = 2.0, no generator), and the supplement's Eq. 6-7: LADA on VAAL (`lada_vaalmix`: the
+acquisition is P(mix in X_U) = 1 - D(mu(mix))) and on LL4AL (`lada_ll4almix`: the predicted loss of the mix), both
+mixing the pixels (k = 0) with the fixed tau 0.2 in their `_fixed_` versions (supplement Table 1). Elsewhere:
+`lada_stn`, LADA with max entropy and an STN augmentation (supplement Alg. 1), in lada/stn.py; the mixup baselines
+`vanilla_mixup` and `ada_mixup`, in lada/ada_mixup.py.
 """
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
 import time
 from dataclasses import dataclass
@@ -34,10 +33,10 @@ import torch
 import torch.nn.functional as F
 
 from baselines.learning_loss import LearningLoss
-from baselines.uncertainty import EntropySampling, entropy
+from baselines.uncertainty import entropy
 from core.lib import (CycleContext, CycleSizes, CycleWork, NetworkUse, Strategy, TrainHook, UserError, input_channels,
                       is_main, map_batches, register_method, seed_everything, stream_key)
-from lada.networks import AdaMixupPolicy, IntrusionDiscriminator, PolicyGenerator, SpatialTransformer, STNClassifier
+from lada.networks import PolicyGenerator
 from vaal.method import VAAL, VAAL_OPTIONS
 
 LOOKAHEAD_OPTIONS = {
@@ -72,6 +71,11 @@ def after_epoch_images(config, cycle: CycleSizes, per_epoch: int) -> int:
     the second cycle on (the first has queried nothing yet)."""
     epochs = config.train.epochs or config.train.iterations // cycle.steps_per_epoch
     return epochs * per_epoch if cycle.cycle else 0
+
+
+def image_side(dataset: str) -> int:
+    """The side of the square images of the datasets LADA runs on: 28 for Fashion-MNIST, 32 for SVHN and CIFAR."""
+    return 28 if dataset == "fashion_mnist" else 32
 
 
 @contextlib.contextmanager
@@ -336,9 +340,8 @@ def policy_input(config, layers) -> tuple[int, int]:
     """(channels, side) of the generator's input: two feature maps of 64 x width channels, or two images."""
     from core.lib import scaled
 
-    side = 28 if config.data.dataset == "fashion_mnist" else 32
     channels = input_channels(config.data.dataset) if list(layers) == [0] else scaled(64, config.model.width)
-    return 2 * channels, side
+    return 2 * channels, image_side(config.data.dataset)
 
 
 @register_method
@@ -352,15 +355,6 @@ class LADA(LookAhead):
 class LADAFixed(LookAhead):
     name = "lada_fixed"
     learns_tau = False
-
-
-@register_method
-class VanillaMixup(LookAhead):
-    """The code's `VanillaMixup`: max entropy, then manifold mixup (tau = 2.0) of the queried images."""
-
-    name = "vanilla_mixup"
-    learns_tau = False
-    looks_ahead = False
 
 
 INPUT_LEVEL = {**LOOKAHEAD_OPTIONS, "layers": [0]}
@@ -420,259 +414,3 @@ class LADAFixedLL4ALMix(LADALL4ALMix):
     name = "lada_fixed_ll4almix"
     learns_tau = False
     default_options = {**LADALL4ALMix.default_options, "fixed_tau": 0.2}
-
-
-STN_OPTIONS = {
-    "stn_lr": 5e-5,                  # tau* search (Alg. 1 line 4): unspecified, the policy generator's (L7)
-    "stn_epochs": 10,
-    "stn_batch": 100,
-}
-
-
-class AugmentedStepHook(TrainHook):
-    """Alg. 1 line 12: after each epoch over the labeled set (STN and classifier end to end, line 11), one step of
-    the classifier alone on the STN-augmented queried images, which were warped with tau* at acquisition."""
-
-    modules = []
-    resumable_attributes = ("losses",)
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
-        self.images, self.labels, self.losses = images, labels, []
-
-    def wants_features(self) -> bool:
-        return False
-
-    def loss(self, logits, features, blocks, per_sample_loss, progress):
-        return 0.0
-
-    def after_epoch(self, model, optimizer, epoch: int) -> None:
-        model.train()
-        loss = F.cross_entropy(model.task(self.images), self.labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        self.losses.append(loss.detach())
-
-
-@register_method
-class LADASTN(Strategy):
-    """LADA with max entropy and STN (supplement Alg. 1). tau (the STN's localisation network) is part of the
-    task model; per acquisition a copy is trained to tau* = argmax mean H[f_theta(STN(x_U; tau))] over the
-    candidates, the b candidates with the highest H(x) + H(STN(x; tau*)) are queried, their STN(x; tau*) images
-    kept, and the model's own tau is left as saved (line 9)."""
-
-    name = "lada_stn"
-    default_options = STN_OPTIONS
-
-    def networks(self, config, num_classes: int) -> dict:
-        side = 28 if config.data.dataset == "fashion_mnist" else 32
-        return {"STN": SpatialTransformer(input_channels(config.data.dataset), side)}
-
-    def cycle_work(self, config, num_classes: int, cycle: CycleSizes) -> CycleWork:
-        """Training: after each epoch one step on the queried STN images. Selection: `stn_epochs` passes over
-        the candidates through the STN and the task model, forward and backward, then two scoring passes."""
-        work = CycleWork(task_trained=after_epoch_images(config, cycle, cycle.budget))
-        if not cycle.candidates:
-            return work
-        side = 28 if config.data.dataset == "fashion_mnist" else 32
-        passes = self.options["stn_epochs"] * cycle.candidates
-        work.scored, work.task_inferred = cycle.candidates, 2 * cycle.candidates
-        work.task_trained += passes
-        work.networks["STN"] = NetworkUse(((input_channels(config.data.dataset), side, side),), trained=passes,
-                                          inferred=cycle.candidates)
-        return work
-
-    def prepare_model(self, model, ctx: CycleContext):
-        seed_everything("lada-stn", ctx.seed, ctx.cycle)
-        images = ctx.dataset.train.images
-        return STNClassifier(SpatialTransformer(images.shape[-1], images.shape[1]), model).to(ctx.device)
-
-    def learn_stn(self, model, ctx: CycleContext, candidates: np.ndarray) -> torch.nn.Module:
-        opts = self.options
-        stn = copy.deepcopy(model.stn).train()
-        optimizer = torch.optim.Adam(stn.parameters(), lr=opts["stn_lr"])
-        shuffle = torch.Generator(device=ctx.device)
-        shuffle.manual_seed(stream_key("lada-stn-order", ctx.seed, ctx.cycle) % 2**63)
-        losses = []
-        with frozen(model):
-            for _ in range(opts["stn_epochs"]):
-                total = torch.zeros((), device=ctx.device)
-                for images, _ in ctx.source.batches(candidates, opts["stn_batch"], shuffle=shuffle):
-                    loss = -entropy_bits(model.task(stn(images))).mean()
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    total += loss.detach()
-                losses.append(round(float(total), 5))
-        self.diagnostics["stn_losses"] = losses
-        return stn.eval()
-
-    def select(self, model, ctx: CycleContext, candidates: np.ndarray, budget: int) -> np.ndarray:
-        started = time.perf_counter()
-        stn = self.learn_stn(model, ctx, candidates)
-        with frozen(model), torch.no_grad():
-            scores = map_batches(ctx.source, candidates, ctx.eval_batch_size,
-                                 lambda x: entropy_bits(model(x)) + entropy_bits(model.task(stn(x))))
-            scored = time.perf_counter()
-            chosen = candidates[torch.topk(scores, budget).indices.cpu().numpy()]
-            sorted_at = time.perf_counter()
-            augmented = map_batches(ctx.source, chosen, ctx.eval_batch_size, stn)
-        self.pending = (chosen, augmented)
-        if ctx.folder is not None and is_main():
-            np.savez(ctx.folder / f"lada_stn_cycle{ctx.cycle}.npz", indices=chosen, images=augmented.cpu().numpy())
-        self.diagnostics.update({"scoring_seconds": round(scored - started, 4),
-                                 "sorting_seconds": round(sorted_at - scored, 4)})
-        return chosen
-
-    def train_hooks(self, model, ctx: CycleContext) -> list:
-        if ctx.cycle == 0:
-            return []
-        stored = ctx.folder / f"lada_stn_cycle{ctx.cycle - 1}.npz" if ctx.folder is not None else None
-        if stored is not None and stored.exists():
-            with np.load(stored) as found:
-                chosen, images = found["indices"], torch.as_tensor(found["images"], device=ctx.device)
-        else:
-            chosen, images = self.pending
-        labels = torch.as_tensor(np.asarray(ctx.answers)[chosen], dtype=torch.long, device=ctx.device)
-        return [AugmentedStepHook(images, labels)]
-
-
-def truncated_normal(shape, generator: torch.Generator, device) -> torch.Tensor:
-    """N(0, 1) truncated to [-2, 2] (the code's scipy truncnorm(-2, 2)), by resampling the rejected draws."""
-    values = torch.randn(shape, generator=generator, device=generator.device)
-    outside = values.abs() > 2
-    while outside.any():
-        values[outside] = torch.randn(int(outside.sum()), generator=generator, device=generator.device)
-        outside = values.abs() > 2
-    return values.to(device)
-
-
-ADA_MIXUP_CLASS_LOSSES = ("batch_mean", "per_sample")
-
-
-def mixup_class_loss(log_p: torch.Tensor, first: torch.Tensor, second: torch.Tensor, weight: torch.Tensor,
-                     reduction: str) -> torch.Tensor:
-    """AdaMixup's class loss of log-probabilities against two labels per row, row i weighted w_i and 1 - w_i:
-        batch_mean: mean(w) CE(y1) + (1 - mean(w)) CE(y2), CE the batch mean (the code's `mixup_criterion`
-                    called with a batch-mean CrossEntropyLoss, which averages before weighting)
-        per_sample: mean_i [w_i CE_i(y1) + (1 - w_i) CE_i(y2)]"""
-    ce_first = -log_p.gather(1, first[:, None]).squeeze(1)
-    ce_second = -log_p.gather(1, second[:, None]).squeeze(1)
-    if reduction == "batch_mean":
-        return weight.mean() * ce_first.mean() + (1 - weight.mean()) * ce_second.mean()
-    return (weight * ce_first + (1 - weight) * ce_second).mean()
-
-
-class AdaMixupHook(TrainHook):
-    """`train_adamixed` of the code: after each epoch over the labeled set, one pass over the queried images in
-    batches; each batch is split into a first half mixed with a shuffled partner and a second, unseen half.
-        gate = (m1 x1 + m2 x2) / 2, m ~ TruncNormal(-2, 2);  (alpha, delta, alpha') = policy(gate)
-        gamma = alpha + delta eps, eps ~ U(0, 1);  x_mix = gamma x1 + (1 - gamma) x2
-        L_class = mixup_class_loss over [x1, x_mix] of labels (y1, y2), weights gamma' = [1, gamma]
-        L_intrusion = CE(D(features), [1 for unseen and x1, 0 for x_mix])
-    Both gradients are taken at the same parameters and applied as two optimizer steps, as the code meant (its
-    retain_graph backward after the first step fails on current PyTorch). With `train_modules` false the policy
-    and the discriminator stay out of the optimizer, so only the classifier learns, as in the code on
-    Fashion-MNIST, SVHN and CIFAR-10 (lada/README.md)."""
-
-    resumable_attributes = ("generator", "losses")
-
-    def __init__(self, policy, discriminator, queried: np.ndarray, source, answers, batch_size: int, device,
-                 seed: int, cycle: int, class_loss: str = "batch_mean", train_modules: bool = True):
-        self.policy, self.discriminator, self.class_loss = policy, discriminator, class_loss
-        self.modules = [policy, discriminator] if train_modules else []
-        self.queried, self.source, self.batch_size, self.device = queried, source, batch_size, device
-        self.answers = torch.as_tensor(np.asarray(answers), dtype=torch.long, device=device)
-        self.generator = torch.Generator(device=device)
-        self.generator.manual_seed(stream_key("ada-mixup", seed, cycle) % 2**63)
-        self.losses: list[torch.Tensor] = []
-
-    def wants_features(self) -> bool:
-        return False
-
-    def loss(self, logits, features, blocks, per_sample_loss, progress):
-        return 0.0
-
-    def batch_losses(self, model, images: torch.Tensor, labels: torch.Tensor):
-        half = -(-len(images) // 2)
-        partner = torch.randperm(len(images), generator=self.generator, device=self.generator.device).to(self.device)
-        x1, x2, y1, y2 = images[:half], images[partner][:half], labels[:half], labels[partner][:half]
-        unseen = images[half:]
-        gate = (truncated_normal(x1.shape, self.generator, self.device) * x1 +
-                truncated_normal(x1.shape, self.generator, self.device) * x2) / 2
-        alpha, delta, _ = self.policy(gate).unbind(1)
-        eps = torch.rand(alpha.shape, generator=self.generator, device=self.generator.device).to(self.device)
-        gamma = alpha + delta * eps
-        mixed = mix(x1, x2, gamma)
-        log_p = F.log_softmax(model(torch.cat([x1, mixed])).float(), dim=1)
-        class_loss = mixup_class_loss(log_p, torch.cat([y1, y1]), torch.cat([y2, y2]),
-                                      torch.cat([torch.ones_like(gamma), gamma]), self.class_loss)
-        _, features, _ = model.forward_features(torch.cat([unseen, x1, mixed]))
-        truth = torch.cat([torch.ones(len(unseen) + len(x1), dtype=torch.long, device=self.device),
-                           torch.zeros(len(mixed), dtype=torch.long, device=self.device)])
-        return class_loss, F.cross_entropy(self.discriminator(features), truth)
-
-    def after_epoch(self, model, optimizer, epoch: int) -> None:
-        model.train()
-        self.policy.train()
-        self.discriminator.train()
-        parameters = [p for group in optimizer.param_groups for p in group["params"]]
-        for images, labels in self.source.labeled_batches(self.queried, self.answers, self.batch_size, augment=True,
-                                                          shuffle=self.generator):
-            if len(images) < 2:
-                continue
-            losses = self.batch_losses(model, images, labels)
-            gradients = [torch.autograd.grad(loss, parameters, retain_graph=True, allow_unused=True)
-                         for loss in losses]
-            for found in gradients:
-                for parameter, gradient in zip(parameters, found):
-                    parameter.grad = gradient
-                optimizer.step()
-            self.losses.append(sum(loss.detach() for loss in losses))
-
-
-@register_method
-class AdaMixup(EntropySampling):
-    """The code's `AdaMixup` baseline: max entropy acquisition, then AdaMixup training on the queried images."""
-
-    name = "ada_mixup"
-    default_options = {
-        "class_loss": "batch_mean",   # the code's mixup_criterion (the paper is silent); or per_sample
-        "train_policy_and_discriminator": True,   # AdaMixup as designed (Guo et al.) and the code on CIFAR-100;
-                                                  # the code never trains them on the other datasets (README)
-    }
-
-    def __init__(self, options: dict | None = None):
-        super().__init__(options)
-        if self.options["class_loss"] not in ADA_MIXUP_CLASS_LOSSES:
-            raise UserError(f"method_options.ada_mixup.class_loss='{self.options['class_loss']}' is not one of "
-                            f"{', '.join(ADA_MIXUP_CLASS_LOSSES)}")
-
-    def networks(self, config, num_classes: int) -> dict:
-        side = 28 if config.data.dataset == "fashion_mnist" else 32
-        from core.lib import scaled
-
-        return {"AdaMixup policy": AdaMixupPolicy(input_channels(config.data.dataset), side),
-                "intrusion discriminator": IntrusionDiscriminator(scaled(512, config.model.width), num_classes)}
-
-    def cycle_work(self, config, num_classes: int, cycle: CycleSizes) -> CycleWork:
-        """Max entropy, plus after each epoch a pass over the queried images: the originals with their mixes
-        through the classifier, then again with the unseen half for the intrusion discriminator, about twice
-        the queried images forward and backward (the small policy and discriminator are not counted)."""
-        work = super().cycle_work(config, num_classes, cycle)
-        work.task_trained += after_epoch_images(config, cycle, 2 * cycle.budget)
-        return work
-
-    def train_hooks(self, model, ctx: CycleContext) -> list:
-        if ctx.cycle == 0:
-            return []
-        from core.lib import resolve_count
-
-        budget = resolve_count(ctx.config.protocol.budget, len(ctx.dataset.train))
-        images = ctx.dataset.train.images
-        seed_everything("ada-mixup-modules", ctx.seed, ctx.cycle)
-        policy = AdaMixupPolicy(images.shape[-1], images.shape[1]).to(ctx.device)
-        discriminator = IntrusionDiscriminator(model.feature_dim, ctx.dataset.num_classes).to(ctx.device)
-        return [AdaMixupHook(policy, discriminator, ctx.pool.labeled[-budget:], ctx.source, ctx.answers,
-                             ctx.config.train.batch_size, ctx.device, ctx.seed, ctx.cycle, self.options["class_loss"],
-                             self.options["train_policy_and_discriminator"])]

@@ -29,7 +29,7 @@ def table1() -> str:
         options = config.method_options
         lines.append(f"| {dataset} | {initial} ({initial // 10 if dataset != 'cifar100' else initial // 100}) | "
                      f"{budget} | {config.protocol.cycles - 1} | {options['lada_fixed']['fixed_tau']:g} "
-                     f"({TABLE1[dataset][3]:g}) | {options['lada']['num_lambda']} | {config.train.batch_size} | "
+                     f"({TABLE1[dataset].input_tau:g}) | {options['lada']['num_lambda']} | {config.train.batch_size} | "
                      f"{'no (re-initialised)' if config.train.reinit else 'yes'} | "
                      f"{'kept' if config.train.keep_optimizer else 'new per acquisition'} |")
     return "\n".join(lines)
@@ -38,9 +38,9 @@ def table1() -> str:
 def table5_setting() -> str:
     lines = ["| Dataset | Initial | Budget | Last labeled size | Subset | Epochs | Optimizer |",
              "|---|---|---|---|---|---|---|"]
-    for dataset, (initial, budget, cycles) in TABLE5.items():
+    for dataset, row in TABLE5.items():
         config = get_experiment("lada", f"table5_{dataset}").config()
-        lines.append(f"| {dataset} | {initial} | {budget} | {initial + budget * (cycles - 1)} | "
+        lines.append(f"| {dataset} | {row.initial} | {row.budget} | {row.initial + row.budget * (row.models - 1)} | "
                      f"{config.protocol.subset} | {config.train.epochs} | {config.train.optimizer} "
                      f"{config.train.lr:g} |")
     return "\n".join(lines)

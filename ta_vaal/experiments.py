@@ -2,38 +2,60 @@
 supplement Table 1 and the protocol of the code at 1161071 (REFERENCES 1.2; decisions T1-T13, listed in
 ta_vaal/README.md). One registered experiment per figure; main Fig. 3 (improvement over random) and supp.
 Fig. 7 (sampled images) are drawn from the runs of supp. Fig. 5a-b and Fig. 6a by ta_vaal/figures.py."""
+from functools import partial
+from typing import NamedTuple
+
 from baselines.experiments import ll4al
-from core.lib import (DataConfig, Experiment, ExperimentConfig, ModelConfig, ProtocolConfig, TrainConfig, mini_profile,
-                      register_experiment, smoke_profile)
-from segmentation.experiments import segmentation_config, smoke as segmentation_smoke
+from core.lib import (DataConfig, ExperimentConfig, ModelConfig, ProtocolConfig, TrainConfig, mini_profile,
+                      register_experiments, smoke_profile)
+from segmentation.recipe import segmentation_config, smoke as segmentation_smoke
+
+
+class Table1(NamedTuple):
+    """A row of supplement Table 1."""
+    d: int              # the VAE's latent dimension
+    zeta1: float        # the task model's learning rate
+    zeta2: float        # the VAE's learning rate
+    zeta3: float        # the discriminator's learning rate
+    eta: float          # the ranking loss's weight
+    lambda_: float      # the weight of the VAE's adversarial term (the code's adversary_param)
+    beta: float         # the KL term's weight
+    batch: int
+    epochs: int
+    initial: int
+    budget: int
+    image_size: int
+
 
 METHODS = ["random", "mc_dropout", "coreset", "learning_loss", "vaal", "vaal_in_ta_vaal", "ta_vaal"]
 GAMES = ("ta_vaal", "vaal_in_ta_vaal", "ta_vaal_independent", "vaal_in_ta_vaal_lpm")   # methods with a game
-TABLE1 = {  # supplement Table 1. dataset: (d, zeta1 task lr, zeta2 VAE lr, zeta3 D lr, eta, lambda, beta, batch,
-    # epochs, initial, budget, image size); lambda weighs the VAE's adversarial term (the code's adversary_param)
-    "cifar10": (64, 1e-1, 5e-4, 5e-4, 1.0, 1.0, 1.0, 128, 200, 1000, 1000, 32),
-    "cifar100": (64, 1e-1, 5e-4, 5e-4, 1.0, 1.0, 1.0, 128, 200, 2000, 2000, 32),
-    "caltech101": (128, 1e-2, 1e-4, 1e-4, 0.2, 15.0, 1.0, 16, 200, 1000, 500, 224),
-    "caltech256": (128, 5e-4, 5e-4, 5e-4, 0.1, 15.0, 1.0, 64, 100, 3060, 1530, 224),
-    "cityscapes": (128, 1e-3, 1e-4, 1e-4, 0.1, 25.0, 1.0, 4, 100, 200, 200, 412),
+TABLE1 = {
+    "cifar10": Table1(64, 1e-1, 5e-4, 5e-4, 1.0, 1.0, 1.0, 128, 200, 1000, 1000, 32),
+    "cifar100": Table1(64, 1e-1, 5e-4, 5e-4, 1.0, 1.0, 1.0, 128, 200, 2000, 2000, 32),
+    "caltech101": Table1(128, 1e-2, 1e-4, 1e-4, 0.2, 15.0, 1.0, 16, 200, 1000, 500, 224),
+    "caltech256": Table1(128, 5e-4, 5e-4, 5e-4, 0.1, 15.0, 1.0, 64, 100, 3060, 1530, 224),
+    "cityscapes": Table1(128, 1e-3, 1e-4, 1e-4, 0.1, 25.0, 1.0, 4, 100, 200, 200, 412),
 }
 SUBSET = 10000            # M: the random unlabeled subset scored per cycle (the code's SUBSET)
 
 
 def ta_options(dataset: str) -> dict:
     """Table 1's row for the two games and, for eta, the learning-loss baseline (the code shares one weight)."""
-    d, _, vae_lr, disc_lr, eta, lam, beta, *_ = TABLE1[dataset]
-    game = {"latent_dim": d, "vae_lr": vae_lr, "disc_lr": disc_lr, "lambda2": lam, "beta": beta, "vae_epochs": 100}
-    return {"ta_vaal": {**game, "weight": eta}, "vaal_in_ta_vaal": dict(game), "learning_loss": {"weight": eta}}
+    row = TABLE1[dataset]
+    game = {"latent_dim": row.d, "vae_lr": row.zeta2, "disc_lr": row.zeta3, "lambda2": row.lambda_, "beta": row.beta,
+            "vae_epochs": 100}
+    return {"ta_vaal": {**game, "weight": row.eta}, "vaal_in_ta_vaal": dict(game),
+            "learning_loss": {"weight": row.eta}}
 
 
 def task_training(dataset: str) -> TrainConfig:
     """SGD, momentum 0.9, wd 5e-4, the learning rate divided by 10 after 80% of the epochs (epoch 160 of 200,
     the code's MultiStepLR [160, 240], T11), the last epoch's model tested (no validation split); the last
     partial batch dropped in the first cycle only (the code's first loader, T13: 7 steps per epoch at 1,000)."""
-    _, lr, *_, batch, epochs, _, _, _ = TABLE1[dataset]
-    return TrainConfig(optimizer="sgd", lr=lr, momentum=0.9, weight_decay=5e-4, batch_size=batch, epochs=epochs,
-                       schedule="multistep", milestones=[epochs * 4 // 5], drop_last_first_cycle=True)
+    row = TABLE1[dataset]
+    return TrainConfig(optimizer="sgd", lr=row.zeta1, momentum=0.9, weight_decay=5e-4, batch_size=row.batch,
+                       epochs=row.epochs, schedule="multistep", milestones=[row.epochs * 4 // 5],
+                       drop_last_first_cycle=True)
 
 
 def classification(dataset: str, title: str, source: str, data: DataConfig | None = None,
@@ -41,7 +63,7 @@ def classification(dataset: str, title: str, source: str, data: DataConfig | Non
     """The LL4AL protocol (baselines/experiments.py) with Table 1's row: ResNet-18, a 10,000 subset,
     10 stages, flip + crop(32, 4) and the codes' CIFAR-10 normalisation (also on CIFAR-100, as the code)."""
     row = dataset if dataset in TABLE1 else "cifar10"      # SVHN, Fashion-MNIST: "other settings equal main"
-    initial, budget = step or TABLE1[row][9:11]
+    initial, budget = step or (TABLE1[row].initial, TABLE1[row].budget)
     config = ll4al(dataset, initial)
     config.title, config.source, config.methods = title, source, list(methods)
     config.data = data or DataConfig(dataset=dataset, crop_padding=4, hflip=True, normalization="cifar10_code")
@@ -159,31 +181,31 @@ LARGE_SMOKE = smoke_profile(**{"data.train_subset": 0, "data.test_size": 40, "da
                                "protocol.subset": 60, "train.epochs": 1, "train.milestones": [], "train.batch_size": 16,
                                **game_sizes(iterations=2)})
 
-def register_all() -> None:
-    def profiles(build, smoke=SMOKE, mini=MINI) -> dict:
-        found = {"smoke": smoke, "lpm_for_all_methods": lpm_for_all_methods(build())}
-        return {**found, "mini": mini} if mini else found
 
-    def add(name, build, smoke=SMOKE, mini=MINI, **variants):
-        register_experiment(Experiment("ta_vaal", name, build, {**profiles(build, smoke, mini), **variants}))
+def entry(name: str, build, smoke: dict = SMOKE, mini: dict | None = MINI, **variants) -> tuple:
+    """A row of the experiment table: the smoke and mini profiles, the code's `lpm_for_all_methods` (T1) and
+    `variants`."""
+    profiles = {"smoke": smoke, "lpm_for_all_methods": lpm_for_all_methods(build())}
+    return name, build, {**profiles, **({"mini": mini} if mini else {}), **variants}
 
-    add("supp_fig5a_cifar10", lambda: supp_fig5("cifar10"))
-    add("supp_fig5b_cifar100", lambda: supp_fig5("cifar100"))
-    add("supp_fig5c_svhn", lambda: supp_fig5("svhn"))
+
+CITYSCAPES_SMOKE = segmentation_smoke(**{"protocol.subset": 20, "train.epochs": 1, "train.iterations": 0,
+                                         "train.milestones": [], **game_sizes(iterations=2)})
+EXPERIMENTS = (
+    entry("supp_fig5a_cifar10", partial(supp_fig5, "cifar10")),
+    entry("supp_fig5b_cifar100", partial(supp_fig5, "cifar100")),
+    entry("supp_fig5c_svhn", partial(supp_fig5, "svhn")),
     # Fashion-MNIST: d = 64 of the CIFAR-10 row, as "the other experiment setting is equal" (Sec. 4) and T5;
     # profile `code_latent_dim`: the code's d = 28 (`VAE(28, 1, 3)`, `Discriminator(28)`)
-    add("supp_fig5d_fashion_mnist", lambda: supp_fig5("fashion_mnist"), code_latent_dim=game_sizes(latent_dim=28))
-    add("supp_fig6a_cifar10_imb100", lambda: supp_fig6_imbalanced(100))
-    add("supp_fig6b_cifar10_imb10", lambda: supp_fig6_imbalanced(10))
-    add("supp_fig6c_caltech101", supp_fig6_caltech101, LARGE_SMOKE, None)
-    add("supp_fig6d_cityscapes", supp_fig6_cityscapes,
-        segmentation_smoke(**{"protocol.subset": 20, "train.epochs": 1, "train.iterations": 0, "train.milestones": [],
-                              **game_sizes(iterations=2)}), None)
-    add("supp_fig3a_cifar10_vaal_budget", lambda: supp_fig3("cifar10"))
-    add("supp_fig3b_cifar100_vaal_budget", lambda: supp_fig3("cifar100"))
-    add("supp_fig4_caltech256", supp_fig4_caltech256, LARGE_SMOKE, None)
-    add("supp_fig1_independent_cifar100", supp_fig1)
-    add("supp_fig2_ranking_loss_cifar10", supp_fig2)
-
-
-register_all()
+    entry("supp_fig5d_fashion_mnist", partial(supp_fig5, "fashion_mnist"), code_latent_dim=game_sizes(latent_dim=28)),
+    entry("supp_fig6a_cifar10_imb100", partial(supp_fig6_imbalanced, 100)),
+    entry("supp_fig6b_cifar10_imb10", partial(supp_fig6_imbalanced, 10)),
+    entry("supp_fig6c_caltech101", supp_fig6_caltech101, LARGE_SMOKE, None),
+    entry("supp_fig6d_cityscapes", supp_fig6_cityscapes, CITYSCAPES_SMOKE, None),
+    entry("supp_fig3a_cifar10_vaal_budget", partial(supp_fig3, "cifar10")),
+    entry("supp_fig3b_cifar100_vaal_budget", partial(supp_fig3, "cifar100")),
+    entry("supp_fig4_caltech256", supp_fig4_caltech256, LARGE_SMOKE, None),
+    entry("supp_fig1_independent_cifar100", supp_fig1),
+    entry("supp_fig2_ranking_loss_cifar10", supp_fig2),
+)
+register_experiments("ta_vaal", EXPERIMENTS)

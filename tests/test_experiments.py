@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from core.lib.config import apply_overrides
-from core.lib.experiments import EXPERIMENTS, method_status, papers
+from core.lib.config import ExperimentConfig, apply_overrides
+from core.lib.errors import UserError
+from core.lib.experiments import EXPERIMENTS, method_status, papers, register_experiments
 from core.lib.loop import RunSettings
+from core.lib.plugins import REGISTRANTS
 from core.tools.jobs import run_job
 from core.tools.report import write_report
 from tests.conftest import write_bdd100k_tree, write_cityscapes_tree, write_png_tree, write_svhn_mat
@@ -91,3 +93,15 @@ def test_every_experiment_runs_in_the_smoke_profile(key, tmp_path, request):
 def test_every_experiment_runs_random_entropy_and_its_own_methods_for_three_cycles(key, tmp_path, request):
     run_smoke(key, tmp_path, request, lambda paper, implemented: {"random", "entropy", *OWN_METHODS.get(paper, ())},
               cycles=3)
+
+
+def test_each_paper_registers_its_own_table_and_a_name_twice_in_a_table_is_refused_in_one_line():
+    registrants = {key: REGISTRANTS[("experiment", key)] for key in EXPERIMENTS}
+    assert set(registrants.values()) == {f"{paper}.experiments" for paper in ("baselines", "vaal", "ta_vaal", "daal",
+                                                                               "lada")}
+    assert registrants[("vaal", "fig3_cityscapes")] == registrants[("vaal", "fig4_bdd100k")] == "vaal.experiments"
+    with pytest.raises(UserError) as refused:
+        register_experiments("mine", [("a", ExperimentConfig, {}), ("b", ExperimentConfig, {}),
+                                      ("a", ExperimentConfig, {})])
+    assert str(refused.value) == "experiment 'mine/a' is in the table of mine twice; rename one of them"
+    assert not [key for key in EXPERIMENTS if key[0] == "mine"]

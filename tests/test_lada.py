@@ -13,8 +13,9 @@ from core.lib.errors import UserError
 from core.lib.networks import CifarResNet18, parameter_count
 from core.lib.pool import Pool
 from core.lib.sources import Augmentation, TensorSource
+from lada.ada_mixup import AdaMixup, VanillaMixup
 from lada.experiments import TABLE1, lada_options
-from lada.method import LADA, AdaMixup, LADAFixed, PairMixupHook, QueriedPairs, VanillaMixup, beta_draws, frozen, mix
+from lada.method import LADA, LADAFixed, PairMixupHook, QueriedPairs, beta_draws, frozen, mix
 from lada.networks import PolicyGenerator
 
 
@@ -216,7 +217,7 @@ def test_stn_starts_at_the_identity_transform(channels, side):
 
 def test_lada_stn_keeps_the_saved_tau_and_trains_the_classifier_alone_on_augmented_images():
     """Alg. 1: tau* is searched on a copy (line 9 reloads tau); line 12 updates theta only."""
-    from lada.method import LADASTN
+    from lada.stn import LADASTN
 
     torch.manual_seed(0)
     ctx = context()
@@ -241,7 +242,7 @@ def test_lada_stn_keeps_the_saved_tau_and_trains_the_classifier_alone_on_augment
 def test_ada_mixup_step_trains_on_the_queried_images_only_and_its_networks_only_when_asked(train_modules):
     """The code never trains AdaMixup's policy and discriminator on Fashion-MNIST, SVHN and CIFAR-10 (L5): with
     `train_modules` false they stay out of the optimizer the trainer builds, and only the classifier changes."""
-    from lada.method import AdaMixupHook
+    from lada.ada_mixup import AdaMixupHook
     from lada.networks import AdaMixupPolicy, IntrusionDiscriminator
 
     torch.manual_seed(0)
@@ -267,7 +268,7 @@ def test_ada_mixup_class_loss_on_a_hand_case():
     """Two rows, probabilities of (y1, y2): row 0 (0.5, 0.25), row 1 (0.8, 0.1); weights 1 and 0.5.
     per_sample: mean(1 ln 2 + 0, 0.5 ln 1.25 + 0.5 ln 10); batch_mean, the code's mixup_criterion:
     0.75 mean(ln 2, ln 1.25) + 0.25 mean(ln 4, ln 10)."""
-    from lada.method import mixup_class_loss
+    from lada.ada_mixup import mixup_class_loss
 
     log_p = torch.log(torch.tensor([[0.5, 0.25, 0.25], [0.1, 0.8, 0.1]]))
     first, second, weight = torch.tensor([0, 1]), torch.tensor([1, 2]), torch.tensor([1.0, 0.5])

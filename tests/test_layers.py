@@ -99,6 +99,13 @@ def test_paper_folders_take_the_library_from_core_lib(name):
     assert not {module for module in GRAPH[name] if module.startswith("core.lib.")}
 
 
+@pytest.mark.parametrize("name", sorted(n for n in MODULES if n.split(".")[0] == "segmentation"))
+def test_segmentation_names_no_paper_package(name):
+    """segmentation/ holds what the papers build on (networks, data, the recipe); each paper registers its own
+    segmentation experiments (VAAL's Fig. 3 and 4 in vaal/)."""
+    assert not {module for module in GRAPH[name] if module.split(".")[0] in set(PAPER_PACKAGES) - {"segmentation"}}
+
+
 def test_every_paper_package_of_the_checkout_is_declared_as_a_plugin():
     assert {path.parent.name for path in REPO.glob("*/__init__.py")} - {"core", "tests"} == set(PAPER_PACKAGES)
 

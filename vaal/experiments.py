@@ -1,24 +1,50 @@
-"""Every classification figure of VAAL (Fig. 2, 5, 6, and the Fig. 4 ablation methods on CIFAR-10), with sizes
-from Table 2 and hyperparameters from Table 3 and Sec. 4.1. Paper-vs-code decisions: REFERENCES.md sections 2
-(V1-V18) and 6; alternatives are config options listed in vaal/README.md. Fig. 3 and Fig. 4 (segmentation)
-belong to the segmentation package."""
-from core.lib import (DataConfig, Experiment, ExperimentConfig, ModelConfig, ProtocolConfig, TrainConfig, mini_profile,
-                      register_experiment, smoke_profile)
+"""Every figure of VAAL: the classification figures (Fig. 2, 5, 6, and the Fig. 4 ablation methods on CIFAR-10)
+and the segmentation figures (Fig. 3 on Cityscapes and BDD100K, Fig. 4 on BDD100K, with the segmentation package's
+DRN recipe), with sizes from Table 2 and hyperparameters from Table 3 and Sec. 4.1-4.2; and a CamVid experiment,
+the segmentation recipe on the driving data available offline. Paper-vs-code decisions: REFERENCES.md sections 2
+(V1-V18) and 6; alternatives are config options listed in vaal/README.md and segmentation/README.md."""
+from functools import partial
+from typing import NamedTuple
+
+from core.lib import (DataConfig, ExperimentConfig, ModelConfig, ProtocolConfig, TrainConfig, mini_profile,
+                      register_experiments, smoke_profile)
+from segmentation.recipe import BATCH, segmentation_config, smoke as segmentation_smoke
+
+
+class Table2(NamedTuple):
+    """A segmentation row of Table 2."""
+    images: int         # train + val
+    validation: int
+    initial: int        # initially labeled
+    budget: int
+
+
+class Table3(NamedTuple):
+    """A row of Table 3; lambda1 = beta = 1, 100 epochs, batch 64 (8 for the segmentation rows)."""
+    d: int              # the VAE's latent dimension
+    alpha1: float       # the VAE's learning rate
+    alpha2: float       # the discriminator's learning rate
+    lambda2: float      # the weight of the VAE's adversarial term
+
 
 FIG2_METHODS = ["vaal", "coreset", "ensemble_varratio", "mc_dropout", "entropy", "random", "full_data"]
+FIG3_METHODS = ["vaal", "qbc", "coreset", "mc_dropout", "suggestive_annotation", "random", "full_data"]
+FIG4_METHODS = ["vaal", "vaal_pixel_disc", "vaal_frozen_vae", "vae_wasserstein", "random", "full_data"]
+CAMVID_METHODS = ["vaal", "coreset", "entropy", "mc_dropout", "qbc", "suggestive_annotation", "random", "full_data"]
 VAAL_FAMILY = ("vaal", "vaal_pixel_disc", "vaal_frozen_vae", "vae_wasserstein")
-TABLE3 = {   # dataset: (d, alpha1 VAE lr, alpha2 D lr, lambda2); lambda1 = beta = 1, 100 epochs, batch 64 (8 for
-    # the segmentation rows, whose experiments live in segmentation/experiments.py)
-    "cifar10": (32, 5e-4, 5e-4, 1.0), "cifar100": (32, 5e-4, 5e-4, 1.0), "caltech256": (64, 5e-4, 5e-4, 10.0),
-    "imagenet": (64, 1e-3, 1e-3, 10.0), "bdd100k": (128, 1e-3, 1e-3, 25.0), "cityscapes": (128, 1e-3, 1e-3, 25.0),
+TABLE2 = {"cityscapes": Table2(2675 + 300, 300, 300, 150), "bdd100k": Table2(7000 + 1000, 1000, 800, 400)}
+TABLE3 = {
+    "cifar10": Table3(32, 5e-4, 5e-4, 1.0), "cifar100": Table3(32, 5e-4, 5e-4, 1.0),
+    "caltech256": Table3(64, 5e-4, 5e-4, 10.0), "imagenet": Table3(64, 1e-3, 1e-3, 10.0),
+    "bdd100k": Table3(128, 1e-3, 1e-3, 25.0), "cityscapes": Table3(128, 1e-3, 1e-3, 25.0),
 }
 TRAIN_SIZE = {"cifar10": 50000, "cifar100": 50000, "caltech256": 27607 + 3000, "imagenet": 1153047 + 128120}
 
 
 def vaal_options(dataset: str, **extra) -> dict:
     """Table 3's row of `dataset` for VAAL and its ablations, plus `extra` options."""
-    latent, vae_lr, disc_lr, lambda2 = TABLE3[dataset]
-    options = {"latent_dim": latent, "vae_lr": vae_lr, "disc_lr": disc_lr, "lambda2": lambda2, **extra}
+    row = TABLE3[dataset]
+    options = {"latent_dim": row.d, "vae_lr": row.alpha1, "disc_lr": row.alpha2, "lambda2": row.lambda2, **extra}
     return {name: dict(options) for name in VAAL_FAMILY}
 
 
@@ -86,6 +112,41 @@ def ablation() -> ExperimentConfig:
     return config
 
 
+def vaal_segmentation_options() -> dict:
+    """Table 3, Cityscapes and BDD100K rows (identical): d = 128, alpha1 = alpha2 = 1e-3, lambda2 = 25, batch 8;
+    the VAE sees 64 x 64 resizes of the crops (V13)."""
+    return vaal_options("cityscapes", batch_size=BATCH, large_image_size=64)
+
+
+def segmentation(dataset: str, sizes: Table2, methods: list[str], title: str, source: str, **recipe
+                 ) -> ExperimentConfig:
+    """The segmentation package's recipe (DRN-D-22, Adam 1e-3, batch 8, crops and flips, T = N x 100 / 8
+    iterations; V12-V15, B5) with Table 3's segmentation row for VAAL and its ablations."""
+    config = segmentation_config(dataset, sizes.images, sizes.validation, sizes.initial, sizes.budget, methods,
+                                 title, source, **recipe)
+    config.method_options = vaal_segmentation_options()
+    return config
+
+
+def fig3(dataset: str) -> ExperimentConfig:
+    """Fig. 3: initial 10%, +5% per cycle to 40% of the train + val images (Table 2), five runs (Sec. 4.1)."""
+    return segmentation(dataset, TABLE2[dataset], FIG3_METHODS, f"VAAL Fig. 3: {dataset}",
+                        "VAAL Fig. 3, Sec. 4.2; Tables 2-3; REFERENCES V12-V15, B5")
+
+
+def fig4() -> ExperimentConfig:
+    """Fig. 4 (Sec. 5.1): the ablations on BDD100K, protocol of Fig. 3."""
+    return segmentation("bdd100k", TABLE2["bdd100k"], FIG4_METHODS, "VAAL Fig. 4: ablations on BDD100K",
+                        "VAAL Fig. 4, Sec. 5.1; Fig. 3 protocol")
+
+
+def camvid() -> ExperimentConfig:
+    """Not in the paper: the Fig. 3 recipe on CamVid's 367 training frames: 37 held out for validation, 37 initial
+    (10%), +18 (5%) to 40%; crops of 352 (the frames are 360 x 480); tested on the 233 test frames."""
+    return segmentation("camvid", Table2(367, 37, 37, 18), CAMVID_METHODS, "CamVid: the VAAL segmentation recipe",
+                        "VAAL Sec. 4.2 recipe on CamVid", crop=352)
+
+
 def code_2020_profile(dataset: str) -> dict:
     """The official code at 67263f3 (2020-02-21): task SGD 0.01 / wd 5e-4, batch 128, T = 50,000 x 100 // 128 =
     39,062 iterations, divided by 10 before every iteration whose index is a positive multiple of T // 4 = 9,765
@@ -137,27 +198,40 @@ LARGE_SMOKE = smoke_profile(**{"data.train_subset": 0, "data.validation_size": 2
                                "train.validate_every": 1, "train.batch_size": 16})
 
 
-def register_all() -> None:
-    def small(dataset: str) -> dict:
-        return {"smoke": SMALL_SMOKE, "mini": SMALL_MINI, "code_2020": code_2020_profile(dataset)}
-
-    for dataset in ("cifar10", "cifar100"):
-        register_experiment(Experiment("vaal", f"fig2_{dataset}", lambda d=dataset: fig2(d), small(dataset)))
-    register_experiment(Experiment("vaal", "fig2_caltech256", lambda: fig2("caltech256"), {"smoke": LARGE_SMOKE}))
-    register_experiment(Experiment("vaal", "fig2_imagenet", lambda: fig2("imagenet"), {"smoke": LARGE_SMOKE}))
-    for noise in (0.1, 0.2, 0.3):
-        register_experiment(Experiment("vaal", f"fig5_noise{round(noise * 100)}", lambda n=noise: fig5("noise", n),
-                            small("cifar100")))
-    for budget in (0.05, 0.10):
-        register_experiment(Experiment("vaal", f"fig5_budget{round(budget * 100)}", lambda b=budget: fig5("budget", b),
-                            small("cifar100")))
-    for missing in (10, 20):
-        register_experiment(Experiment("vaal", f"fig5_biased_m{missing}", lambda m=missing: fig5("biased", m),
-                            small("cifar100")))
-    register_experiment(Experiment("vaal", "fig6_resnet18_cifar100", fig6, small("cifar100")))
-    register_experiment(Experiment("vaal", "ablation_cifar10", ablation, small("cifar10")))
-    register_experiment(Experiment("vaal", "health_check", health_check,
-                        {"smoke": SMALL_SMOKE, "cpu": HEALTH_CPU, "mini": SMALL_MINI}))
+CAMVID_MINI = {
+    # CPU minutes: frames scaled to 120 x 160, 112 px crops, a quarter-width DRN-D-22 trained from scratch for
+    # 800 iterations (fewer leave every labeled-set size at the same undertrained mIoU); a 300-iteration VAAL game
+    "data.resize": 120, "data.image_size": 112, "data.workers": 0,
+    "model.width": 0.25, "model.pretrained": "", "seeds": 1,
+    "protocol.cycles": 4, "protocol.initial": 20, "protocol.budget": 40, "protocol.fraction_base": 0,
+    "train.iterations": 800, "train.validate_every": 200, "train.eval_batch_size": 20,
+    **{f"method_options.{name}.iterations": 300 for name in VAAL_FAMILY},
+}
 
 
-register_all()
+def small(dataset: str) -> dict:
+    return {"smoke": SMALL_SMOKE, "mini": SMALL_MINI, "code_2020": code_2020_profile(dataset)}
+
+
+EXPERIMENTS = (   # name, build, profiles
+    ("fig2_cifar10", partial(fig2, "cifar10"), small("cifar10")),
+    ("fig2_cifar100", partial(fig2, "cifar100"), small("cifar100")),
+    ("fig2_caltech256", partial(fig2, "caltech256"), {"smoke": LARGE_SMOKE}),
+    ("fig2_imagenet", partial(fig2, "imagenet"), {"smoke": LARGE_SMOKE}),
+    ("fig3_cityscapes", partial(fig3, "cityscapes"), {"smoke": segmentation_smoke()}),
+    ("fig3_bdd100k", partial(fig3, "bdd100k"), {"smoke": segmentation_smoke()}),
+    ("fig4_bdd100k", fig4, {"smoke": segmentation_smoke()}),
+    ("fig5_noise10", partial(fig5, "noise", 0.1), small("cifar100")),
+    ("fig5_noise20", partial(fig5, "noise", 0.2), small("cifar100")),
+    ("fig5_noise30", partial(fig5, "noise", 0.3), small("cifar100")),
+    ("fig5_budget5", partial(fig5, "budget", 0.05), small("cifar100")),
+    ("fig5_budget10", partial(fig5, "budget", 0.10), small("cifar100")),
+    ("fig5_biased_m10", partial(fig5, "biased", 10), small("cifar100")),
+    ("fig5_biased_m20", partial(fig5, "biased", 20), small("cifar100")),
+    ("fig6_resnet18_cifar100", fig6, small("cifar100")),
+    ("ablation_cifar10", ablation, small("cifar10")),
+    ("health_check", health_check, {"smoke": SMALL_SMOKE, "cpu": HEALTH_CPU, "mini": SMALL_MINI}),
+)
+register_experiments("vaal", EXPERIMENTS)
+# CamVid is in no paper, hence under the segmentation package's name; VAAL's segmentation recipe is what it runs
+register_experiments("segmentation", [("camvid", camvid, {"smoke": segmentation_smoke(), "mini": CAMVID_MINI})])

@@ -17,7 +17,7 @@ PUBLIC = {
     "evaluation": ("IGNORE_LABEL", "autocast", "class_last", "evaluate", "image_scores", "map_batches", "predict",
                  "softmax_scores", "without_autocast"),
     "experiments": ("Experiment", "get_experiment", "mini_profile", "register_experiment",
-                    "register_extra", "smoke_profile"),
+                    "register_experiments", "register_extra", "smoke_profile"),
     "fastpaths": ("inference",),
     "game": ("Endless", "GameState", "play"),
     "loop": ("RunSettings", "new_model", "prepare_dataset", "prepare_job", "resolve_count", "run_cycles"),

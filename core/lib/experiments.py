@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterable
 
 from core.lib.config import ExperimentConfig, apply_overrides
 from core.lib.errors import UserError
@@ -43,8 +43,20 @@ def register_extra(method: str, joins: Callable[[ExperimentConfig], bool]) -> No
 
 
 def register_experiment(experiment: Experiment) -> Experiment:
-    register(EXPERIMENTS, "experiment", (experiment.paper, experiment.name), experiment, experiment.build.__module__)
+    build = getattr(experiment.build, "func", experiment.build)     # a functools.partial names its function's module
+    register(EXPERIMENTS, "experiment", (experiment.paper, experiment.name), experiment, build.__module__)
     return experiment
+
+
+def register_experiments(paper: str, table: Iterable[tuple[str, Callable[[], ExperimentConfig], dict]]) -> None:
+    """A paper's table of experiments, one (name, build, profiles) row each. `register` refuses a name that another
+    module registered, and this a name that two rows of the table give, which `register` takes for a reload."""
+    rows = list(table)
+    names = [name for name, _, _ in rows]
+    if twice := sorted({name for name in names if names.count(name) > 1}):
+        raise UserError(f"experiment '{paper}/{twice[0]}' is in the table of {paper} twice; rename one of them")
+    for name, build, profiles in rows:
+        register_experiment(Experiment(paper, name, build, profiles))
 
 
 def papers() -> list[str]:
