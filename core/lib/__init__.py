@@ -25,7 +25,7 @@ PUBLIC = {
                  "register_architecture", "scaled"),
     "parallel": ("is_main", "rank_rows"),
     "pool": ("Pool", "candidate_subset"),
-    "results": ("read_jsonl", "write_atomic"),
+    "results": ("RunFolder", "read_jsonl", "write_atomic"),
     "seeding": ("numpy_rng", "seed_everything", "stream_key"),
     "sources": ("Augmentation", "index_batches", "loader_batches"),
     "strategy": ("STRATEGIES", "CycleContext", "CycleSizes", "CycleWork", "NetworkUse", "ScoringStrategy", "Strategy",
