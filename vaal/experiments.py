@@ -2,8 +2,8 @@
 from Table 2 and hyperparameters from Table 3 and Sec. 4.1. Paper-vs-code decisions: REFERENCES.md sections 2
 (V1-V18) and 6; alternatives are config options listed in vaal/README.md. Fig. 3 and Fig. 4 (segmentation)
 belong to the segmentation package."""
-from core.lib import (DataConfig, Experiment, ExperimentConfig, ModelConfig, ProtocolConfig, TrainConfig, mini_profile,
-                      register_experiment, smoke_profile)
+from core.lib import (DataConfig, Experiment, ExperimentConfig, ModelConfig, ProtocolConfig, TrainConfig, dataset_spec,
+                      mini_profile, register_experiment, smoke_profile)
 
 FIG2_METHODS = ["vaal", "coreset", "ensemble_varratio", "mc_dropout", "entropy", "random", "full_data"]
 VAAL_FAMILY = ("vaal", "vaal_pixel_disc", "vaal_frozen_vae", "vae_wasserstein")
@@ -12,7 +12,6 @@ TABLE3 = {   # dataset: (d, alpha1 VAE lr, alpha2 D lr, lambda2); lambda1 = beta
     "cifar10": (32, 5e-4, 5e-4, 1.0), "cifar100": (32, 5e-4, 5e-4, 1.0), "caltech256": (64, 5e-4, 5e-4, 10.0),
     "imagenet": (64, 1e-3, 1e-3, 10.0), "bdd100k": (128, 1e-3, 1e-3, 25.0), "cityscapes": (128, 1e-3, 1e-3, 25.0),
 }
-TRAIN_SIZE = {"cifar10": 50000, "cifar100": 50000, "caltech256": 27607 + 3000, "imagenet": 1153047 + 128120}
 
 
 def vaal_options(dataset: str, **extra) -> dict:
@@ -20,6 +19,13 @@ def vaal_options(dataset: str, **extra) -> dict:
     latent, vae_lr, disc_lr, lambda2 = TABLE3[dataset]
     options = {"latent_dim": latent, "vae_lr": vae_lr, "disc_lr": disc_lr, "lambda2": lambda2, **extra}
     return {name: dict(options) for name in VAAL_FAMILY}
+
+
+def training_images(data: DataConfig) -> int:
+    """N of V3: the training split a job sees, validation included: 50,000 on CIFAR, 1,281,167 on ImageNet; on
+    Caltech-256 the 29,780 images of its 256 classes (Table 2's 27,607 + 3,000 count 257.clutter's 827 too) less
+    the per-seed test set."""
+    return dataset_spec(data.dataset).split_sizes(data.test_size)[0]
 
 
 def vaal_task_training(train_size: int, lr: float = 5e-4, optimizer: str = "adam") -> TrainConfig:
@@ -37,8 +43,8 @@ def fig2(dataset: str) -> ExperimentConfig:
         methods=list(FIG2_METHODS), seeds=5,
         data=DataConfig(dataset=dataset, validation_size=5000, normalization="half", hflip=True),
         protocol=ProtocolConfig(initial=0.1, budget=0.05, cycles=7),
-        model=ModelConfig(arch="vgg16_bn", init="xavier"),
-        train=vaal_task_training(TRAIN_SIZE[dataset]), method_options=vaal_options(dataset))
+        model=ModelConfig(arch="vgg16_bn", init="xavier"), method_options=vaal_options(dataset))
+    lr, optimizer = 5e-4, "adam"
     if dataset == "caltech256":
         config.data = DataConfig(dataset="caltech256", validation_size=3000, test_size=2560, hflip=True,
                                  image_size=224, resize=256)
@@ -48,7 +54,8 @@ def fig2(dataset: str) -> ExperimentConfig:
         config.seeds = 2
         config.data = DataConfig(dataset="imagenet", validation_size=128120, hflip=True, image_size=224, resize=256)
         config.protocol = ProtocolConfig(initial=128120, budget=64060, cycles=5)
-        config.train = vaal_task_training(TRAIN_SIZE[dataset], lr=0.1, optimizer="sgd")
+        lr, optimizer = 0.1, "sgd"
+    config.train = vaal_task_training(training_images(config.data), lr, optimizer)
     return config
 
 
@@ -92,7 +99,7 @@ def code_2020_profile(dataset: str) -> dict:
     (9,765, 19,530, 29,295 and 39,060: a fourth decay for the last two iterations); torchvision init, 3-layer D,
     scoring as the official sampler (VAE in train mode, shuffled flipped batches of 128). The differences that
     remain are listed in vaal/README.md."""
-    iterations = TRAIN_SIZE[dataset] * 100 // 128
+    iterations = dataset_spec(dataset).train_size * 100 // 128
     overrides = {"train.optimizer": "sgd", "train.lr": 0.01, "train.weight_decay": 5e-4, "train.schedule": "multistep",
                  "train.milestones": [k * (iterations // 4) for k in range(1, iterations // (iterations // 4) + 1)],
                  "train.gamma": 0.1, "train.batch_size": 128, "train.iterations": iterations,

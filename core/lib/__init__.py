@@ -11,8 +11,8 @@ import importlib
 PUBLIC = {
     "config": ("DataConfig", "ExperimentConfig", "ModelConfig", "ProtocolConfig", "TrainConfig", "from_dict",
                "set_value"),
-    "datasets": ("IMAGENET_STATS", "ImageDataset", "NUM_CLASSES", "SMALL_IMAGE_DATASETS", "Split", "TEST_SIZE",
-                 "decode_cached", "input_channels", "load_dataset", "register_dataset", "resolve_data_root"),
+    "datasets": ("IMAGENET_STATS", "DatasetSpec", "ImageDataset", "Split", "dataset_spec", "decode_cached",
+                 "input_channels", "load_dataset", "register_dataset", "resolve_data_root"),
     "errors": ("UserError",),
     "evaluation": ("IGNORE_LABEL", "autocast", "class_last", "evaluate", "image_scores", "map_batches", "predict",
                  "softmax_scores", "without_autocast"),
