@@ -95,9 +95,10 @@ class LearningLoss(ScoringStrategy):
         self.module = None
 
     def networks(self, config, num_classes: int) -> dict:
-        from core.lib import build_network, input_channels
+        from core.lib import build_network, dataset_spec
 
-        task = build_network(config.model.arch, num_classes, input_channels(config.data.dataset), config.model.width)
+        task = build_network(config.model.arch, num_classes, dataset_spec(config.data.dataset).channels,
+                             config.model.width)
         return {"loss prediction module": LossPredictionModule(block_channels(task), self.options["hidden"])}
 
     def train_hooks(self, model, ctx: CycleContext) -> list:

@@ -29,9 +29,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from baselines.uncertainty import entropy
-from core.lib import (SMALL_IMAGE_DATASETS, CycleContext, CycleSizes, CycleWork, Endless, GameState, NetworkUse,
-                      ScoringStrategy, UserError, autocast, build_network, class_last, image_scores, inference,
-                      input_channels, map_batches, play, register_method, scaled, seed_everything, stream_key)
+from core.lib import (CycleContext, CycleSizes, CycleWork, Endless, GameState, NetworkUse, ScoringStrategy, UserError,
+                      autocast, build_network, class_last, dataset_spec, image_scores, inference, map_batches, play,
+                      register_method, scaled, seed_everything, stream_key)
 from daal.networks import Discriminator, FeatureVAE, ScoreNet, encoder_parameters
 
 DAAL_OPTIONS = {
@@ -150,12 +150,13 @@ class FeatureBank:
 
 def feature_dim(config, num_classes: int, layer: str = "penultimate") -> int:
     """The dimension of the task features DAAL sees, from one dummy pass of the configured task network."""
-    task = build_network(config.model.arch, num_classes, input_channels(config.data.dataset), config.model.width)
+    spec = dataset_spec(config.data.dataset)
+    task = build_network(config.model.arch, num_classes, spec.channels, config.model.width)
     if layer == "penultimate":
         return task.feature_dim
-    side = 32 if config.data.dataset in SMALL_IMAGE_DATASETS else config.data.image_size
+    side = 32 if spec.small_images else config.data.image_size
     with torch.no_grad():
-        blocks = task.eval().forward_features(torch.zeros(1, input_channels(config.data.dataset), side, side))[2]
+        blocks = task.eval().forward_features(torch.zeros(1, spec.channels, side, side))[2]
     return blocks[int(BLOCK.match(layer).group(1))].shape[1]
 
 

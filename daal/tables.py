@@ -1,15 +1,15 @@
 """DAAL's settings (Sec. 4.2), generated from the Fig. 3 configs so the code and the documentation cannot disagree
 (`./reproduce.sh tables daal`; daal/README.md embeds the table)."""
-from core.lib import SMALL_IMAGE_DATASETS, get_experiment, resolve_count
+from core.lib import dataset_spec, get_experiment, resolve_count
 from core.tools.reported import REPORTED
 from daal.method import DAAL_OPTIONS
 
-TRAIN_IMAGES = {"cifar10": 50000, "cifar100": 50000, "cityscapes": 2975}
+EXPERIMENTS = ("fig3_cifar10", "fig3_cifar100", "fig3_cityscapes")
 
 
 def augmentation(data) -> str:
     """What the task model's training batches go through: "none" in every DAAL experiment (Sec. 4.2)."""
-    crops = data.crop_padding or (data.dataset not in SMALL_IMAGE_DATASETS and data.image_size)
+    crops = data.crop_padding or (not dataset_spec(data.dataset).small_images and data.image_size)
     return ", ".join(name for name, used in (("flips", data.hflip), ("random crops", crops)) if used) or "none"
 
 
@@ -17,11 +17,12 @@ def settings() -> str:
     lines = ["| Experiment | Task model | Task optimiser | Task epochs (lr decays) | Augmentation | DAAL epochs | "
              "DAAL Adam lr | DAAL batch | sigma | Initial + budget x acquisitions | Runs |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for dataset, images in TRAIN_IMAGES.items():
-        config = get_experiment("daal", f"fig3_{dataset}").config()
+    for experiment in EXPERIMENTS:
+        config = get_experiment("daal", experiment).config()
+        images = dataset_spec(config.data.dataset).train_size
         train, protocol, daal = config.train, config.protocol, {**DAAL_OPTIONS, **config.method_options["daal"]}
         decays = f" ({', '.join(map(str, train.milestones))})" if train.milestones else ""
-        lines.append(f"| fig3_{dataset} | {config.model.arch} | {train.optimizer} {train.lr:g} | "
+        lines.append(f"| {experiment} | {config.model.arch} | {train.optimizer} {train.lr:g} | "
                      f"{train.epochs}{decays} | {augmentation(config.data)} | {daal['epochs']} | {daal['lr']:g} | "
                      f"{daal['batch_size']} | {daal['sigma']:g} | "
                      f"{resolve_count(protocol.initial, images)} + {resolve_count(protocol.budget, images)} x "

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from baselines.uncertainty import EntropySampling
-from core.lib import (CycleContext, CycleSizes, CycleWork, TrainHook, UserError, input_channels, register_method,
+from core.lib import (CycleContext, CycleSizes, CycleWork, TrainHook, UserError, dataset_spec, register_method,
                       seed_everything, stream_key)
 from lada.method import LookAhead, after_epoch_images, image_side, mix
 from lada.networks import AdaMixupPolicy, IntrusionDiscriminator
@@ -138,7 +138,8 @@ class AdaMixup(EntropySampling):
     def networks(self, config, num_classes: int) -> dict:
         from core.lib import scaled
 
-        return {"AdaMixup policy": AdaMixupPolicy(input_channels(config.data.dataset), image_side(config.data.dataset)),
+        channels = dataset_spec(config.data.dataset).channels
+        return {"AdaMixup policy": AdaMixupPolicy(channels, image_side(config.data.dataset)),
                 "intrusion discriminator": IntrusionDiscriminator(scaled(512, config.model.width), num_classes)}
 
     def cycle_work(self, config, num_classes: int, cycle: CycleSizes) -> CycleWork:

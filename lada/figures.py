@@ -10,7 +10,6 @@ The t-SNE needs scikit-learn (optional extra `tsne`)."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.lib import UserError, read_jsonl, write_atomic
+from core.lib import RunFolder, UserError, write_atomic
 from core.tools.report import load_rows, pyplot
 
 
@@ -55,16 +54,17 @@ def fig2(rows: list[dict], path: Path) -> Path:
 def _run(results: Path, experiment: str, method: str, seed: int):
     from core.lib import from_dict
 
-    folder = Path(results) / "lada" / experiment / method / f"seed{seed}"
-    if not (folder / "config.json").exists():
-        raise UserError(f"no {method} run at {folder}; run ./reproduce.sh run lada {experiment} --methods {method}")
-    return folder, from_dict(json.loads((folder / "config.json").read_text())["config"])
+    folder = RunFolder.of(results, "lada", experiment, method, seed)
+    if not folder.config.exists():
+        raise UserError(f"no {method} run at {folder.path}; run ./reproduce.sh run lada {experiment} --methods "
+                        f"{method}")
+    return folder, from_dict(folder.read_config()["config"])
 
 
-def _model(folder: Path, config, dataset, cycle: int):
+def _model(folder: RunFolder, config, dataset, cycle: int):
     from core.lib import build_network
 
-    weights = folder / f"model_cycle{cycle}.pt"
+    weights = folder.model(cycle)
     if not weights.exists():
         raise UserError(f"{weights} is missing: t-SNE needs the warm-started models (train.reinit=false) and a "
                         "finished cycle; choose another --cycle")
@@ -106,12 +106,12 @@ def tsne(results: Path, data_root: Path, experiment: str, cycle: int, seed: int,
         dataset = prepare_dataset(config, data_root, seed)
         source = dataset.make_source(dataset.train, Augmentation(hflip=False), "cpu")
         model = _model(folder, config, dataset, cycle)
-        pool = Pool.load(folder / f"pool_cycle{cycle}.npz")
+        pool = Pool.load(folder.pool(cycle))
         subset = candidate_subset(pool.unlabeled, config.protocol.subset, seed, cycle)
         load = lambda idx: source.load(torch.as_tensor(np.asarray(idx)), False, None)   # noqa: E731
         background, _ = _features_and_entropy(model, load(subset))
         if method == "lada":
-            pairs = QueriedPairs.load(folder / f"lada_pairs_cycle{cycle}.npz")
+            pairs = QueriedPairs.load(folder.method_file("lada_pairs", cycle, ".npz"))
             chosen = np.concatenate([pairs.first, pairs.second])
             torch.manual_seed(seed)
             tau = torch.as_tensor(pairs.tau, dtype=torch.float32)
@@ -120,7 +120,7 @@ def tsne(results: Path, data_root: Path, experiment: str, cycle: int, seed: int,
             virtual, virtual_entropy = _features_and_entropy(
                 model, None, pairs.layer, mix(h1.unsqueeze(0), h2.unsqueeze(0), lam).flatten(0, 1))
         else:
-            chosen = np.asarray(read_jsonl(folder / "results.jsonl")[cycle]["selected"])
+            chosen = np.asarray(folder.rows()[cycle]["selected"])
             virtual, virtual_entropy = background[:0], torch.zeros(0)
         acquired, acquired_entropy = _features_and_entropy(model, load(chosen))
         panels.append((method, background, acquired, acquired_entropy, virtual, virtual_entropy))

@@ -34,8 +34,8 @@ import torch.nn.functional as F
 
 from baselines.learning_loss import LearningLoss
 from baselines.uncertainty import entropy
-from core.lib import (CycleContext, CycleSizes, CycleWork, NetworkUse, Strategy, TrainHook, UserError, input_channels,
-                      is_main, map_batches, register_method, seed_everything, stream_key)
+from core.lib import (CycleContext, CycleSizes, CycleWork, NetworkUse, RunFolder, Strategy, TrainHook, UserError,
+                      dataset_spec, is_main, map_batches, register_method, seed_everything, stream_key)
 from lada.networks import PolicyGenerator
 from vaal.method import VAAL, VAAL_OPTIONS
 
@@ -74,8 +74,8 @@ def after_epoch_images(config, cycle: CycleSizes, per_epoch: int) -> int:
 
 
 def image_side(dataset: str) -> int:
-    """The side of the square images of the datasets LADA runs on: 28 for Fashion-MNIST, 32 for SVHN and CIFAR."""
-    return 28 if dataset == "fashion_mnist" else 32
+    """The side of the square images of the datasets LADA runs on (28 for Fashion-MNIST, 32 for SVHN and CIFAR)."""
+    return dataset_spec(dataset).image_size[0]
 
 
 @contextlib.contextmanager
@@ -286,12 +286,13 @@ class LookAhead(Strategy):
         """The next cycle's training needs the pairs; on disk too, so a resumed run finds them."""
         self.pending = pairs
         if ctx.folder is not None and is_main():
-            pairs.save(ctx.folder / f"lada_pairs_cycle{ctx.cycle}.npz")
+            pairs.save(RunFolder(ctx.folder).method_file("lada_pairs", ctx.cycle, ".npz"))
 
     def queried_pairs(self, ctx: CycleContext) -> QueriedPairs | None:
         if ctx.cycle == 0:
             return None
-        stored = ctx.folder / f"lada_pairs_cycle{ctx.cycle - 1}.npz" if ctx.folder is not None else None
+        stored = (RunFolder(ctx.folder).method_file("lada_pairs", ctx.cycle - 1, ".npz") if ctx.folder is not None
+                  else None)
         if stored is not None and stored.exists():
             return QueriedPairs.load(stored)
         return getattr(self, "pending", None)
@@ -340,7 +341,7 @@ def policy_input(config, layers) -> tuple[int, int]:
     """(channels, side) of the generator's input: two feature maps of 64 x width channels, or two images."""
     from core.lib import scaled
 
-    channels = input_channels(config.data.dataset) if list(layers) == [0] else scaled(64, config.model.width)
+    channels = dataset_spec(config.data.dataset).channels if list(layers) == [0] else scaled(64, config.model.width)
     return 2 * channels, image_side(config.data.dataset)
 
 

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.lib import (CycleContext, CycleSizes, CycleWork, NetworkUse, Strategy, TrainHook, input_channels, is_main,
-                      map_batches, register_method, seed_everything, stream_key)
+from core.lib import (CycleContext, CycleSizes, CycleWork, NetworkUse, RunFolder, Strategy, TrainHook, dataset_spec,
+                      is_main, map_batches, register_method, seed_everything, stream_key)
 from lada.method import after_epoch_images, entropy_bits, frozen, image_side
 from lada.networks import SpatialTransformer, STNClassifier
 
@@ -60,7 +60,7 @@ class LADASTN(Strategy):
     default_options = STN_OPTIONS
 
     def networks(self, config, num_classes: int) -> dict:
-        return {"STN": SpatialTransformer(input_channels(config.data.dataset), image_side(config.data.dataset))}
+        return {"STN": SpatialTransformer(dataset_spec(config.data.dataset).channels, image_side(config.data.dataset))}
 
     def cycle_work(self, config, num_classes: int, cycle: CycleSizes) -> CycleWork:
         """Training: after each epoch one step on the queried STN images. Selection: `stn_epochs` passes over
@@ -72,7 +72,7 @@ class LADASTN(Strategy):
         passes = self.options["stn_epochs"] * cycle.candidates
         work.scored, work.task_inferred = cycle.candidates, 2 * cycle.candidates
         work.task_trained += passes
-        work.networks["STN"] = NetworkUse(((input_channels(config.data.dataset), side, side),), trained=passes,
+        work.networks["STN"] = NetworkUse(((dataset_spec(config.data.dataset).channels, side, side),), trained=passes,
                                           inferred=cycle.candidates)
         return work
 
@@ -113,7 +113,8 @@ class LADASTN(Strategy):
             augmented = map_batches(ctx.source, chosen, ctx.eval_batch_size, stn)
         self.pending = (chosen, augmented)
         if ctx.folder is not None and is_main():
-            np.savez(ctx.folder / f"lada_stn_cycle{ctx.cycle}.npz", indices=chosen, images=augmented.cpu().numpy())
+            np.savez(RunFolder(ctx.folder).method_file("lada_stn", ctx.cycle, ".npz"), indices=chosen,
+                     images=augmented.cpu().numpy())
         self.diagnostics.update({"scoring_seconds": round(scored - started, 4),
                                  "sorting_seconds": round(sorted_at - scored, 4)})
         return chosen
@@ -121,7 +122,8 @@ class LADASTN(Strategy):
     def train_hooks(self, model, ctx: CycleContext) -> list:
         if ctx.cycle == 0:
             return []
-        stored = ctx.folder / f"lada_stn_cycle{ctx.cycle - 1}.npz" if ctx.folder is not None else None
+        stored = (RunFolder(ctx.folder).method_file("lada_stn", ctx.cycle - 1, ".npz") if ctx.folder is not None
+                  else None)
         if stored is not None and stored.exists():
             with np.load(stored) as found:
                 chosen, images = found["indices"], torch.as_tensor(found["images"], device=ctx.device)

@@ -14,9 +14,8 @@ def smp_model(*args, **kwargs):
     return SmpSegmenter(*args, **kwargs)
 
 
-for name, loader in data.LOADERS.items():
-    register_dataset(name, loader, data.NUM_CLASSES[name], data.TRAIN_SIZE[name], data.TEST_SIZE[name],
-                     data.IMAGE_SIZE[name])
+for spec in data.SPECS:
+    register_dataset(spec)
 for variant in drn.VARIANTS:
     register_architecture(variant, drn.drn_seg(variant))
 register_architecture("smp", smp_model)

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.lib import (IGNORE_LABEL, IMAGENET_STATS, Augmentation, ImageDataset, Split, UserError, decode_cached,
-                      index_batches, loader_batches, rank_rows)
+from core.lib import (IGNORE_LABEL, IMAGENET_STATS, Augmentation, DatasetSpec, ImageDataset, Split, UserError,
+                      decode_cached, index_batches, loader_batches, rank_rows)
 
 CITYSCAPES_CLASSES = ["road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
                       "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",
@@ -148,11 +148,10 @@ def load_camvid(root: Path, cache_dir: Path, in_memory: bool | None = None):
                  ("train", "test"), cache_dir, in_memory)
 
 
-LOADERS = {"cityscapes": load_cityscapes, "bdd100k": load_bdd100k, "camvid": load_camvid}
-NUM_CLASSES = {"cityscapes": 19, "bdd100k": 19, "camvid": 11}
-TEST_SIZE = {"cityscapes": 500, "bdd100k": 1000, "camvid": 233}      # the official val sets serve as test (V15)
-TRAIN_SIZE = {"cityscapes": 2975, "bdd100k": 7000, "camvid": 367}
-IMAGE_SIZE = {"cityscapes": (1024, 2048), "bdd100k": (720, 1280), "camvid": (360, 480)}     # (H, W)
+# train and test images (the official val sets serve as test, V15) and the stored (H, W)
+SPECS = (DatasetSpec("cityscapes", load_cityscapes, len(CITYSCAPES_CLASSES), 2975, 500, image_size=(1024, 2048)),
+         DatasetSpec("bdd100k", load_bdd100k, len(CITYSCAPES_CLASSES), 7000, 1000, image_size=(720, 1280)),
+         DatasetSpec("camvid", load_camvid, len(CAMVID_CLASSES), 367, 233, image_size=(360, 480)))
 
 
 # ---------------------------------------------------------------- batches on the device

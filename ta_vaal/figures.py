@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.lib import UserError, write_atomic
+from core.lib import RunFolder, UserError, write_atomic
 from core.tools.report import load_rows, pyplot
 
 
@@ -124,7 +124,7 @@ def plot_samples(results: Path, out: Path, data_root: Path, seed: int, shown: in
                              squeeze=False)
     written = []
     for row in sorted(rows, key=lambda r: (r["method"], r["cycle"])):
-        stored = json.loads((results / row["method"] / f"seed{seed}" / "config.json").read_text())
+        stored = RunFolder.below(results, row["method"], seed).read_config()
         dataset = prepare_dataset(from_dict(stored["config"]), data_root, seed)
         chosen = np.asarray(row["selected"][:shown])
         images, labels = dataset.train.images[chosen], dataset.train.targets[chosen]

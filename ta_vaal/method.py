@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 
 from baselines.learning_loss import LearningLoss, LossPredictionModule, block_channels
-from core.lib import (SMALL_IMAGE_DATASETS, STRATEGIES, CycleContext, CycleSizes, CycleWork, Endless, GameState,
-                      Strategy, TrainHook, UserError, autocast, build_network, candidate_subset, input_channels,
-                      new_model, numpy_rng, play, register_method, seed_everything, stream_key)
+from core.lib import (STRATEGIES, CycleContext, CycleSizes, CycleWork, Endless, GameState, Strategy, TrainHook,
+                      UserError, autocast, build_network, candidate_subset, dataset_spec, new_model, numpy_rng, play,
+                      register_method, seed_everything, stream_key)
 from ta_vaal.networks import TaskAwareVAE
 from vaal.method import VAAL_OPTIONS, VAALFamily, discriminator_loss, game_diagnostics, kl_sum
 from vaal.networks import Discriminator
@@ -125,26 +125,26 @@ class TaskAwareGame(VAALFamily):
                 "discriminator": Discriminator(d + ranked, self.options["disc_layers"])}
 
     def vae_side(self, config) -> int:
-        dataset = config.data.dataset
-        return 28 if dataset == "fashion_mnist" else 32 if dataset in SMALL_IMAGE_DATASETS else \
-            self.options["large_image_size"]
+        spec = dataset_spec(config.data.dataset)
+        return spec.image_size[0] if spec.small_images else self.options["large_image_size"]
 
     def networks(self, config, num_classes: int) -> dict:
         dataset, width, size = config.data.dataset, config.model.width, self.vae_side(config)
-        found = self.build_modules(input_channels(dataset), size, width)
+        channels = dataset_spec(dataset).channels
+        found = self.build_modules(channels, size, width)
         if self.task_aware:
-            task = build_network(config.model.arch, num_classes, input_channels(dataset), width)
+            task = build_network(config.model.arch, num_classes, channels, width)
             found = {"ranker (loss-prediction module)":
                      LossPredictionModule(block_channels(task), self.options["hidden"]), **found}
         code = CODE_LATENT_DIM.get(dataset, 32)
         other = code if self.options["latent_dim"] != code else 64
-        alternative = type(self)({"latent_dim": other}).build_modules(input_channels(dataset), size, width)["VAE"]
+        alternative = type(self)({"latent_dim": other}).build_modules(channels, size, width)["VAE"]
         return {**found, f"VAE with latent_dim={other} (option)": alternative}
 
     def network_inputs(self, config, num_classes: int) -> dict[str, tuple]:
         """The decoder and D also read each image's ranking r, one number."""
         side, ranked = self.vae_side(config), int(self.task_aware)
-        image = (input_channels(config.data.dataset), side, side)
+        image = (dataset_spec(config.data.dataset).channels, side, side)
         return {"VAE": (image, ()) if ranked else (image,), "discriminator": ((self.options["latent_dim"] + ranked,),)}
 
     def game_iterations(self, config, labeled: int, candidates: int, steps_per_epoch: int) -> int:

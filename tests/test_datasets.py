@@ -5,8 +5,8 @@ import pytest
 import torchvision
 
 from core.lib import datasets
-from core.lib.datasets import (decode_cached, default_cache_dir, imbalanced, load_dataset, resolve_data_root,
-                               seeded_test_split)
+from core.lib.datasets import (DATASETS, dataset_spec, decode_cached, default_cache_dir, imbalanced, load_dataset,
+                               resolve_data_root, seeded_test_split)
 from core.lib.errors import UserError
 from tests.conftest import write_png_tree
 
@@ -19,6 +19,24 @@ def test_cifar10_image_folder_from_the_shared_copy(data_root):
     assert dataset.classes[:3] == ["airplane", "automobile", "bird"]
     assert np.bincount(dataset.train.targets).tolist() == [5000] * 10
     assert len(list(default_cache_dir().glob("decoded-*.npy"))) >= 2
+    assert described(dataset) and dataset_spec("cifar10").split_sizes(0) == (50000, 10000)
+
+
+def described(dataset, labels: str = "fine") -> bool:
+    """What plan and describe read without the data is what the loader gives (sizes: in each test, as the shared
+    copies of CIFAR-100 and Fashion-MNIST are partial)."""
+    spec = dataset_spec(dataset.name)
+    shape = dataset.train.images.shape[1:3] if dataset.in_memory else None
+    return (spec.classes_for(labels), spec.channels, spec.small_images, spec.image_size if spec.small_images else None
+            ) == (dataset.num_classes, dataset.channels, dataset.in_memory, shape)
+
+
+def test_an_unknown_dataset_names_the_known_ones():
+    with pytest.raises(UserError, match="unknown dataset 'cifar11'; known: caltech101, caltech256, cifar10"):
+        load_dataset("cifar11", ".")
+    assert dataset_spec("cifar100").classes_for("coarse") == 20 and dataset_spec("cifar10").classes_for("coarse") == 10
+    assert [spec.name for spec in DATASETS.values() if spec.native_marker] == [
+        "cifar10", "cifar100", "svhn", "fashion_mnist"]
 
 
 def test_decoded_images_are_cached_by_their_file_list(tmp_path):
@@ -37,6 +55,7 @@ def test_cifar100_fine_and_coarse_labels(data_root):
     fine = load_dataset("cifar100", data_root)
     coarse = load_dataset("cifar100", data_root, labels="coarse")
     assert fine.num_classes == 100 and coarse.num_classes == 20
+    assert described(fine) and described(coarse, "coarse")
     assert np.array_equal(coarse.train.targets, fine.superclass_of_class[fine.train.targets])
 
 
@@ -44,6 +63,7 @@ def test_fashion_mnist_native_idx_format(data_root):
     dataset = load_dataset("fashion_mnist", data_root)
     assert dataset.train.images.shape[1:] == (28, 28, 1) and len(dataset.train) == 8226
     assert len(dataset.test) == 4443 and dataset.num_classes == 10
+    assert described(dataset)
 
 
 def test_caltech101_is_rgb_files_without_background_and_split_per_seed(data_root):
@@ -52,6 +72,7 @@ def test_caltech101_is_rgb_files_without_background_and_split_per_seed(data_root
     assert dataset.test is None and dataset.train.files and len(dataset.train) == 8677
     first, again, other = (seeded_test_split(dataset, s, 1000) for s in (0, 0, 1))
     assert len(first.test) == 1000 and len(first.train) == 7677
+    assert described(dataset) and dataset_spec("caltech101").split_sizes(1000) == (len(first.train), len(first.test))
     assert first.test.files == again.test.files and first.test.files != other.test.files
     assert not set(first.test.files) & set(first.train.files)
 

@@ -9,7 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from core.lib.datasets import NUM_CLASSES, input_channels
+from core.lib.datasets import dataset_spec
 from core.lib.experiments import EXPERIMENTS
 from core.lib.networks import ARCHITECTURES, ExactAdaptiveAvgPool2d, build_network
 from core.lib.seeding import float_settings, set_deterministic
@@ -257,7 +257,8 @@ def method_inputs(config, name: str, network: nn.Module, declared) -> list:
     if declared:
         return [torch.randn(2, *shape) for shape in declared]
     kind = type(network).__name__
-    channels, side = input_channels(config.data.dataset), 28 if config.data.dataset == "fashion_mnist" else 32
+    spec = dataset_spec(config.data.dataset)
+    channels, side = spec.channels, spec.image_size[0] if spec.small_images else 32
     if kind == "LossPredictionModule":
         task = build_network(config.model.arch, 10, channels, config.model.width)
         return [[b.detach() for b in task.forward_features(torch.randn(2, channels, side, side))[2]]]
@@ -281,7 +282,7 @@ def method_networks() -> dict[str, tuple]:
     name)}."""
     found, kinds = {}, set()
     for method, config in method_configs().items():
-        classes = NUM_CLASSES[config.data.dataset]
+        classes = dataset_spec(config.data.dataset).classes
         strategy = make_strategy(method, config.method_options.get(method))
         declared = strategy.cycle_work(config, classes, CycleSizes(0, 8, 8, 8, 2, 1)).networks
         for name, network in strategy.networks(config, classes).items():
@@ -301,7 +302,7 @@ def test_the_methods_networks_include_every_papers():
     kinds = set()
     for config, method, name in METHOD_NETWORKS.values():
         strategy = make_strategy(method, config.method_options.get(method))
-        network = strategy.networks(config, NUM_CLASSES[config.data.dataset])[name]
+        network = strategy.networks(config, dataset_spec(config.data.dataset).classes)[name]
         kinds.add(f"{type(network).__module__}.{type(network).__name__}")
     assert {"vaal.networks.VAE", "vaal.networks.Discriminator", "ta_vaal.networks.TaskAwareVAE",
             "daal.networks.FeatureVAE", "daal.networks.ScoreNet", "daal.networks.Discriminator",
@@ -312,7 +313,7 @@ def test_the_methods_networks_include_every_papers():
 @pytest.mark.parametrize("label", METHOD_NETWORKS)
 def test_a_methods_network_runs_no_op_that_cuda_refuses(label, strict):
     config, method, name = METHOD_NETWORKS[label]
-    classes = NUM_CLASSES[config.data.dataset]
+    classes = dataset_spec(config.data.dataset).classes
     strategy = make_strategy(method, config.method_options.get(method))
     torch.manual_seed(0)
     network = strategy.networks(config, classes)[name]

@@ -115,4 +115,6 @@ def test_every_public_name_resolves_to_no_module_and_the_library_stays_thin():
     assert not set(core.lib.__all__) & {name.rpartition(".")[2] for name in MODULES if name.startswith("core.lib.")}
     assert all(getattr(core.lib, name) is not None for name in core.lib.__all__)
     lines = sum(len(path.read_text().splitlines()) for name, path in MODULES.items() if name.startswith("core.lib"))
-    assert lines <= 2900       # 2500, then exact deterministic forms, the resumable games, plugin loading and compile
+    # 2500, then exact deterministic forms, the resumable games, plugin loading and compile; then the run folder's
+    # names and row fields, and one record per dataset, moved in from the tools and the papers
+    assert lines <= 3050

@@ -12,7 +12,8 @@ import torch
 from core.lib.errors import UserError
 from core.lib.experiments import get_experiment
 from core.lib.loop import RunSettings, run_folder
-from core.lib.results import read_jsonl
+from core.lib.results import (REPORT_FIELDS, RESUME_FIELDS, ROW_FIELDS, ROW_KINDS, RunFolder, cycle_row, read_jsonl,
+                              wrong_fields)
 from core.tools.jobs import run_job
 
 VOLATILE = {"train_seconds", "select_seconds", "code_version"}
@@ -44,11 +45,34 @@ def test_rows_follow_the_protocol_and_the_pool_invariants(two_methods):
         assert all(len(r["selected"]) == 30 for r in rows[:-1]) and rows[-1]["selected"] == []
         chosen = np.concatenate([r["selected"] for r in rows[:-1]])
         assert len(np.unique(chosen)) == len(chosen)
-        first = np.load(run_folder(out, config, method, 0) / "pool_cycle0.npz")
+        first = np.load(run_folder(out, config, method, 0).path / "pool_cycle0.npz")
         assert not np.isin(chosen, first["labeled"]).any() and not np.isin(chosen, first["validation"]).any()
-        for key in ("paper", "experiment", "dataset", "fraction_labeled", "metric", "value", "train_seconds",
-                    "select_seconds", "config_hash", "code_version"):
-            assert key in rows[0]
+        assert all(set(row) == set(ROW_FIELDS) and not wrong_fields(row, ROW_KINDS) for row in read_jsonl(
+            run_folder(out, config, method, 0).results))
+
+
+def test_the_run_folder_holds_only_the_files_it_names(two_methods):
+    runs, out, config = two_methods
+    folder = run_folder(out, config, "random", 0)
+    assert folder == RunFolder.of(out, "vaal", "fig2_cifar10", "random", 0) == RunFolder(
+        out / "vaal" / "fig2_cifar10" / "random" / "seed0")
+    named = {folder.config, folder.results, *(folder.pool(cycle) for cycle in range(3))}
+    assert set(folder.path.iterdir()) == named, "the lock is released and no checkpoint outlives its cycle"
+    assert [path.name for path in (folder.model(1), folder.optimizer(1), folder.checkpoint(1),
+                                   folder.checkpoint(1, RunFolder.GAME), folder.lock)] == [
+        "model_cycle1.pt", "optimizer_cycle1.pt", "train_cycle1.ckpt", "train_cycle1_game.ckpt", ".lock"]
+    assert folder.read_config()["method"] == "random" and folder.rows() == runs["random"]
+
+
+def test_a_row_has_every_field_of_its_kind_and_the_checks_are_subsets(two_methods):
+    row = dict(two_methods[0]["random"][0])
+    assert cycle_row(**row) == row
+    for broken in ({**row, "extra": 1}, {**row, "seed": True}, {k: v for k, v in row.items() if k != "value"}):
+        with pytest.raises(TypeError):
+            cycle_row(**broken)
+    assert set(REPORT_FIELDS) < set(RESUME_FIELDS) < set(ROW_FIELDS)
+    assert wrong_fields({**row, "n_labeled": 1.5, "beyond_paper": 1}, {**REPORT_FIELDS, "beyond_paper": bool}) == [
+        "n_labeled", "beyond_paper"]
 
 
 def test_methods_share_the_first_cycle_but_select_differently(two_methods):
@@ -65,7 +89,7 @@ def test_same_seed_gives_identical_selections_and_accuracies(two_methods, data_r
 
 def test_finished_runs_are_not_recomputed(two_methods, data_root):
     runs, out, config = two_methods
-    results = run_folder(out, config, "random", 0) / "results.jsonl"
+    results = run_folder(out, config, "random", 0).path / "results.jsonl"
     stamp = results.stat().st_mtime_ns
     assert run_job(config, "random", 0, settings(data_root, out)) == runs["random"]
     assert results.stat().st_mtime_ns == stamp
@@ -79,7 +103,7 @@ def test_another_config_in_the_same_folder_is_refused(two_methods, data_root):
 
 def test_corrupt_results_file_is_a_user_error(data_root, tmp_path):
     config = smoke()
-    folder = run_folder(tmp_path, config, "random", 0)
+    folder = run_folder(tmp_path, config, "random", 0).path
     run_job(config, "random", 0, settings(data_root, tmp_path))
     results = folder / "results.jsonl"
     results.write_text(results.read_text()[:-20])
@@ -124,7 +148,7 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(data_root, tmp_path):
 def test_warm_start_continues_from_the_previous_cycle(data_root, tmp_path):
     config = smoke(**{"train.reinit": False})
     rows = run_job(config, "random", 0, settings(data_root, tmp_path))
-    folder = run_folder(tmp_path, config, "random", 0)
+    folder = run_folder(tmp_path, config, "random", 0).path
     assert len(rows) == 3 and sorted(p.name for p in folder.glob("model_cycle*.pt")) == [
         "model_cycle0.pt", "model_cycle1.pt", "model_cycle2.pt"]
     cold = run_job(smoke(), "random", 0, settings(data_root, tmp_path / "cold"))
@@ -169,7 +193,7 @@ def test_a_carried_optimizer_resumes_to_the_uninterrupted_result(data_root, tmp_
                           on_cycle=stop_after_cycle_0)
     with pytest.raises(Interrupted):
         run_job(config, "random", 0, stopped)
-    folder = run_folder(tmp_path / "interrupted", config, "random", 0)
+    folder = run_folder(tmp_path / "interrupted", config, "random", 0).path
     assert (folder / "optimizer_cycle0.pt").exists()
     resumed = run_job(config, "random", 0, settings(data_root, tmp_path / "interrupted"))
     clean = run_job(config, "random", 0, settings(data_root, tmp_path / "clean"))
@@ -188,7 +212,7 @@ def test_a_missing_carried_optimizer_is_refused(data_root, tmp_path):
     stopped = RunSettings(data_root, out, torch.device("cpu"), "smoke", progress=False, on_cycle=stop_after_cycle_0)
     with pytest.raises(Interrupted):
         run_job(config, "random", 0, stopped)
-    folder = run_folder(out, config, "random", 0)
+    folder = run_folder(out, config, "random", 0).path
     (folder / "optimizer_cycle0.pt").unlink()
     with pytest.raises(UserError, match="optimizer_cycle0.pt, which is missing"):
         run_job(config, "random", 0, settings(data_root, out))

@@ -109,6 +109,8 @@ def test_sizes_without_data():
     assert (cityscapes.train, cityscapes.train_hw, cityscapes.eval_hw) == (2975, (688, 688), (1024, 2048))
     camvid = plan.data_shape(get_experiment("segmentation", "camvid").config("mini"))
     assert (camvid.train_hw, camvid.eval_hw) == ((112, 112), (120, 160))
+    coarse = plan.data_shape(get_experiment("vaal", "fig2_cifar100").config(overrides={"data.labels": "coarse"}))
+    assert (coarse.classes, coarse.train, coarse.test, coarse.train_hw) == (20, 50000, 10000, (32, 32))
 
 
 def test_every_method_family_plans(capsys):

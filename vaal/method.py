@@ -23,8 +23,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.lib import (SMALL_IMAGE_DATASETS, CycleContext, CycleSizes, CycleWork, Endless, GameState, NetworkUse, Pool,
-                      ScoringStrategy, UserError, autocast, input_channels, is_main, play, register_method,
+from core.lib import (CycleContext, CycleSizes, CycleWork, Endless, GameState, NetworkUse, Pool, RunFolder,
+                      ScoringStrategy, UserError, autocast, dataset_spec, is_main, play, register_method,
                       seed_everything, stream_key)
 from vaal.networks import VAE, Discriminator
 
@@ -123,15 +123,16 @@ class VAALFamily(ScoringStrategy):
         return found
 
     def vae_side(self, config) -> int:
-        return 32 if config.data.dataset in SMALL_IMAGE_DATASETS else self.options["large_image_size"]
+        return 32 if dataset_spec(config.data.dataset).small_images else self.options["large_image_size"]
 
     def networks(self, config, num_classes: int) -> dict:
-        return self.build_modules(input_channels(config.data.dataset), self.vae_side(config), config.model.width)
+        channels = dataset_spec(config.data.dataset).channels
+        return self.build_modules(channels, self.vae_side(config), config.model.width)
 
     def network_inputs(self, config, num_classes: int) -> dict[str, tuple]:
         """forward()'s per-sample input shapes of the VAE and the discriminator."""
         side = self.vae_side(config)
-        image = (input_channels(config.data.dataset), side, side)
+        image = (dataset_spec(config.data.dataset).channels, side, side)
         return {"VAE": (image,), "discriminator": ((self.options["latent_dim"],) if self.discriminates == "latent"
                                                    else image,)}
 
@@ -342,7 +343,7 @@ class VAALFamily(ScoringStrategy):
         `mean_image_mse` is the MSE of predicting every candidate by their mean image: a VAE that reconstructs
         no better has collapsed to the mean."""
         targets = np.asarray(ctx.dataset.train.targets)
-        initial = ctx.folder / "pool_cycle0.npz" if ctx.folder is not None else None
+        initial = RunFolder(ctx.folder).pool(0) if ctx.folder is not None else None
         labeled0 = Pool.load(initial).labeled if initial is not None and initial.exists() else ctx.pool.labeled
         held_out = torch.as_tensor(~np.isin(targets[candidates], targets[labeled0]), device=ctx.device)
         shown = self.shown_labeled(ctx)
@@ -370,8 +371,8 @@ class VAALFamily(ScoringStrategy):
         mean = torch.tensor(ctx.dataset.mean, device=images.device).view(1, -1, 1, 1)
         std = torch.tensor(ctx.dataset.std, device=images.device).view(1, -1, 1, 1)
         grid = (torch.cat([images, recon.float()]) * std + mean).clamp(0, 1)
-        torchvision.utils.save_image(grid.cpu(), ctx.folder / f"{self.name}_reconstructions_cycle{ctx.cycle}.png",
-                                     nrow=len(images))
+        path = RunFolder(ctx.folder).method_file(f"{self.name}_reconstructions", ctx.cycle, ".png")
+        torchvision.utils.save_image(grid.cpu(), path, nrow=len(images))
 
 
 @register_method

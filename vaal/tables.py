@@ -1,7 +1,7 @@
 """VAAL's Table 2 (datasets and sizes) and Table 3 (hyperparameters), generated from the Fig. 2 and Fig. 3
 configs so the code and the documentation cannot disagree (`./reproduce.sh tables vaal`; vaal/README.md embeds
 them). Segmentation test sets are the official val sets (V15), hence 1,000 for BDD100K where the paper had 2,000."""
-from core.lib import NUM_CLASSES, TEST_SIZE, get_experiment, resolve_count
+from core.lib import dataset_spec, get_experiment, resolve_count
 from vaal.experiments import TRAIN_SIZE
 
 EXPERIMENTS = {"cifar10": "fig2_cifar10", "cifar100": "fig2_cifar100", "caltech256": "fig2_caltech256",
@@ -23,9 +23,10 @@ def table2() -> str:
     for dataset in EXPERIMENTS:
         config, total = _config(dataset)
         validation = config.data.validation_size
-        test = config.data.test_size or TEST_SIZE[dataset]
-        side = 32 if dataset.startswith("cifar") else config.data.image_size
-        lines.append(f"| {dataset} | {NUM_CLASSES[dataset]} | {total - validation} + {validation} | {test} | "
+        spec = dataset_spec(dataset)
+        test = spec.split_sizes(config.data.test_size)[1]
+        side = spec.image_size[0] if spec.small_images else config.data.image_size
+        lines.append(f"| {dataset} | {spec.classes} | {total - validation} + {validation} | {test} | "
                      f"{resolve_count(config.protocol.initial, total)} | {resolve_count(config.protocol.budget, total)} | "
                      f"{side}x{side} |")
     return "\n".join(lines)

@@ -32,15 +32,6 @@ CIFAR10_STATS = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 CIFAR10_CODE_STATS = ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
 CIFAR100_STATS = ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "svhn": 10, "fashion_mnist": 10, "caltech101": 101,
-               "caltech256": 256, "imagenet": 1000}
-SMALL_IMAGE_DATASETS = ("cifar10", "cifar100", "svhn", "fashion_mnist")      # 32x32 / 28x28, kept in memory
-TEST_SIZE = {"cifar10": 10000, "cifar100": 10000, "svhn": 26032, "fashion_mnist": 10000, "imagenet": 50000}
-# What ./reproduce.sh plan needs without reading the data: the training images as loaded (Caltech: every image
-# of the kept classes, before the per-seed test split) and the stored size (H, W) where all images share one.
-TRAIN_SIZE = {"cifar10": 50000, "cifar100": 50000, "svhn": 73257, "fashion_mnist": 60000, "caltech101": 8677,
-              "caltech256": 29780, "imagenet": 1281167}
-IMAGE_SIZE = {"cifar10": (32, 32), "cifar100": (32, 32), "svhn": (32, 32), "fashion_mnist": (28, 28)}
 
 
 def _take(items, indices: np.ndarray):
@@ -94,11 +85,6 @@ class ImageDataset:
     def make_source(self, split: Split, augmentation, device, workers: int = 2):
         """Batches of `split` on the device (segmentation datasets return a source that also crops masks)."""
         return make_source(split, self.mean, self.std, augmentation, device, workers)
-
-
-def input_channels(name: str) -> int:
-    """Image channels of a dataset, known before it is loaded (for `describe` and parameter counts)."""
-    return 1 if name == "fashion_mnist" else 3
 
 
 def resolve_data_root(cli_value: str | None, create: bool = False) -> Path:
@@ -227,23 +213,14 @@ def _torchvision_arrays(dataset_cls, root: Path, **kwargs) -> dict:
 
 def _require(folder: Path, dataset: str, layouts: str) -> None:
     if not folder.is_dir():
-        fetch = ", or pass --download to fetch the native format" if dataset in NATIVE_LAYOUT else ""
+        fetch = ", or pass --download to fetch the native format" if dataset_spec(dataset).native_layout else ""
         raise UserError(f"dataset {dataset} not found: expected {folder} holding {layouts}; fix --data-root{fetch}")
-
-
-# what torchvision's own download puts in a dataset's folder, for the offline instructions
-NATIVE_LAYOUT = {"cifar10": "cifar-10-batches-py/ (cifar-10-python.tar.gz extracted)",
-                 "cifar100": "cifar-100-python/ (cifar-100-python.tar.gz extracted)",
-                 "svhn": "train_32x32.mat and test_32x32.mat",
-                 "fashion_mnist": "FashionMNIST/raw/ with the four *-ubyte files (the .gz files extracted)"}
-NATIVE_MARKER = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python", "svhn": "test_32x32.mat",
-                 "fashion_mnist": "FashionMNIST/raw/t10k-labels-idx1-ubyte"}     # the last file fetched
 
 
 def has_native_files(dataset: str, folder: Path) -> bool:
     """torchvision's native format is in `folder` (its last file to be fetched is); the loaders read it then, else
     ImageFolder trees."""
-    return (folder / NATIVE_MARKER[dataset]).exists()
+    return (folder / dataset_spec(dataset).native_marker).exists()
 
 
 def _native_or_trees(name: str, torchvision_class: str, root: Path, cache_dir: Path, channels: int, stats,
@@ -360,24 +337,65 @@ def load_imagenet(root: Path, cache_dir: Path) -> ImageDataset:
     return ImageDataset("imagenet", classes, Split(targets=targets, files=files), test, *IMAGENET_STATS)
 
 
-LOADERS: dict[str, Callable[..., ImageDataset]] = {
-    "cifar10": load_cifar10,
-    "cifar100": load_cifar100,
-    "svhn": load_svhn,
-    "fashion_mnist": load_fashion_mnist,
-    "caltech101": load_caltech101,
-    "caltech256": load_caltech256,
-    "imagenet": load_imagenet,
-}
+@dataclass(frozen=True)
+class DatasetSpec:
+    """What a dataset is before it is read (for `plan`, `describe` and parameter counts) and how to load it."""
+
+    name: str
+    loader: Callable[..., ImageDataset]      # loader(root, cache_dir, **options)
+    classes: int
+    train_size: int                          # training images as loaded (Caltech: every image of the kept
+    #                                          classes, before the per-seed test split)
+    test_size: int | None                    # the official test set; None: data.test_size images of the
+    #                                          training ones, per seed (seeded_test_split)
+    channels: int = 3
+    image_size: tuple[int, int] | None = None      # stored (H, W) where all images share one
+    small_images: bool = False               # 32x32 / 28x28 kept in memory and fed to networks as stored
+    coarse_classes: int | None = None        # the classes under data.labels=coarse (CIFAR-100's superclasses)
+    native_layout: str = ""                  # what torchvision's own download puts in the dataset's folder
+    native_marker: str = ""                  # the last file that download fetches: its presence means complete
+
+    def classes_for(self, labels: str) -> int:
+        """The classes a task model predicts under data.labels."""
+        return self.coarse_classes if labels == "coarse" and self.coarse_classes else self.classes
+
+    def split_sizes(self, test_size: int, train: int | None = None) -> tuple[int, int]:
+        """(training, test) images a job sees of `train` loaded ones (default: all): the official test set, or
+        data.test_size taken out of the training images."""
+        train = self.train_size if train is None else train
+        return (train, self.test_size) if self.test_size else (train - test_size, test_size)
 
 
-def register_dataset(name: str, loader: Callable[..., ImageDataset], num_classes: int, train_size: int,
-                     test_size: int, image_size: tuple[int, int] | None = None) -> None:
-    """A dataset that a package adds: `loader(root, cache_dir)` and what `plan` needs without data."""
-    LOADERS[name] = loader
-    NUM_CLASSES[name], TRAIN_SIZE[name], TEST_SIZE[name] = num_classes, train_size, test_size
-    if image_size:
-        IMAGE_SIZE[name] = image_size
+def _small(name: str, loader, classes: int, train: int, test: int, side: int = 32, channels: int = 3,
+           **facts) -> DatasetSpec:
+    return DatasetSpec(name, loader, classes, train, test, channels, (side, side), small_images=True, **facts)
+
+
+DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (
+    _small("cifar10", load_cifar10, 10, 50000, 10000, native_marker="cifar-10-batches-py",
+           native_layout="cifar-10-batches-py/ (cifar-10-python.tar.gz extracted)"),
+    _small("cifar100", load_cifar100, 100, 50000, 10000, coarse_classes=20, native_marker="cifar-100-python",
+           native_layout="cifar-100-python/ (cifar-100-python.tar.gz extracted)"),
+    _small("svhn", load_svhn, 10, 73257, 26032, native_marker="test_32x32.mat",
+           native_layout="train_32x32.mat and test_32x32.mat"),
+    _small("fashion_mnist", load_fashion_mnist, 10, 60000, 10000, side=28, channels=1,
+           native_marker="FashionMNIST/raw/t10k-labels-idx1-ubyte",
+           native_layout="FashionMNIST/raw/ with the four *-ubyte files (the .gz files extracted)"),
+    DatasetSpec("caltech101", load_caltech101, 101, 8677, None),        # BACKGROUND_Google dropped
+    DatasetSpec("caltech256", load_caltech256, 256, 29780, None),       # 30,607 less 257.clutter's 827
+    DatasetSpec("imagenet", load_imagenet, 1000, 1281167, 50000),
+)}
+
+
+def dataset_spec(name: str) -> DatasetSpec:
+    if name not in DATASETS:
+        raise UserError(f"unknown dataset '{name}'; known: {', '.join(sorted(DATASETS))}")
+    return DATASETS[name]
+
+
+def register_dataset(spec: DatasetSpec) -> None:
+    """A dataset that a package adds (segmentation)."""
+    DATASETS[spec.name] = spec
 
 
 # ---------------------------------------------------------------- options applied after loading
@@ -410,6 +428,4 @@ def subsample(split: Split, size: int, tag: str) -> Split:
 
 
 def load_dataset(name: str, root: Path, cache_dir: Path | None = None, **options) -> ImageDataset:
-    if name not in LOADERS:
-        raise UserError(f"unknown dataset '{name}'; known: {', '.join(sorted(LOADERS))}")
-    return LOADERS[name](root, cache_dir or default_cache_dir(), **options)
+    return dataset_spec(name).loader(root, cache_dir or default_cache_dir(), **options)

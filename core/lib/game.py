@@ -2,7 +2,7 @@
 checkpoint and ends with the networks, the diagnostics and so the selection of an uninterrupted game.
 
 A game is a loop of iterations that read endless streams of batches (`Endless`). Its checkpoint is the cycle's
-`ctx.checkpoint("game")` (core.tools.checkpoint's, as the task model's: written by rank 0, removed with the
+`ctx.checkpoint(RunFolder.GAME)` (core.tools.checkpoint's, as the task model's: written by rank 0, removed with the
 cycle's row), written at the end of every `runtime.checkpoint_every` game epochs (`per_epoch` iterations, the
 unit the game's length is set in) and when the game ends, so a job preempted while scoring does not play again.
 It holds the modules, the optimizers, the values the loop sums, the iteration counter, each stream's position,
@@ -21,6 +21,8 @@ from typing import Callable, Iterable
 
 import torch
 from tqdm.auto import tqdm
+
+from core.lib.results import RunFolder
 
 
 class Endless:
@@ -99,7 +101,7 @@ class GameState:
 def play(game: GameState, ctx, iterations: int, per_epoch: int, step: Callable[[int], None]) -> int:
     """Run `step(iteration)` for the iterations the cycle's game checkpoint has not done yet, saving it at the end
     of its epochs of `per_epoch` iterations; return the iteration the game resumed at (0: played from the start)."""
-    checkpoint = ctx.checkpoint("game") if ctx.checkpoint else None
+    checkpoint = ctx.checkpoint(RunFolder.GAME) if ctx.checkpoint else None
     saved = checkpoint.load() if checkpoint else None
     start = game.load_state_dict(saved, ctx.device) if saved else 0
     per_epoch = max(1, per_epoch)

@@ -1,7 +1,7 @@
 """The active-learning loop of one (paper, experiment, method, seed) job, resumable cycle by cycle.
 
 A cycle trains on the labeled set, tests, and (except in the last cycle) selects the next batch. The pool at
-the start of cycle c is saved as pool_cycle{c}.npz before the row of cycle c-1 is appended, so a finished
+the start of cycle c is saved (core.lib.results.RunFolder.pool) before the row of cycle c-1 is appended, so a finished
 cycle is never recomputed and an interrupted one is redone from its saved pool. Every random stream is derived
 from (seed, cycle[, method]) rather than carried over, which makes a resumed run equal an uninterrupted one;
 what a cycle does carry over (the warm-started model, the optimizer's state under train.keep_optimizer) is
@@ -33,7 +33,7 @@ from core.lib.fastpaths import configure
 from core.lib.networks import build_network
 from core.lib.oracle import make_oracle
 from core.lib.pool import Pool, candidate_subset, initial_pool
-from core.lib.results import RESULTS_FILE, append_jsonl, save_atomic
+from core.lib.results import RunFolder, append_jsonl, cycle_row, save_atomic
 from core.lib.seeding import float_settings, numpy_rng, seed_everything, stream_key
 from core.lib.sources import Augmentation
 from core.lib.strategy import CycleContext, make_strategy
@@ -52,14 +52,8 @@ class RunSettings:
     allow_code_change: bool = False                     # resume rows made by other code (--allow-code-change)
 
 
-def optimizer_name(cycle: int) -> str:
-    """The optimizer's state at the end of a cycle's training, which the next cycle continues
-    (train.keep_optimizer); only the last finished cycle's is kept."""
-    return f"optimizer_cycle{cycle}.pt"
-
-
-def run_folder(out: Path, config: ExperimentConfig, method: str, seed: int) -> Path:
-    return Path(out) / config.paper / config.experiment / method / f"seed{seed}"
+def run_folder(out: Path, config: ExperimentConfig, method: str, seed: int) -> RunFolder:
+    return RunFolder.of(out, config.paper, config.experiment, method, seed)
 
 
 @functools.lru_cache(maxsize=2)
@@ -155,7 +149,7 @@ class JobPlan:
     dataset: ds.ImageDataset
     train_size: int
     budget: int
-    folder: Path
+    folder: RunFolder
     rows: list[dict] = field(default_factory=list)      # finished cycles found in the folder (core.tools.jobs)
     stored_config: dict | None = None
 
@@ -208,7 +202,6 @@ def run_cycles(plan: JobPlan, method: str, seed: int, settings: RunSettings,
     `checkpoints.discard(cycle)` removes a finished cycle's (core.tools.checkpoint.JobCheckpoints)."""
     config, strategy, dataset, folder, digest = plan.config, plan.strategy, plan.dataset, plan.folder, plan.digest
     rows, train_size, budget = list(plan.rows), plan.train_size, plan.budget
-    results_file = folder / RESULTS_FILE
     configure(config.runtime)
     device = settings.device
     oracle = make_oracle(dataset.train.targets, config.protocol.oracle_noise, dataset.superclass_of_class, seed)
@@ -218,11 +211,11 @@ def run_cycles(plan: JobPlan, method: str, seed: int, settings: RunSettings,
     test_source = dataset.make_source(dataset.test, augmentation, device, data.workers)
     writes = parallel.is_main()
     if rows:
-        pool = Pool.load(folder / f"pool_cycle{len(rows)}.npz")
+        pool = Pool.load(folder.pool(len(rows)))
     else:
         pool = first_pool(config, dataset, seed, train_size)
         if writes:
-            pool.save(folder / "pool_cycle0.npz")
+            pool.save(folder.pool(0))
 
     def checkpoint(cycle: int, labeled: np.ndarray, tag: str = ""):
         return checkpoints(cycle, labeled, tag) if checkpoints else None
@@ -247,15 +240,15 @@ def run_cycles(plan: JobPlan, method: str, seed: int, settings: RunSettings,
                            pool=pool, answers=oracle.answers, trainer=trainer(cycle),
                            rng=numpy_rng("select", seed, method, cycle),
                            options=strategy.options, progress=settings.progress,
-                           train_model=functools.partial(train_extra_model, cycle), folder=folder,
+                           train_model=functools.partial(train_extra_model, cycle), folder=folder.path,
                            checkpoint=functools.partial(checkpoint, cycle, pool.labeled))
         strategy.diagnostics = {}
         model = strategy.prepare_model(new_model(config, dataset, seed, cycle, device), ctx)
         if not config.train.reinit and cycle > 0:
-            model.load_state_dict(torch.load(folder / f"model_cycle{cycle - 1}.pt", map_location=device))
+            model.load_state_dict(torch.load(folder.model(cycle - 1), map_location=device))
         generator = torch.Generator(device=device)
         generator.manual_seed(stream_key("train", seed, cycle) % 2**63)
-        carried = torch.load(folder / optimizer_name(cycle - 1), map_location="cpu") \
+        carried = torch.load(folder.optimizer(cycle - 1), map_location="cpu") \
             if config.train.keep_optimizer and cycle > 0 else None
         report = ctx.trainer.fit(model, source, pool.labeled, oracle.answers, pool.validation, oracle.answers,
                                  hooks=strategy.train_hooks(model, ctx), generator=generator,
@@ -268,10 +261,10 @@ def run_cycles(plan: JobPlan, method: str, seed: int, settings: RunSettings,
         trained_on = pool.labeled.copy()
         if not config.train.reinit and writes:
             before_write()
-            save_atomic(model.state_dict(), folder / f"model_cycle{cycle}.pt")
+            save_atomic(model.state_dict(), folder.model(cycle))
         if config.train.keep_optimizer and writes:
             before_write()
-            save_atomic(report.optimizer_state, folder / optimizer_name(cycle))
+            save_atomic(report.optimizer_state, folder.optimizer(cycle))
         test = evaluate(model, test_source, np.arange(len(dataset.test)), dataset.test.targets,
                         dataset.num_classes, config.train.eval_batch_size, config.train.amp)
         selected, select_seconds, selector_seconds = [], 0.0, 0.0
@@ -287,29 +280,28 @@ def run_cycles(plan: JobPlan, method: str, seed: int, settings: RunSettings,
             pool.label(selected, budget)
             if writes:
                 before_write()
-                pool.save(folder / f"pool_cycle{cycle + 1}.npz")
-        row = {
-            "paper": config.paper, "experiment": config.experiment, "dataset": dataset.name, "method": method,
-            "seed": seed, "cycle": cycle, "profile": settings.profile,
-            "beyond_paper": method in config.extra_methods or method not in config.methods,
-            "n_labeled": len(trained_on), "fraction_labeled": round(len(trained_on) / (config.protocol.fraction_base or train_size), 6),
-            "train_size": train_size, "metric": config.metric, "value": round(test["value"], 4),
-            "per_class": test["per_class"], "best_validation": report.best_validation,
-            "train_steps": report.steps, "train_loss": round(report.final_loss, 5),
-            "train_seconds": round(report.seconds, 3), "train_resumed_at_step": report.resumed_at_step,
-            "select_seconds": round(select_seconds, 3),
-            "selector_train_seconds": round(selector_seconds, 3),
-            "noisy_labels_in_labeled": int(oracle.flipped[trained_on].sum()),
-            "diagnostics": strategy.diagnostics, "method_options": strategy.options, "selected": np.asarray(selected).tolist(),
-            "config_hash": digest, "code_version": settings.code_version, "device": str(device),
-            "processes": parallel.world_size(), **float_settings(device),
-        }
+                pool.save(folder.pool(cycle + 1))
+        row = cycle_row(
+            paper=config.paper, experiment=config.experiment, dataset=dataset.name, method=method,
+            seed=seed, cycle=cycle, profile=settings.profile,
+            beyond_paper=method in config.extra_methods or method not in config.methods,
+            n_labeled=len(trained_on),
+            fraction_labeled=round(len(trained_on) / (config.protocol.fraction_base or train_size), 6),
+            train_size=train_size, metric=config.metric, value=round(test["value"], 4),
+            per_class=test["per_class"], best_validation=report.best_validation,
+            train_steps=report.steps, train_loss=round(report.final_loss, 5),
+            train_seconds=round(report.seconds, 3), train_resumed_at_step=report.resumed_at_step,
+            select_seconds=round(select_seconds, 3), selector_train_seconds=round(selector_seconds, 3),
+            noisy_labels_in_labeled=int(oracle.flipped[trained_on].sum()),
+            diagnostics=strategy.diagnostics, method_options=strategy.options,
+            selected=np.asarray(selected).tolist(), config_hash=digest, code_version=settings.code_version,
+            device=str(device), processes=parallel.world_size(), **float_settings(device))
         if writes:
             before_write()
-            append_jsonl(results_file, row)
+            append_jsonl(folder.results, row)
         rows.append(row)
         if writes and cycle:
-            (folder / optimizer_name(cycle - 1)).unlink(missing_ok=True)
+            folder.optimizer(cycle - 1).unlink(missing_ok=True)
         if checkpoints:
             checkpoints.discard(cycle)
         if settings.on_cycle:

@@ -24,17 +24,12 @@ import torch
 
 from core.lib import parallel
 from core.lib.errors import UserError
-from core.lib.results import save_atomic
+from core.lib.results import RunFolder, save_atomic
 
 
 def checkpoint_key(digest: str, code_version: str, cycle: int, tag: str, labeled: np.ndarray) -> str:
     labeled_hash = hashlib.sha1(np.ascontiguousarray(labeled, dtype=np.int64).tobytes()).hexdigest()
     return f"{digest}/{cycle}/{tag}/{labeled_hash}/{code_version}"
-
-
-def checkpoint_name(cycle: int, tag: str = "") -> str:
-    """The mid-cycle checkpoint of a cycle's task model, or of a further model trained in it (`tag`)."""
-    return f"train_cycle{cycle}_{tag}.ckpt" if tag else f"train_cycle{cycle}.ckpt"
 
 
 def cuda_index(device: torch.device) -> int:
@@ -106,7 +101,7 @@ class JobCheckpoints:
     """The checkpoints of one job's folder, as core.lib.loop.run_cycles asks for them: one per training run of a
     cycle (`__call__`), all of a cycle removed once its row is written (`discard`)."""
 
-    folder: Path
+    folder: RunFolder
     digest: str
     code_version: str
     every: int
@@ -117,11 +112,11 @@ class JobCheckpoints:
     def __call__(self, cycle: int, labeled: np.ndarray, tag: str = "") -> TrainCheckpoint | None:
         if not self.every:
             return None
-        return TrainCheckpoint(self.folder / checkpoint_name(cycle, tag), self.every,
+        return TrainCheckpoint(self.folder.checkpoint(cycle, tag), self.every,
                                checkpoint_key(self.digest, self.code_version, cycle, tag, labeled),
                                self.before_write, self.saves, self.device)
 
     def discard(self, cycle: int) -> None:
         if self.saves:
-            for path in [self.folder / checkpoint_name(cycle), *self.folder.glob(checkpoint_name(cycle, "*"))]:
+            for path in self.folder.checkpoints(cycle):
                 path.unlink(missing_ok=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from core.lib.datasets import NATIVE_LAYOUT, NATIVE_MARKER, has_native_files
+from core.lib.datasets import DATASETS, dataset_spec, has_native_files
 from core.lib.errors import UserError
 
 
@@ -13,7 +13,8 @@ def fetch_if_missing(dataset: str, root: Path) -> None:
     """Fetch `dataset` into root/<dataset> unless its native files or ImageFolder trees are there; datasets
     without a native download (Caltech, ImageNet, segmentation) are left to their loaders' messages."""
     folder = Path(root) / dataset
-    if dataset in NATIVE_MARKER and not has_native_files(dataset, folder) and not (folder / "train").is_dir():
+    native = dataset in DATASETS and dataset_spec(dataset).native_marker
+    if native and not has_native_files(dataset, folder) and not (folder / "train").is_dir():
         fetch_native(dataset, folder)
 
 
@@ -47,7 +48,7 @@ def fetch_native(dataset: str, folder: Path) -> None:
 
     from torchvision.datasets.utils import check_integrity, extract_archive
 
-    offline = (f"offline, place {NATIVE_LAYOUT[dataset]} in {folder} (or ImageFolder trees {folder}/train/ "
+    offline = (f"offline, place {dataset_spec(dataset).native_layout} in {folder} (or ImageFolder trees {folder}/train/ "
                f"and {folder}/test/), or point --data-root at a folder holding {dataset}/")
     for url, name, md5 in native_files(dataset):
         target = folder / name

@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import json
 import subprocess
 from pathlib import Path
 from typing import Callable
@@ -24,15 +23,13 @@ import numpy as np
 from core.lib import parallel
 from core.lib.config import HASH_SCHEME, ExperimentConfig, to_dict
 from core.lib.errors import UserError
-from core.lib.loop import (JobPlan, RunSettings, first_pool, optimizer_name, prepare_job, run_cycles, run_folder,
-                           with_method_options)
+from core.lib.loop import JobPlan, RunSettings, first_pool, prepare_job, run_cycles, run_folder, with_method_options
 from core.lib.pool import Pool
-from core.lib.results import RESULTS_FILE, read_jsonl, write_json
+from core.lib.results import RESUME_FIELDS, RunFolder, wrong_fields
 from core.lib.plugins import declared
 from core.tools import distributed
 from core.tools.checkpoint import JobCheckpoints
 
-LOCK_FILE = ".lock"
 # PyTorch's text when an op without a deterministic kernel runs under use_deterministic_algorithms(True)
 NO_DETERMINISTIC_KERNEL = " does not have a deterministic implementation"
 
@@ -75,17 +72,16 @@ def run_job(config: ExperimentConfig, method: str, seed: int, settings: RunSetti
     """Run the missing cycles of one job while holding its folder's lock. A job whose lock another process
     holds waits for it, calling `on_wait(folder, owner)` once, or raises LockBusy when not `wait`."""
     folder = run_folder(settings.out, config, method, seed)
-    lock = distributed.folder_lock(folder / LOCK_FILE)
-    lock.acquire(wait=wait, on_wait=on_wait and functools.partial(on_wait, folder))
+    lock = distributed.folder_lock(folder.lock)
+    lock.acquire(wait=wait, on_wait=on_wait and functools.partial(on_wait, folder.path))
     try:
         plan = plan_job(config, method, seed, settings)
         if plan.done:
             return plan.rows
         writes = parallel.is_main()
         if plan.stored_config is None and writes:
-            write_json(folder / "config.json", {"config_hash": plan.digest, "hash_scheme": HASH_SCHEME,
-                                                "method": method, "seed": seed,
-                                                "config": to_dict(with_method_options(config, method))})
+            folder.write_config({"config_hash": plan.digest, "hash_scheme": HASH_SCHEME, "method": method,
+                                 "seed": seed, "config": to_dict(with_method_options(config, method))})
         settings = dataclasses.replace(settings, code_version=code_version())
         checkpoints = JobCheckpoints(folder, plan.digest, settings.code_version,
                                      plan.config.runtime.checkpoint_every, lock.verify, writes, settings.device)
@@ -114,25 +110,19 @@ def plan_job(config: ExperimentConfig, method: str, seed: int, settings: RunSett
     plan = prepare_job(config, method, seed, settings)
     folder = plan.folder
     # a folder without a finished cycle holds nothing to lose: a corrected command starts it over
-    stored = _stored_config(folder / "config.json", plan.digest) if read_jsonl(folder / RESULTS_FILE) else None
+    stored = _stored_config(folder, plan.digest) if folder.rows() else None
     rows = finished_cycles(folder, plan.config, method, seed, plan.digest, plan.train_size)
     if not settings.allow_code_change:
-        check_code_version(folder / RESULTS_FILE, rows, code_version())
+        check_code_version(folder.results, rows, code_version())
     if not rows:
         first_pool(plan.config, plan.dataset, seed, plan.train_size)
     return dataclasses.replace(plan, rows=rows, stored_config=stored)
 
 
-def _stored_config(path: Path, digest: str) -> dict | None:
-    if not path.exists():
+def _stored_config(folder: RunFolder, digest: str) -> dict | None:
+    if not folder.config.exists():
         return None
-    try:
-        stored = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise UserError(f"{path} cannot be read ({err.__class__.__name__}: {err}); move that run folder aside to "
-                        "start the run over") from None
-    if not isinstance(stored, dict) or "config_hash" not in stored:
-        raise UserError(f"{path} holds no config_hash; move that run folder aside to start the run over")
+    stored, path = folder.read_config(), folder.config
     scheme = stored.get("hash_scheme", 1)      # folders from before the number was stored: definition 1
     if scheme != HASH_SCHEME:
         raise UserError(f"{path.parent} was made under run-hash definition {scheme}, and this code defines the "
@@ -153,25 +143,19 @@ def check_code_version(results: Path, rows: list[dict], current: str) -> None:
                         "the mix), or another --out to start anew")
 
 
-ROW_FIELDS = {"paper": str, "experiment": str, "method": str, "seed": int, "cycle": int, "n_labeled": int,
-              "fraction_labeled": (int, float), "metric": str, "value": (int, float), "selected": list,
-              "config_hash": str}
-
-
-def finished_cycles(folder: Path, config: ExperimentConfig, method: str, seed: int, digest: str,
+def finished_cycles(folder: RunFolder, config: ExperimentConfig, method: str, seed: int, digest: str,
                     train_size: int) -> list[dict]:
     """The rows of cycles 0..k-1, each once, complete and made by this config, with the pool file to resume
     cycle k from; anything else is refused, naming the file, before the folder is touched."""
-    results = folder / RESULTS_FILE
-    rows = read_jsonl(results)
+    results = folder.results
+    rows = folder.rows()
     redo = "move the run folder aside to start that run over"
     if results.exists() and not rows:
         raise UserError(f"{results} holds no row, yet it is written only with a finished cycle's row (rows "
                         f"were lost); {redo}")
     for line, row in enumerate(rows, 1):
         where = f"{results} line {line}"
-        missing = [name for name, kind in ROW_FIELDS.items()
-                   if not isinstance(row, dict) or not isinstance(row.get(name), kind) or isinstance(row.get(name), bool)]
+        missing = wrong_fields(row, RESUME_FIELDS)
         if missing:
             raise UserError(f"{where} is not a complete results row (missing or wrong: {', '.join(missing)}); {redo}")
         if row["cycle"] != line - 1:
@@ -190,22 +174,24 @@ def finished_cycles(folder: Path, config: ExperimentConfig, method: str, seed: i
     return rows
 
 
-def _check_resume_pool(folder: Path, config: ExperimentConfig, rows: list[dict], train_size: int, redo: str):
-    pool_file = folder / f"pool_cycle{len(rows)}.npz"
+def _check_resume_pool(folder: RunFolder, config: ExperimentConfig, rows: list[dict], train_size: int, redo: str):
+    pool_file = folder.pool(len(rows))
     if not pool_file.exists():
-        raise UserError(f"{folder} has {len(rows)} finished cycles but no {pool_file.name} to resume from; {redo}")
+        raise UserError(f"{folder.path} has {len(rows)} finished cycles but no {pool_file.name} to resume from; "
+                        f"{redo}")
     pool = Pool.load(pool_file)
     last = rows[-1]
     selected = np.concatenate([np.asarray(r["selected"], dtype=np.int64) for r in rows])
     if pool.size != train_size or len(pool.labeled) != last["n_labeled"] + len(last["selected"]) \
             or not np.isin(selected, pool.labeled).all():
-        raise UserError(f"{pool_file} does not continue {folder / RESULTS_FILE} (pool of {pool.size} images with "
+        raise UserError(f"{pool_file} does not continue {folder.results} (pool of {pool.size} images with "
                         f"{len(pool.labeled)} labeled; the rows select {len(selected)} images of {train_size}); "
                         f"{redo}")
-    model_file = folder / f"model_cycle{len(rows) - 1}.pt"
+    model_file = folder.model(len(rows) - 1)
     if not config.train.reinit and not model_file.exists():
-        raise UserError(f"{folder} warm-starts cycle {len(rows)} from {model_file.name}, which is missing; {redo}")
-    optimizer_file = folder / optimizer_name(len(rows) - 1)
+        raise UserError(f"{folder.path} warm-starts cycle {len(rows)} from {model_file.name}, which is missing; "
+                        f"{redo}")
+    optimizer_file = folder.optimizer(len(rows) - 1)
     if config.train.keep_optimizer and not optimizer_file.exists():
-        raise UserError(f"{folder} continues the optimizer of cycle {len(rows) - 1} from {optimizer_file.name}, "
+        raise UserError(f"{folder.path} continues the optimizer of cycle {len(rows) - 1} from {optimizer_file.name}, "
                         f"which is missing; {redo}")

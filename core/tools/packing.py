@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from core.lib.datasets import SMALL_IMAGE_DATASETS
+from core.lib.datasets import dataset_spec
 
 SMALL_IMAGE_JOBS_PER_GPU = 3         # issue 23, H200: 3 jobs reached the aggregate 10 jobs did
 CONTEXT_BYTES = 512 * 2**20          # a process's CUDA context with cuBLAS/cuDNN workspaces, an allowance
@@ -30,7 +30,7 @@ ALLOCATOR_SLACK = 1.25               # the caching allocator's rounding and frag
 
 
 def default_jobs_per_gpu(config) -> int:
-    return SMALL_IMAGE_JOBS_PER_GPU if config.data.dataset in SMALL_IMAGE_DATASETS else 1
+    return SMALL_IMAGE_JOBS_PER_GPU if dataset_spec(config.data.dataset).small_images else 1
 
 
 def job_memory(config, method: str) -> int:
@@ -57,7 +57,7 @@ def job_memory(config, method: str) -> int:
 
     data = data_shape(config)
     images = 0
-    if config.data.dataset in SMALL_IMAGE_DATASETS:
+    if dataset_spec(config.data.dataset).small_images:
         images = (data.train + data.test) * data.channels * data.train_hw[0] * data.train_hw[1]
     strategy = make_strategy(method, config.method_options.get(method))
     work = strategy.cycle_work(config, data.classes, CycleSizes(0, 1, 1, 1, 1, 1))    # a cycle that selects

@@ -19,7 +19,7 @@ Not counted: BatchNorm, activations, losses and optimizer updates (a few percent
 networks (k-center distances, DPP determinants, top-k); LL4AL's loss-prediction module (two small linear layers
 on pooled features); data loading, which can bound an ImageNet job instead.
 
-Sizes. Training and test images from core.lib.datasets TRAIN_SIZE/TEST_SIZE (segmentation adds its own), then
+Sizes. Training and test images from the dataset's DatasetSpec (core.lib.datasets; segmentation adds its own), then
 data.imbalance (balanced classes assumed), Caltech's data.test_size split and data.train_subset, as
 core.lib.loop.prepare_dataset applies them; the protocol as core.lib.loop.check_protocol resolves it. Image sizes:
 CIFAR and SVHN 32 px and Fashion-MNIST 28 px as stored; Caltech and ImageNet crops of data.image_size for
@@ -213,32 +213,25 @@ class DataShape:
 
 def data_shape(config: ExperimentConfig) -> DataShape:
     data = config.data
-    if data.dataset not in ds.TRAIN_SIZE:
-        raise UserError(f"the plan does not know how many images dataset '{data.dataset}' has; add it to "
-                        "core.lib.datasets.TRAIN_SIZE")
-    classes = 20 if data.dataset == "cifar100" and data.labels == "coarse" else ds.NUM_CLASSES[data.dataset]
-    train = ds.TRAIN_SIZE[data.dataset]
+    spec = ds.dataset_spec(data.dataset)
+    train = spec.train_size
     if data.imbalance > 1:           # odd classes keep 1/imbalance of theirs (core.lib.datasets.imbalanced)
-        per_class = train / ds.NUM_CLASSES[data.dataset]
-        odd = ds.NUM_CLASSES[data.dataset] // 2
+        per_class, odd = train / spec.classes, spec.classes // 2
         train = round(train - odd * per_class + odd * round(per_class / data.imbalance))
-    if data.dataset in ds.TEST_SIZE:
-        test = ds.TEST_SIZE[data.dataset]
-    else:                            # a per-seed test split of data.test_size (core.lib.datasets.seeded_test_split)
-        test, train = data.test_size, train - data.test_size
+    train, test = spec.split_sizes(data.test_size, train)
     train = min(train, data.train_subset) if data.train_subset else train
     test = min(test, data.test_subset) if data.test_subset else test
     crop = (data.image_size, data.image_size)
-    if data.dataset in ds.SMALL_IMAGE_DATASETS:
-        train_hw = eval_hw = ds.IMAGE_SIZE[data.dataset]
-    elif data.dataset in ds.IMAGE_SIZE:          # segmentation: crops (image_size 0: whole images) to train,
-        height, width = ds.IMAGE_SIZE[data.dataset]    # whole images to test
+    if spec.small_images:
+        train_hw = eval_hw = spec.image_size
+    elif spec.image_size:            # segmentation: crops (image_size 0: whole images) to train,
+        height, width = spec.image_size                # whole images to test
         scale = data.resize / min(height, width) if data.resize else 1
         eval_hw = (round(height * scale), round(width * scale))
         train_hw = crop if data.image_size else eval_hw
     else:                                        # files of any size: resized, then cropped
         train_hw = eval_hw = crop
-    return DataShape(train, test, classes, ds.input_channels(data.dataset), train_hw, eval_hw)
+    return DataShape(train, test, spec.classes_for(data.labels), spec.channels, train_hw, eval_hw)
 
 
 # ---------------------------------------------------------------- counted FLOPs

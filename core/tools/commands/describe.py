@@ -18,7 +18,7 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from core.lib.config import to_dict
-    from core.lib.datasets import NUM_CLASSES, input_channels
+    from core.lib.datasets import dataset_spec
     from core.lib.experiments import method_status
     from core.lib.networks import build_network, parameter_count
     from core.lib.strategy import make_strategy
@@ -26,13 +26,14 @@ def run(args) -> int:
     _, config = resolve_experiment(args)
     print(json.dumps(to_dict(config), indent=2))
     data = config.data
-    classes = 20 if data.dataset == "cifar100" and data.labels == "coarse" else NUM_CLASSES[data.dataset]
-    task = build_network(config.model.arch, classes, input_channels(data.dataset), config.model.width,
+    spec = dataset_spec(data.dataset)
+    classes = spec.classes_for(data.labels)
+    task = build_network(config.model.arch, classes, spec.channels, config.model.width,
                          config.model.init)
     print(f"\ntask model {config.model.arch} (width {config.model.width:g}, {classes} classes): "
           f"{parameter_count(task):,} parameters")
     for variant in [v for v in getattr(task, "family", ()) if v != config.model.arch]:
-        other = build_network(variant, classes, input_channels(data.dataset), config.model.width)
+        other = build_network(variant, classes, spec.channels, config.model.width)
         print(f"  alternative model.arch={variant}: {parameter_count(other):,} parameters")
     implemented, pending = method_status(config)
     for method in implemented:

@@ -8,18 +8,13 @@ from pathlib import Path
 import numpy as np
 
 from core.lib.errors import UserError
-from core.lib.results import RESULTS_FILE, read_jsonl
+from core.lib.results import REPORT_FIELDS, RESULTS_FILE, read_jsonl, wrong_fields
 from core.tools.report.statistics import Curve
-
-REPORT_FIELDS = {"paper": str, "experiment": str, "method": str, "seed": int, "n_labeled": int,
-                 "fraction_labeled": (int, float), "metric": str, "value": (int, float)}
-
 
 def check_report_fields(path: Path, rows: list[dict]) -> list[dict]:
     """Rows that figures and tables can use; the first one that cannot is named with its file and line."""
     for number, row in enumerate(rows, 1):
-        missing = [name for name, kind in REPORT_FIELDS.items() if not isinstance(row, dict)
-                   or not isinstance(row.get(name), kind) or isinstance(row.get(name), bool)]
+        missing = wrong_fields(row, REPORT_FIELDS)
         if missing:
             raise UserError(f"results file {path} row {number} lacks {', '.join(missing)} (or holds the wrong type); "
                             "move the file aside, or rerun that job into a fresh --out")
