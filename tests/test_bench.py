@@ -42,6 +42,7 @@ def test_bench_sampling_times_feature_extraction_and_selection_apart(monkeypatch
     assert json.loads((tmp_path / "sampling.json").read_text())["seconds"]["coreset"]["total"] > 0
 
 
+@pytest.mark.slow      # every method's selection, 11 s; the method filter test runs two in the default suite
 def test_bench_sampling_times_every_registered_method(monkeypatch, tmp_path):
     """The whole list at smoke size; a method that needs another task network (LADA's ResNet feature maps)
     selects from that one, and the table's note says so."""

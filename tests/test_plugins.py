@@ -51,6 +51,7 @@ def check_plugin_run(experiment: Path) -> None:
     assert "| power_entropy (extra) |" in report and "| random |" in report
 
 
+@pytest.mark.slow      # a smoke run in a subprocess, 7 s; the installed entry point's run stays in the default suite
 def test_a_method_in_a_file_outside_the_packages_runs_through_plugin(tmp_path, data_root):
     check_plugin_run(plugin_run(tmp_path, data_root))
 
