@@ -102,6 +102,12 @@ def resolve_data_root_arg(value: str | None, create: bool = False) -> Path:
     return resolve_data_root(value and str(user_path(value)), create=create)
 
 
+def add_experiment(parser, optional: bool = False) -> None:
+    """The <paper> <experiment> positionals of the commands that act on one experiment."""
+    for name in ("paper", "experiment"):
+        parser.add_argument(name, nargs="?" if optional else None)
+
+
 def add_common(parser, data: bool = True) -> None:
     if data:
         parser.add_argument("--data-root", help="folder with cifar10/, cifar100/, ... (default: $AL_DATA_ROOT, "

@@ -20,8 +20,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.lib.errors import UserError
-from core.tools.arguments import (add_allow_code_change, add_common, choose_methods, jobs_count, positive_int,
-                                  resolve_experiment, user_path)
+from core.tools.arguments import (add_allow_code_change, add_common, add_experiment, choose_methods, jobs_count,
+                                  positive_int, resolve_experiment, user_path)
 from core.tools.reported import Comparison, budget, compare
 
 NAME = "verify"
@@ -31,8 +31,7 @@ VERIFY_FILE = "verify.md"
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("paper", nargs="?")
-    parser.add_argument("experiment", nargs="?")
+    add_experiment(parser, optional=True)
     parser.add_argument("--cycles", type=positive_int, default=1, help="check the first K cycles (default 1)")
     parser.add_argument("--seeds", type=positive_int, help="seeds 0..N-1 (default: the paper's; with --results: "
                                                           "every seed stored)")

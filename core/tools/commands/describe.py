@@ -3,15 +3,14 @@ from __future__ import annotations
 
 import json
 
-from core.tools.arguments import resolve_experiment
+from core.tools.arguments import add_experiment, resolve_experiment
 
 NAME = "describe"
 HELP = "the resolved config and every network with its parameter count"
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("paper")
-    parser.add_argument("experiment")
+    add_experiment(parser)
     parser.add_argument("--profile", default="paper")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE")
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from core.lib.errors import UserError
-from core.tools.arguments import choose_methods, pick_device, positive_int, resolve_experiment
+from core.tools.arguments import add_experiment, choose_methods, pick_device, positive_int, resolve_experiment
 
 NAME = "plan"
 HELP = ("every job of an experiment with its steps, counted FLOPs and estimated GPU-hours, without data or GPU "
@@ -10,8 +10,7 @@ HELP = ("every job of an experiment with its steps, counted FLOPs and estimated 
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("paper", nargs="?")
-    parser.add_argument("experiment", nargs="?")
+    add_experiment(parser, optional=True)
     parser.add_argument("--all", action="store_true", help="every registered experiment at its paper profile")
     parser.add_argument("--profile", default="paper")
     parser.add_argument("--methods", help="comma-separated (default: every implemented method of the experiment)")

@@ -5,17 +5,16 @@ from __future__ import annotations
 import sys
 
 from core.lib.errors import UserError
-from core.tools.arguments import (OneLineParser, add_allow_code_change, add_common, check_out_folder, choose_methods,
-                                  jobs_count, pick_device, positive_int, resolve_data_root_arg, resolve_experiment,
-                                  user_path)
+from core.tools.arguments import (OneLineParser, add_allow_code_change, add_common, add_experiment, check_out_folder,
+                                  choose_methods, jobs_count, pick_device, positive_int, resolve_data_root_arg,
+                                  resolve_experiment, user_path)
 
 NAME = "run"
 HELP = "run the (method, seed) jobs of one experiment; resumes where it stopped"
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("paper")
-    parser.add_argument("experiment")
+    add_experiment(parser)
     parser.add_argument("--methods", help="comma-separated (default: every implemented method of the experiment)")
     parser.add_argument("--seeds", type=positive_int, help="number of seeds, 0..N-1 (default: the paper's)")
     parser.add_argument("--profile", default="paper", help="paper (default), smoke, mini, or a named variant")
