@@ -119,7 +119,8 @@ def test_code_version_is_the_commit_or_a_hash_of_what_changed(tmp_path):
 
 def test_a_checkpoint_of_other_code_is_not_resumed(tmp_path):
     labeled = np.arange(4)
-    ours, theirs = (JobCheckpoints(RunFolder(tmp_path), "abc", version, 1, lambda: None, True, torch.device("cpu"))(0, labeled)
+    ours, theirs = (JobCheckpoints(RunFolder(tmp_path), "abc", version, 1, lambda: None, True,
+                                   torch.device("cpu"))(0, labeled)
                     for version in (code_version(), OTHER))
     theirs.save({"step": 7})
     assert theirs.load()["step"] == 7 and ours.load() is None

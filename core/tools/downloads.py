@@ -48,8 +48,9 @@ def fetch_native(dataset: str, folder: Path) -> None:
 
     from torchvision.datasets.utils import check_integrity, extract_archive
 
-    offline = (f"offline, place {dataset_spec(dataset).native_layout} in {folder} (or ImageFolder trees {folder}/train/ "
-               f"and {folder}/test/), or point --data-root at a folder holding {dataset}/")
+    layout = dataset_spec(dataset).native_layout
+    offline = (f"offline, place {layout} in {folder} (or ImageFolder trees {folder}/train/ and {folder}/test/), or "
+               f"point --data-root at a folder holding {dataset}/")
     for url, name, md5 in native_files(dataset):
         target = folder / name
         target.parent.mkdir(parents=True, exist_ok=True)
