@@ -47,6 +47,10 @@ def test_a_refused_verify_is_reported_as_a_refusal_not_a_crash():
     assert gpucheck.verify_section(verify) == "refused: error: the protocol needs 10000 training images"
     crash = gpucheck.Case("verify", [sys.executable, "-c", "raise SystemExit(3)"])
     assert gpucheck.crashed(gpucheck.run_cases([crash], 1, budget=60, case_seconds=60))
+    outside = gpucheck.Case("verify", [sys.executable, "-c", "print('Reported vs reproduced'); raise SystemExit(1)"])
+    gpucheck.run_cases([outside], 1, budget=60, case_seconds=60)
+    assert not gpucheck.machine_failed([], outside) and gpucheck.machine_failed([], crash)
+    assert gpucheck.verify_section(outside).startswith("exit 1: a point lies outside its tolerance")
 
 
 def test_the_budget_counts_from_the_process_start_and_keeps_a_margin():
