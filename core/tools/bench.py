@@ -242,9 +242,8 @@ class TimedSource:
 # selection of 2,500 (5% of 50,000). A smaller pool scales the labeled set, the budget and every method's
 # pool-sized option by pool / 45,000, so each method picks the same share of its candidates as at full size.
 TABLE1_POOL, TABLE1_LABELED, TABLE1_BUDGET = 45000, 5000, 2500
-CPU_POOL = 360               # a 125th of Table 1 (budget 20): at 900, every method took 12 minutes on a 2-core
-                             # CPU, LADA's selections (71-80 s each) the slowest; LADA, VAAL and random took 73 s
-                             # at 360 against 195 s at 900
+CPU_POOL = 360               # a 125th of Table 1 (budget 20): all 45 methods in 54 s on an idle 2-core CPU (at
+                             # 900, 12 minutes on a loaded one, LADA's selections the slowest)
 MIN_BUDGET = 10              # one pick per CIFAR-10 class; the smallest size every method is tested at
 POOL_SIZED_OPTIONS = ("subset",)     # counts of candidates (LL4AL's random subset of 10,000 of 45,000)
 
