@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.lib.errors import UserError
+from core.tools.processes import proc_stat
 
 HEARTBEAT_SECONDS = 20.0
 STALE_AFTER_SECONDS = 180.0        # well above NFS attribute caching (actimeo is at most 60 s by default)
@@ -50,10 +51,9 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        return proc_stat(pid)[0] != "Z"
     except OSError:                   # no /proc (macOS), or it ended meanwhile: kill said it was there
         return True
-    return stat[stat.rindex(")") + 2] != "Z"      # the state follows the command name, which may hold spaces
 
 
 def _read_owner(path: Path) -> dict | None:

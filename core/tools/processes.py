@@ -108,12 +108,18 @@ def run_group(argv: list[str], timeout: float, env: dict | None = None, **popen)
     return subprocess.CompletedProcess(argv, process.returncode, printed, errors)
 
 
+def proc_stat(pid: int | str) -> list[str]:
+    """The fields of /proc/<pid>/stat from field 3 (the state) on: the command name before them may hold spaces,
+    so they are read after its closing parenthesis. OSError where there is no /proc or no such process."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2:].split()
+
+
 def seconds_since_process_start() -> float:
     """From the kernel's record of this process's start (Linux: /proc/self/stat against the boot clock), so that
     the interpreter's start and the imports count; elsewhere from this module's import."""
     try:
-        stat = Path("/proc/self/stat").read_text()
-        ticks = int(stat[stat.rindex(")") + 2:].split()[19])     # field 22, starttime; the list starts at field 3
+        ticks = int(proc_stat("self")[19])     # field 22, starttime
         return time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
     except (OSError, AttributeError, ValueError):
         return time.perf_counter() - IMPORTED
