@@ -5,27 +5,17 @@ a 300-candidate shortlist over a 3,000-image pool, 150 picks (a Cityscapes-sized
 second run, after one at the same sizes."""
 from __future__ import annotations
 
-import time
-
 import torch
 
 from baselines.committee import dense_max_cover, lazy_max_cover
 from baselines.coreset import active_set_kcenter, dense_kcenter
-from core.tools.bench import Benchmark, register_benchmark, synchronize
+from core.tools.bench import Benchmark, register_benchmark, timed
 
 
 def penultimate_like(count: int, dim: int, seed: int, device: torch.device) -> torch.Tensor:
     """Non-negative float32 rows, as pooled ReLU features are."""
     generator = torch.Generator().manual_seed(seed)
     return torch.randn(count, dim, generator=generator).relu_().to(device)
-
-
-def timed(device: torch.device, compute) -> tuple[float, torch.Tensor]:
-    synchronize(device)
-    started = time.perf_counter()
-    result = compute()
-    synchronize(device)
-    return time.perf_counter() - started, result
 
 
 def compare(name: str, device: torch.device, cpu_loop, gpu_loop) -> dict:

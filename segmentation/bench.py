@@ -8,7 +8,6 @@
 Every timing follows a warm-up at its shapes: a training step, an inference pass, a batch and a step per path."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,7 @@ import torch.nn.functional as F
 
 from core.lib import (IGNORE_LABEL, Augmentation, Split, TrainConfig, Trainer, build_network, evaluate, load_dataset,
                       make_optimizer, parameter_count, resolve_data_root)
-from core.tools.bench import Benchmark, register_benchmark, synchronize
+from core.tools.bench import Benchmark, register_benchmark, timed
 from segmentation.data import CITYSCAPES_STATS, SegmentationSource
 
 
@@ -41,19 +40,14 @@ def bench_segmentation(device: torch.device, arch: str, width: float, steps: int
         cfg = TrainConfig(optimizer="adam", lr=1e-3, weight_decay=0, batch_size=batch_size, iterations=iterations,
                           drop_last=True, amp=amp)
         generator = torch.Generator(device=device).manual_seed(0)
-        synchronize(device)
-        started = time.perf_counter()
-        Trainer(cfg, device, classes, progress=False).fit(model, source, labeled, split.targets, generator=generator)
-        synchronize(device)
-        return time.perf_counter() - started
+        trainer = Trainer(cfg, device, classes, progress=False)
+        return timed(device, lambda: trainer.fit(model, source, labeled, split.targets, generator=generator))[0]
 
     train(1)                                   # warm-up: allocator, cuDNN algorithm choice
     step_seconds = train(steps) / steps
     evaluate(model, source, np.arange(2), split.targets, classes, 2, amp)      # warm-up at the timed shapes
-    synchronize(device)
-    started = time.perf_counter()
-    evaluate(model, source, np.arange(4), split.targets, classes, 2, amp)
-    inference_seconds = (time.perf_counter() - started) / 4
+    inference_seconds = timed(device, lambda: evaluate(model, source, np.arange(4), split.targets, classes, 2,
+                                                       amp))[0] / 4
     print(f"{arch} (width {width:g}, {parameter_count(model):,} parameters), {device}, amp={amp}:")
     print(f"  training step, batch {batch_size} of {crop}x{crop} crops: {step_seconds:.3f} s "
           f"({batch_size / step_seconds:.1f} crops/s)")
@@ -125,14 +119,13 @@ def bench_camvid_pipeline(data_root: Path, device: torch.device, arch: str, widt
         images, masks = next(batches)                  # warm-up: workers started, first batch decoded,
         if train:                                      # and a step at the timed shapes (cuDNN, allocator)
             step(images, masks)
-        synchronize(device)
-        started = time.perf_counter()
-        for _ in range(steps):
-            images, masks = next(batches)
-            if train:
-                step(images, masks)
-        synchronize(device)
-        return steps / (time.perf_counter() - started)
+        def run_steps():
+            for _ in range(steps):
+                images, masks = next(batches)
+                if train:
+                    step(images, masks)
+
+        return steps / timed(device, run_steps)[0]
 
     model.train()
     results = {f"{kind}_{path}": rate(make(), kind == "train")

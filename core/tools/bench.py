@@ -57,6 +57,15 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def timed(device: torch.device, compute: Callable[[], object]) -> tuple[float, object]:
+    """(seconds, result) of `compute()`, the device's queue drained before and after (every benchmark's clock)."""
+    synchronize(device)
+    started = time.perf_counter()
+    result = compute()
+    synchronize(device)
+    return time.perf_counter() - started, result
+
+
 @dataclass(frozen=True)
 class StepSettings:
     """One row of `bench train`: the settings a training step is built from (core.lib.trainer.training_step)."""
@@ -84,11 +93,7 @@ def warm_up_count(count: int, batch_size: int) -> int:
 def images_per_second(epoch: Callable[[int], object], count: int, batch_size: int, device) -> float:
     """images/s of `epoch(count)` after a warm-up epoch at the same batch shapes."""
     epoch(warm_up_count(count, batch_size))
-    synchronize(device)
-    started = time.perf_counter()
-    epoch(count)
-    synchronize(device)
-    return count / (time.perf_counter() - started)
+    return count / timed(device, lambda: epoch(count))[0]
 
 
 def time_our_trainer(split, device, arch: str, width: float, batch_size: int, settings: StepSettings = PAPER,

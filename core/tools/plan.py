@@ -60,7 +60,7 @@ from core.lib import datasets as ds
 from core.lib.config import ExperimentConfig, cycle_training
 from core.lib.errors import UserError
 from core.lib.strategy import CycleSizes, CycleWork
-from core.tools.bench import synchronize
+from core.tools.bench import timed
 
 PROBE_BATCH = 8                      # samples per counted pass of a method's network; FLOPs scale linearly
 UTILISATION = 0.4                    # share of the dense peak for unmeasured networks on large images
@@ -187,16 +187,13 @@ def measure_speed(config: ExperimentConfig, data: DataShape, task: TaskFlops, de
 
 
 def images_per_second(step, images: int, steps: int, device: torch.device) -> float:
-    import time
+    def run_steps():
+        for _ in range(steps):
+            step()
 
     for _ in range(2):
         step()
-    synchronize(device)
-    started = time.perf_counter()
-    for _ in range(steps):
-        step()
-    synchronize(device)
-    return steps * images / (time.perf_counter() - started)
+    return steps * images / timed(device, run_steps)[0]
 
 
 # ---------------------------------------------------------------- the dataset as a job sees it, without data
